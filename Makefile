@@ -1,0 +1,28 @@
+# Two entry points for a newcomer: `make demo` and `make test`.
+# Both create .venv when missing and install into it once; a second call reuses it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.segzoo-installed
+CORES  ?= all
+
+.PHONY: demo test install clean-results
+
+install: $(STAMP)
+
+# Reinstall only when the package definition or the pinned versions change.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $@
+
+demo: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) --resources gpu=2
+
+# pytest exits 5 when it collected no tests; that is not a failure.
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+clean-results:
+	rm -rf results .snakemake
