@@ -1,0 +1,1 @@
+"""Raw datasets: the phantom generator, reading and verifying, preprocessing, splits."""

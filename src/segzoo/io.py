@@ -1,0 +1,70 @@
+"""Writing outputs all-or-nothing, and never over something that is already there."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from segzoo.errors import SegzooError
+
+
+def _default_mode(directory: bool) -> int:
+    """The permissions a plain open()/mkdir() would give under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def refuse_existing(path: Path) -> None:
+    """Fail if ``path`` holds anything: segzoo never overwrites what is there.
+
+    An empty directory is allowed (Snakemake and users often create the parent first).
+    """
+    if path.is_dir() and not any(path.iterdir()):
+        return
+    if path.exists() or path.is_symlink():
+        raise SegzooError(f"{path}: already exists; refusing to overwrite it (remove it or choose another output path)")
+
+
+@contextmanager
+def output_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden temporary directory next to ``path``; rename it to ``path`` only on success.
+
+    On any exception the temporary directory is removed, so a failed command leaves nothing behind.
+    """
+    path = Path(path)
+    refuse_existing(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        os.chmod(tmp, _default_mode(directory=True))
+        yield tmp
+        if path.is_dir():
+            path.rmdir()  # empty, checked above
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj, *, overwrite: bool = False) -> None:
+    """Write ``obj`` as indented JSON atomically (temporary file + rename)."""
+    path = Path(path)
+    if not overwrite:
+        refuse_existing(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
+    try:
+        os.chmod(tmp, _default_mode(directory=False))
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
