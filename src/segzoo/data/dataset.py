@@ -1,0 +1,238 @@
+"""Reading a raw dataset in the nnU-Net v2 or Medical Segmentation Decathlon layout.
+
+Both layouts become one :class:`RawDataset`: its channels, its regions (the tasks the models
+predict, one sigmoid channel each), the label values it declares, and its cases with their files.
+Reading only looks at ``dataset.json`` and file names; :mod:`segzoo.data.verify` opens the images.
+
+nnU-Net v2::
+
+    Dataset001_Name/dataset.json   {"channel_names": {"0": "T2"}, "labels": {"background": 0, "sc": [2, 3], ...},
+                                    "numTraining": 24, "file_ending": ".nii.gz"}
+    Dataset001_Name/imagesTr/<case>_0000.nii.gz   (one file per channel)
+    Dataset001_Name/labelsTr/<case>.nii.gz
+    Dataset001_Name/imagesTs/, labelsTs/          (optional: the test set)
+
+Decathlon::
+
+    TaskNN_Name/dataset.json  {"modality": {"0": "MRI"}, "labels": {"0": "background", "1": "..."},
+                               "numTraining": 32, "training": [{"image": "./imagesTr/x.nii.gz",
+                               "label": "./labelsTr/x.nii.gz"}], "test": ["./imagesTs/y.nii.gz"]}
+
+Decathlon images hold all channels in one file (channels last when there are several).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from segzoo.errors import SegzooError
+
+NNUNET_KEYS = {"channel_names": dict, "labels": dict, "numTraining": int, "file_ending": str}
+MSD_KEYS = {"modality": dict, "labels": dict, "numTraining": int, "training": list}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case: its image file(s) (one per channel, or one multi-channel file) and its label, if any."""
+
+    id: str
+    images: tuple[Path, ...]
+    label: Path | None
+    test: bool = False  # from imagesTs/labelsTs
+
+
+@dataclass
+class RawDataset:
+    root: Path
+    layout: str  # "nnunet" or "msd"
+    channels: list[str]
+    regions: dict[str, list[int]]  # task name -> label values it covers
+    label_values: set[int]  # every value a label map may hold (0 included)
+    file_ending: str
+    cases: list[Case] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # layout problems found while reading
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def training(self) -> list[Case]:
+        return [c for c in self.cases if not c.test]
+
+    @property
+    def test(self) -> list[Case]:
+        return [c for c in self.cases if c.test]
+
+
+def read_dataset(root: str | Path) -> RawDataset:
+    """Read ``root``'s ``dataset.json`` and list its cases.
+
+    Raises :class:`SegzooError` when nothing sensible can be read (no folder, no or bad ``dataset.json``).
+    Problems with individual cases (a missing channel or label, a stray file) are collected in
+    ``problems`` so that verification can report them all at once.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise SegzooError(f"{root}: not a directory")
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        raise SegzooError(f"{meta_path}: missing (every dataset needs a dataset.json)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SegzooError(f"{meta_path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise SegzooError(f"{meta_path}: must hold a JSON object, found {type(meta).__name__}")
+    if "training" in meta or "modality" in meta:
+        return _read_msd(root, meta_path, meta)
+    return _read_nnunet(root, meta_path, meta)
+
+
+def _check_keys(meta_path: Path, meta: dict, required: dict[str, type]) -> None:
+    problems = []
+    for key, kind in required.items():
+        if key not in meta:
+            problems.append(f"{meta_path}: missing key '{key}'")
+        elif not isinstance(meta[key], kind) or (kind is int and isinstance(meta[key], bool)):
+            problems.append(f"{meta_path}: key '{key}' must be {kind.__name__}, found {type(meta[key]).__name__}")
+    if problems:
+        raise SegzooError(problems)
+
+
+def _parse_nnunet_labels(meta_path: Path, labels: dict) -> tuple[dict[str, list[int]], set[int]]:
+    """nnU-Net ``labels``: name -> int (a class) or list of ints (a region). ``background`` must be 0."""
+    problems, regions, values = [], {}, {0}
+    if labels.get("background") != 0:
+        problems.append(f"{meta_path}: 'labels' must map 'background' to 0")
+    for name, value in labels.items():
+        members = value if isinstance(value, list) else [value]
+        if not members or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in members):
+            problems.append(f"{meta_path}: label '{name}' must be a non-negative integer or a list of them, "
+                            f"found {value!r}")
+            continue
+        values.update(members)
+        if name != "background":
+            regions[name] = sorted(members)
+    if not regions:
+        problems.append(f"{meta_path}: 'labels' declares no foreground label")
+    if problems:
+        raise SegzooError(problems)
+    return regions, values
+
+
+def _read_nnunet(root: Path, meta_path: Path, meta: dict) -> RawDataset:
+    _check_keys(meta_path, meta, NNUNET_KEYS)
+    channels = [meta["channel_names"][k] for k in sorted(meta["channel_names"], key=_channel_index(meta_path))]
+    if not channels:
+        raise SegzooError(f"{meta_path}: 'channel_names' is empty")
+    ending = meta["file_ending"]
+    if not ending.startswith("."):
+        raise SegzooError(f"{meta_path}: 'file_ending' must start with '.', found {ending!r}")
+    regions, values = _parse_nnunet_labels(meta_path, meta["labels"])
+    ds = RawDataset(root, "nnunet", channels, regions, values, ending)
+    for images_dir, labels_dir, test in (("imagesTr", "labelsTr", False), ("imagesTs", "labelsTs", True)):
+        _list_nnunet_cases(ds, root / images_dir, root / labels_dir, test)
+    if not ds.training and not ds.problems:
+        ds.problems.append(f"{root / 'imagesTr'}: no training images ending in {ending}")
+    if meta["numTraining"] != len(ds.training):
+        ds.problems.append(f"{meta_path}: 'numTraining' is {meta['numTraining']} but imagesTr holds "
+                           f"{len(ds.training)} cases")
+    return ds
+
+
+def _channel_index(meta_path: Path):
+    def key(k: str) -> int:
+        if not str(k).isdigit():
+            raise SegzooError(f"{meta_path}: 'channel_names' keys must be channel indices '0', '1', ..., found {k!r}")
+        return int(k)
+    return key
+
+
+def _list_nnunet_cases(ds: RawDataset, images_dir: Path, labels_dir: Path, test: bool) -> None:
+    ending, n_channels = ds.file_ending, len(ds.channels)
+    if not images_dir.is_dir():
+        if not test:
+            ds.problems.append(f"{images_dir}: missing folder")
+        return
+    pattern = re.compile(rf"^(?P<case>.+)_(?P<channel>\d{{4}}){re.escape(ending)}$")
+    found: dict[str, set[int]] = {}
+    for f in sorted(images_dir.iterdir()):
+        if f.name.startswith(".") or not f.name.endswith(ending):
+            continue
+        m = pattern.match(f.name)
+        if not m:
+            ds.problems.append(f"{f}: image name must be <case>_<4-digit channel>{ending}")
+            continue
+        found.setdefault(m["case"], set()).add(int(m["channel"]))
+    for case, chans in found.items():
+        for extra in sorted(chans - set(range(n_channels))):
+            ds.problems.append(f"{images_dir / f'{case}_{extra:04d}{ending}'}: channel {extra} is not declared "
+                               f"in dataset.json (channels 0..{n_channels - 1})")
+        missing = [c for c in range(n_channels) if c not in chans]
+        for c in missing:
+            ds.problems.append(f"{images_dir / f'{case}_{c:04d}{ending}'}: missing image channel {c} "
+                               f"({ds.channels[c]}) of case {case}")
+        label = labels_dir / f"{case}{ending}"
+        if not label.is_file():
+            if not test or labels_dir.is_dir():
+                ds.problems.append(f"{label}: missing label for case {case}")
+            label = None
+        if not missing:
+            images = tuple(images_dir / f"{case}_{c:04d}{ending}" for c in range(n_channels))
+            ds.cases.append(Case(case, images, label, test))
+    if labels_dir.is_dir():
+        for f in sorted(labels_dir.iterdir()):
+            if f.name.endswith(ending) and f.name[: -len(ending)] not in found:
+                ds.problems.append(f"{f}: label has no image in {images_dir.name}")
+
+
+def _read_msd(root: Path, meta_path: Path, meta: dict) -> RawDataset:
+    _check_keys(meta_path, meta, MSD_KEYS)
+    channels = [meta["modality"][k] for k in sorted(meta["modality"], key=_channel_index(meta_path))]
+    if not channels:
+        raise SegzooError(f"{meta_path}: 'modality' is empty")
+    labels = meta["labels"]
+    if not all(str(k).isdigit() for k in labels):
+        raise SegzooError(f"{meta_path}: Decathlon 'labels' keys must be label values '0', '1', ..., "
+                          f"found {sorted(labels)}")
+    values = {int(k) for k in labels} | {0}
+    regions = {str(name): [int(k)] for k, name in labels.items() if int(k) != 0}
+    if not regions:
+        raise SegzooError(f"{meta_path}: 'labels' declares no foreground label")
+    ds = RawDataset(root, "msd", channels, regions, values, ".nii.gz")
+    for i, entry in enumerate(meta["training"]):
+        if not (isinstance(entry, dict) and isinstance(entry.get("image"), str) and isinstance(entry.get("label"), str)):
+            ds.problems.append(f"{meta_path}: training[{i}] must be an object with 'image' and 'label' paths")
+            continue
+        image, label = root / entry["image"], root / entry["label"]
+        case = _strip_ending(image.name)
+        ok = True
+        for path, what in ((image, "image"), (label, "label")):
+            if not path.is_file():
+                ds.problems.append(f"{path}: missing {what} listed in dataset.json training[{i}]")
+                ok = False
+        if ok:
+            ds.cases.append(Case(case, (image,), label))
+    for i, entry in enumerate(meta.get("test", [])):
+        image = root / entry if isinstance(entry, str) else None
+        if image is None or not image.is_file():
+            ds.problems.append(f"{meta_path}: test[{i}] does not name an existing image ({entry!r})")
+            continue
+        ds.cases.append(Case(_strip_ending(image.name), (image,), None, test=True))
+    if not ds.training and not ds.problems:
+        ds.problems.append(f"{meta_path}: 'training' lists no cases")
+    if meta["numTraining"] != len(meta["training"]):
+        ds.problems.append(f"{meta_path}: 'numTraining' is {meta['numTraining']} but 'training' lists "
+                           f"{len(meta['training'])} cases")
+    return ds
+
+
+def _strip_ending(name: str) -> str:
+    for ending in (".nii.gz", ".nii"):
+        if name.endswith(ending):
+            return name[: -len(ending)]
+    return name
