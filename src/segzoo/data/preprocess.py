@@ -1,0 +1,158 @@
+"""nnU-Net-style preprocessing with MONAI transforms, and its inverse back to the original grid.
+
+Per case: reorient to RAS, resample to the dataset's median spacing (images cubic spline, label maps
+one-hot linear then argmax, as nnU-Net does), z-score each channel, crop to the box where any channel is non-zero. Output folder::
+
+    preprocess.json          dataset facts: channels, regions, target spacing, case list
+    <case>.npy               float32 [C, X, Y, Z]   (read with mmap_mode="r" in training)
+    <case>_seg.npy           uint8   [1, X, Y, Z]   label values as in the raw data (absent if unlabelled)
+    <case>.json              properties: original shape/affine, preprocessed shape/affine, crop box
+
+Mapping a prediction back (:func:`to_original_grid`) resamples from the preprocessed affine to the
+original one, so it undoes reorientation, resampling and cropping in one step; where spacing and
+orientation already match it is an exact integer shift.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import NormalizeIntensity, Orientation, Spacing, SpatialResample
+from monai.transforms.utils import generate_spatial_bounding_box
+
+from segzoo.data.dataset import read_dataset
+from segzoo.data.verify import load_volume, verify
+from segzoo.io import output_dir, write_json
+
+IMAGE_ORDER = 3  # cubic spline for images (nnU-Net's choice)
+
+
+def median_spacing(summary: dict) -> list[float]:
+    """Median RAS spacing over the training cases of a verification summary."""
+    spacings = [c["ras_spacing"] for c in summary["cases"] if not c["test"]]
+    return [float(s) for s in np.median(np.asarray(spacings), axis=0)]
+
+
+def preprocess_dataset(raw: str | Path, out: str | Path, spacing: list[float] | None = None) -> Path:
+    """Verify ``raw``, then write its preprocessed cases to ``out`` (all or nothing)."""
+    ds = read_dataset(raw)
+    summary = verify(ds)
+    target = [float(s) for s in spacing] if spacing else median_spacing(summary)
+    out = Path(out)
+    with output_dir(out) as tmp:
+        cases = []
+        for case in ds.cases:
+            props = preprocess_case(case.images, case.label, target, len(ds.channels),
+                                    sorted(ds.label_values), tmp, case.id)
+            cases.append({"id": case.id, "test": case.test, "labelled": case.label is not None,
+                          "shape": props["preprocessed"]["shape"]})
+        write_json(tmp / "preprocess.json", {
+            "dataset": ds.name,
+            "raw": str(Path(raw).resolve()),
+            "layout": ds.layout,
+            "channels": ds.channels,
+            "regions": ds.regions,
+            "label_values": sorted(ds.label_values),
+            "target_spacing": target,
+            "image_order": IMAGE_ORDER,
+            "cases": cases,
+        })
+    return out
+
+
+def _as_metatensor(data: np.ndarray, affine: np.ndarray) -> MetaTensor:
+    return MetaTensor(torch.as_tensor(np.ascontiguousarray(data)), affine=torch.as_tensor(affine))
+
+
+def _to_ras(img: MetaTensor) -> MetaTensor:
+    return Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(img)
+
+
+def _one_hot(label: np.ndarray, values: list[int]) -> np.ndarray:
+    """[len(values), X, Y, Z] float32, one channel per label value."""
+    return np.stack([label == v for v in values]).astype(np.float32)
+
+
+def _argmax_values(onehot: np.ndarray, values: list[int]) -> np.ndarray:
+    """Back from (interpolated) one-hot channels to a uint8 label map."""
+    return np.asarray(values, dtype=np.uint8)[np.argmax(onehot, axis=0)]
+
+
+def preprocess_case(images: tuple[Path, ...], label: Path | None, target_spacing: list[float],
+                    n_channels: int, label_values: list[int], out_dir: Path, case_id: str) -> dict:
+    """Preprocess one case into ``out_dir``; return its properties (also written as ``<case>.json``)."""
+    vols = [load_volume(p) for p in images]
+    first = vols[0]
+    if len(vols) == 1 and n_channels > 1:  # Decathlon: one file, channels last
+        channels = [first.data[..., c] for c in range(n_channels)]
+    else:
+        channels = [np.squeeze(v.data, axis=tuple(range(3, v.data.ndim))) for v in vols]
+    affine = first.affine
+    image = _as_metatensor(np.stack(channels).astype(np.float32), affine)
+    image = Spacing(pixdim=target_spacing, mode=IMAGE_ORDER, padding_mode="nearest")(_to_ras(image))
+    seg = None
+    if label is not None:
+        lab = load_volume(label)
+        onehot = _as_metatensor(_one_hot(lab.data, label_values), lab.affine)
+        onehot = Spacing(pixdim=target_spacing, mode="bilinear")(_to_ras(onehot))
+        seg = MetaTensor(_argmax_values(onehot.numpy(), label_values)[None], affine=onehot.affine)
+
+    # Crop to where any channel is non-zero (nnU-Net's foreground crop; a no-op for noisy MRI).
+    start, end = generate_spatial_bounding_box(image, select_fn=lambda x: x != 0)
+    box = tuple(slice(s, e) for s, e in zip(start, end))
+    resampled_shape = list(image.shape[1:])
+    crop_affine = image.affine.numpy().copy()
+    crop_affine[:3, 3] = crop_affine[:3, :3] @ np.asarray(start, dtype=np.float64) + crop_affine[:3, 3]
+    array = NormalizeIntensity(channel_wise=True)(image[(slice(None), *box)])
+
+    np.save(out_dir / f"{case_id}.npy", np.asarray(array.numpy(), dtype=np.float32))
+    if seg is not None:
+        np.save(out_dir / f"{case_id}_seg.npy", seg[(slice(None), *box)].numpy().astype(np.uint8))
+    props = {
+        "id": case_id,
+        "original": {
+            "shape": list(first.data.shape[:3]),
+            "affine": first.affine.tolist(),
+            "spacing": [float(s) for s in first.spacing],
+            "orientation": "".join(nib.aff2axcodes(first.affine)),
+        },
+        "resampled_shape": resampled_shape,
+        "crop": {"start": [int(s) for s in start], "end": [int(e) for e in end]},
+        "preprocessed": {
+            "shape": list(array.shape[1:]),
+            "affine": crop_affine.tolist(),
+            "spacing": [float(s) for s in target_spacing],
+        },
+    }
+    write_json(out_dir / f"{case_id}.json", props)
+    return props
+
+
+def load_properties(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def to_original_grid(array: np.ndarray, props: dict, mode: str = "nearest") -> np.ndarray:
+    """Map ``array`` [C, X, Y, Z] on the preprocessed grid back to the original image grid.
+
+    ``mode`` is ``"nearest"`` for label maps and masks, ``"bilinear"`` for probabilities.
+    Voxels outside the preprocessed crop become 0.
+    """
+    src = _as_metatensor(np.asarray(array, dtype=np.float32), np.asarray(props["preprocessed"]["affine"]))
+    resample = SpatialResample(mode=mode, padding_mode="zeros", dtype=torch.float64)
+    out = resample(src, dst_affine=torch.as_tensor(props["original"]["affine"], dtype=torch.float64),
+                   spatial_size=props["original"]["shape"])
+    return np.asarray(out.numpy())
+
+
+def label_to_original_grid(seg: np.ndarray, props: dict, label_values: list[int]) -> np.ndarray:
+    """Map a label map [X, Y, Z] (or [1, X, Y, Z]) back to the original grid: one-hot linear, then argmax."""
+    seg = np.asarray(seg).reshape(np.asarray(seg).shape[-3:])
+    onehot = to_original_grid(_one_hot(seg, label_values), props, mode="bilinear")
+    # Outside the crop every channel is 0 and argmax gives the first value, background.
+    return _argmax_values(onehot, label_values)
