@@ -1,0 +1,28 @@
+# segzoo: train, compare and report 3D segmentation models. Rules live in rules/*.smk; each calls the
+# `segzoo` CLI, so Snakemake, DVC and SLURM all run the same commands.
+#
+#   snakemake --cores all                                   # the CPU demo (config.yaml)
+#   snakemake --cores all --resources gpu=2                 # same DAG, at most two GPU jobs at once
+#   snakemake --cores all --configfile presets/ci.yaml      # tiny settings used by the tests
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_.-]+",
+
+
+include: "rules/data.smk"
+
+
+rule all:
+    input:
+        data_targets(),
+    default_target: True
+
+
+onsuccess:
+    print_outputs()

@@ -1,0 +1,58 @@
+# Shared helpers: config validation, dataset naming, paths, source-file inputs, wildcard constraints.
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+REPO = Path(workflow.basedir)
+SRC = REPO / "src" / "segzoo"
+sys.path.insert(0, str(SRC.parent))  # this checkout's segzoo, whatever is installed
+
+from segzoo.config import validate_config
+from segzoo.errors import SegzooError
+
+try:  # one line per bad key; fills in the schema's defaults
+    config.update(validate_config(config, REPO / "schemas" / "config.schema.yaml"))
+except SegzooError as e:
+    raise WorkflowError("invalid configuration (config.yaml + any --configfile/--config overrides):\n  "
+                        + "\n  ".join(e.problems)) from None
+
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    # envs/segzoo.yaml brings the dependencies; the code is this checkout's src/, run as `segzoo`.
+    shell.prefix(f"export PYTHONPATH={shlex.quote(str(SRC.parent))}; segzoo() {{ python -m segzoo \"$@\"; }}; ")
+else:
+    # The `segzoo` beside this Snakemake (e.g. .venv/bin), even when that folder is not on PATH.
+    shell.prefix(f'export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
+
+PHANTOM_NAME = "Dataset001_SpinalPhantom"
+RAW = config["dataset"]["raw"]
+DATASET = config["dataset"]["name"] or (Path(RAW).name if RAW else PHANTOM_NAME)
+
+
+def sources(*modules):
+    """Source files of the segzoo code a job runs; as inputs, an edit to them reruns the job."""
+    return [os.path.relpath(SRC / m) for m in ("cli.py", "io.py", *modules)]
+
+
+def spacing_option():
+    spacing = config["preprocess"]["spacing"]
+    return "--spacing " + " ".join(map(str, spacing)) if spacing else ""
+
+
+def raw_dataset(wildcards):
+    """The phantom the pipeline writes, or the user's own dataset (read, never written)."""
+    return RAW if RAW else f"results/raw/{wildcards.dataset}"
+
+
+def data_targets():
+    return [f"results/verify/{DATASET}.json", f"results/splits/{DATASET}/splits.json"]
+
+
+def print_outputs():
+    print(f"\nsegzoo: data stage done for {DATASET}")
+    print(f"  verification report : results/verify/{DATASET}.json")
+    print(f"  preprocessed arrays : results/preprocessed/{DATASET}/")
+    print(f"  splits              : results/splits/{DATASET}/splits.json")

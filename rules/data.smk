@@ -1,0 +1,86 @@
+# Data stage: phantom (or the user's dataset) -> verify -> preprocess -> splits.
+
+
+rule phantom:
+    output:
+        directory("results/raw/{dataset}"),
+    input:
+        sources("data/phantom.py"),
+    params:
+        cases=config["phantom"]["cases"],
+        seed=config["seed"],
+        shape=" ".join(map(str, config["phantom"]["shape"])),
+        spacing=" ".join(map(str, config["phantom"]["spacing"])),
+        jitter=config["phantom"]["spacing_jitter"],
+        rotation=config["phantom"]["max_rotation_deg"],
+        lesion_free=config["phantom"]["lesion_free_fraction"],
+        max_lesions=config["phantom"]["max_lesions"],
+        noise=config["phantom"]["noise"],
+        bias=config["phantom"]["bias"],
+    log:
+        "results/logs/phantom/{dataset}.log",
+    benchmark:
+        "results/benchmarks/phantom/{dataset}.tsv"
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo phantom --out {output} --cases {params.cases} --seed {params.seed} --shape {params.shape}"
+        " --spacing {params.spacing} --spacing-jitter {params.jitter} --max-rotation {params.rotation}"
+        " --lesion-free-fraction {params.lesion_free} --max-lesions {params.max_lesions}"
+        " --noise {params.noise} --bias {params.bias} > {log} 2>&1"
+
+
+rule verify:
+    output:
+        "results/verify/{dataset}.json",
+    input:
+        raw=raw_dataset,
+        code=sources("data/dataset.py", "data/verify.py"),
+    log:
+        "results/logs/verify/{dataset}.log",
+    benchmark:
+        "results/benchmarks/verify/{dataset}.tsv"
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo verify {input.raw} --report {output} > {log} 2>&1"
+
+
+rule preprocess:
+    output:
+        directory("results/preprocessed/{dataset}"),
+    input:
+        raw=raw_dataset,
+        report="results/verify/{dataset}.json",
+        code=sources("data/dataset.py", "data/verify.py", "data/preprocess.py"),
+    params:
+        spacing=spacing_option(),
+    log:
+        "results/logs/preprocess/{dataset}.log",
+    benchmark:
+        "results/benchmarks/preprocess/{dataset}.tsv"
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo preprocess {input.raw} --out {output} {params.spacing} > {log} 2>&1"
+
+
+rule splits:
+    output:
+        "results/splits/{dataset}/splits.json",
+    input:
+        data="results/preprocessed/{dataset}",
+        code=sources("data/splits.py"),
+    params:
+        seed=config["seed"],
+        val=config["splits"]["val_fraction"],
+        test=config["splits"]["test_fraction"],
+    log:
+        "results/logs/splits/{dataset}.log",
+    benchmark:
+        "results/benchmarks/splits/{dataset}.tsv"
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo splits {input.data} --out {output} --seed {params.seed}"
+        " --val-fraction {params.val} --test-fraction {params.test} > {log} 2>&1"

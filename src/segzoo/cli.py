@@ -1,0 +1,114 @@
+"""The `segzoo` command: one verb per pipeline step, called by Snakemake rules, DVC stages and people.
+
+torch and MONAI are imported only inside the verbs that use them, so light verbs start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from segzoo.data.phantom import PhantomSpec
+from segzoo.errors import SegzooError
+
+
+def _phantom(args: argparse.Namespace) -> None:
+    from segzoo.data.phantom import write_phantom_dataset
+
+    spec = PhantomSpec(shape=tuple(args.shape), spacing=tuple(args.spacing), spacing_jitter=args.spacing_jitter,
+                       max_rotation_deg=args.max_rotation, lesion_free_fraction=args.lesion_free_fraction,
+                       max_lesions=args.max_lesions, noise=args.noise, bias=args.bias)
+    out = write_phantom_dataset(args.out, args.cases, args.seed, spec)
+    print(f"wrote {args.cases} phantom cases to {out}")
+
+
+def _verify(args: argparse.Namespace) -> None:
+    from segzoo.data.verify import verify_dataset
+    from segzoo.io import write_json
+
+    summary = verify_dataset(args.dataset)
+    if args.report:
+        write_json(args.report, summary)
+    print(f"{args.dataset}: OK ({summary['layout']} layout, {summary['num_training']} training and "
+          f"{summary['num_test']} test cases, channels {summary['channels']}, regions {list(summary['regions'])})")
+
+
+def _preprocess(args: argparse.Namespace) -> None:
+    from segzoo.data.preprocess import preprocess_dataset
+
+    out = preprocess_dataset(args.dataset, args.out, spacing=args.spacing)
+    print(f"preprocessed {args.dataset} into {out}")
+
+
+def _splits(args: argparse.Namespace) -> None:
+    from segzoo.data.splits import splits_for_preprocessed
+    from segzoo.io import write_json
+
+    splits = splits_for_preprocessed(args.preprocessed, args.seed, args.val_fraction, args.test_fraction)
+    write_json(args.out, splits)
+    print(f"wrote {args.out}: {len(splits['train'])} train, {len(splits['val'])} val, "
+          f"{len(splits['test'])} test ({splits['test_source']})")
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segzoo", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    d = PhantomSpec()
+    p = verbs.add_parser("phantom", help="write spinal-cord MRI phantoms as an nnU-Net v2 raw dataset")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to create, e.g. Dataset001_SpinalPhantom")
+    p.add_argument("--cases", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--shape", type=int, nargs=3, default=list(d.shape), metavar=("X", "Y", "Z"))
+    p.add_argument("--spacing", type=float, nargs=3, default=list(d.spacing), metavar=("X", "Y", "Z"))
+    p.add_argument("--spacing-jitter", type=float, default=d.spacing_jitter)
+    p.add_argument("--max-rotation", type=float, default=d.max_rotation_deg, help="degrees about each axis")
+    p.add_argument("--lesion-free-fraction", type=float, default=d.lesion_free_fraction)
+    p.add_argument("--max-lesions", type=int, default=d.max_lesions)
+    p.add_argument("--noise", type=float, default=d.noise, help="Rician sigma relative to CSF")
+    p.add_argument("--bias", type=float, default=d.bias, help="bias field amplitude (log scale)")
+    p.set_defaults(run=_phantom)
+
+    p = verbs.add_parser("verify", help="check an nnU-Net v2 or Decathlon raw dataset; exit 1 listing problems")
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--report", type=Path, help="write a JSON summary here when the dataset is sound")
+    p.set_defaults(run=_verify)
+
+    p = verbs.add_parser("preprocess", help="verify, reorient, resample, normalise and crop a raw dataset")
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                   help="target spacing in mm (default: the training cases' median)")
+    p.set_defaults(run=_preprocess)
+
+    p = verbs.add_parser("splits", help="draw train/val/test splits of a preprocessed dataset")
+    p.add_argument("preprocessed", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--val-fraction", type=_fraction, default=0.2)
+    p.add_argument("--test-fraction", type=_fraction, default=0.2)
+    p.set_defaults(run=_splits)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except SegzooError as e:
+        for line in e.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The pipeline configuration: validated against schemas/config.schema.yaml, defaults filled in.
+
+Every problem is reported at once, one line per key, named by its dotted path
+(``phantom.cases: 'abc' is not of type 'integer'``, ``phantom.bogus: unknown key``).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft202012Validator
+
+from segzoo.errors import SegzooError
+
+
+def load_schema(path: str | Path) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def config_problems(config: dict, schema: dict) -> list[str]:
+    """One line per problem, each naming the config key."""
+    problems = []
+    for error in sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.path))):
+        if error.validator == "additionalProperties":
+            known = sorted(error.schema.get("properties", {}))
+            for key in sorted(set(error.instance) - set(known)):
+                problems.append(f"{_key([*error.absolute_path, key])}: unknown key (known here: {', '.join(known)})")
+        else:
+            problems.append(f"{_key(error.absolute_path)}: {error.message}")
+    return problems
+
+
+def fill_defaults(config: dict, schema: dict) -> dict:
+    """A copy of ``config`` with every missing key that has a schema default set to it (recursively)."""
+    out = copy.deepcopy(config)
+    for key, sub in schema.get("properties", {}).items():
+        if key not in out and "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        if isinstance(out.get(key), dict) and sub.get("type") == "object":
+            out[key] = fill_defaults(out[key], sub)
+    return out
+
+
+def validate_config(config: dict, schema_path: str | Path, source: str | None = None) -> dict:
+    """Validate ``config`` and return it with defaults; raise SegzooError listing every bad key.
+
+    ``source`` (e.g. the file names) prefixes each problem line when given.
+    """
+    schema = load_schema(schema_path)
+    problems = config_problems(config, schema)
+    if problems:
+        raise SegzooError([f"{source}: {p}" if source else p for p in problems])
+    return fill_defaults(config, schema)
+
+
+def load_config(*paths: str | Path, schema_path: str | Path) -> dict:
+    """Merge YAML files like Snakemake does with --configfile (later files override keys), then validate."""
+    merged: dict = {}
+    for path in paths:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise SegzooError(f"{path}: must hold a mapping of config keys")
+        merged = _merge(merged, data)
+    return validate_config(merged, schema_path, source=" + ".join(map(str, paths)))
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
