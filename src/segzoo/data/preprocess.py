@@ -1,7 +1,8 @@
 """nnU-Net-style preprocessing with MONAI transforms, and its inverse back to the original grid.
 
-Per case: reorient to RAS, resample to the dataset's median spacing (images cubic spline, label maps
-one-hot linear then argmax, as nnU-Net does), z-score each channel, crop to the box where any channel is non-zero. Output folder::
+Per case: reorient to RAS, resample to the dataset's median spacing (cubic spline; label maps as
+one-hot channels, each resampled the same way, then argmax), z-score each channel, crop to the box
+where any channel is non-zero. Output folder::
 
     preprocess.json          dataset facts: channels, regions, target spacing, case list
     <case>.npy               float32 [C, X, Y, Z]   (read with mmap_mode="r" in training)
@@ -29,7 +30,7 @@ from segzoo.data.dataset import read_dataset
 from segzoo.data.verify import load_volume, verify
 from segzoo.io import output_dir, write_json
 
-IMAGE_ORDER = 3  # cubic spline for images (nnU-Net's choice)
+IMAGE_ORDER = 3  # cubic spline for images (nnU-Net's choice) and one-hot labels (best round-trip Dice)
 
 
 def median_spacing(summary: dict) -> list[float]:
@@ -99,7 +100,7 @@ def preprocess_case(images: tuple[Path, ...], label: Path | None, target_spacing
     if label is not None:
         lab = load_volume(label)
         onehot = _as_metatensor(_one_hot(lab.data, label_values), lab.affine)
-        onehot = Spacing(pixdim=target_spacing, mode="bilinear")(_to_ras(onehot))
+        onehot = Spacing(pixdim=target_spacing, mode=IMAGE_ORDER, padding_mode="nearest")(_to_ras(onehot))
         seg = MetaTensor(_argmax_values(onehot.numpy(), label_values)[None], affine=onehot.affine)
 
     # Crop to where any channel is non-zero (nnU-Net's foreground crop; a no-op for noisy MRI).

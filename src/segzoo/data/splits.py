@@ -20,6 +20,7 @@ def make_splits(case_ids: list[str], labelled_test_ids: list[str], seed: int,
                 val_fraction: float, test_fraction: float) -> dict:
     """Deterministic split: the same ids, seed and fractions always give the same lists."""
     pool = sorted(case_ids)
+    n_val = max(1, round(val_fraction * len(pool)))  # fractions are of all labelled training cases
     rng = np.random.default_rng(seed)
     if labelled_test_ids:
         test, source = sorted(labelled_test_ids), "imagesTs"
@@ -28,7 +29,6 @@ def make_splits(case_ids: list[str], labelled_test_ids: list[str], seed: int,
         order = rng.permutation(len(pool))
         test, source = sorted(pool[i] for i in order[:n_test]), "drawn"
         pool = sorted(pool[i] for i in order[n_test:])
-    n_val = max(1, round(val_fraction * len(pool)))
     if len(pool) - n_val < 1:
         raise SegzooError(f"{len(case_ids)} labelled training case(s) cannot give at least one train, one "
                           f"validation and one test case; add cases or use a dataset with labelsTs")

@@ -11,6 +11,7 @@ reporting, so a user fixes everything in one pass. Checks per case:
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,14 +46,27 @@ class Volume:
 
 
 def load_volume(path: Path) -> Volume:
-    """Read a NIfTI file fully (so corrupt or truncated data fails here). Raises SegzooError."""
+    """Read a NIfTI file fully (so corrupt or truncated data fails here). Raises SegzooError.
+
+    ``.gz`` files are decompressed whole, which checks the gzip CRC and length: nibabel alone reads
+    only the bytes it needs and can miss corruption in a stream's tail.
+    """
     try:
-        img = nib.load(path)
+        if path.name.endswith(".gz"):
+            img = _from_bytes(gzip.decompress(path.read_bytes()))
+        else:
+            img = nib.load(path)
         data = np.asanyarray(img.dataobj)
     except Exception as e:  # nibabel, gzip and zlib raise many types for broken files
         reason = str(e).strip() or type(e).__name__
         raise SegzooError(f"{path}: cannot be read ({type(e).__name__}: {reason})") from None
     return Volume(path, data, np.asarray(img.affine, dtype=np.float64))
+
+
+def _from_bytes(raw: bytes):
+    """A NIfTI-1 or NIfTI-2 image from its uncompressed bytes (told apart by the header size field)."""
+    sizes = {int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big")}
+    return (nib.Nifti2Image if 540 in sizes else nib.Nifti1Image).from_bytes(raw)
 
 
 def verify_dataset(root: str | Path) -> dict:

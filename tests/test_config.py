@@ -1,0 +1,40 @@
+import pytest
+import yaml
+
+from segzoo.config import load_config, validate_config
+from segzoo.errors import SegzooError
+
+from conftest import REPO
+
+SCHEMA = REPO / "schemas" / "config.schema.yaml"
+
+
+@pytest.mark.parametrize("preset", sorted((REPO / "presets").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(preset):
+    config = load_config(REPO / "config.yaml", preset, schema_path=SCHEMA)
+    assert config["seed"] >= 0
+
+
+def test_defaults_are_filled_in():
+    config = validate_config({"phantom": {"cases": 5}}, SCHEMA)
+    assert config["phantom"]["cases"] == 5
+    assert config["phantom"]["spacing"] == [0.8, 0.8, 2.5]
+    assert config["splits"]["val_fraction"] == 0.2 and config["dataset"]["raw"] is None
+
+
+def test_every_bad_key_is_named():
+    with pytest.raises(SegzooError) as e:
+        validate_config({"phantom": {"cases": "abc", "bogus": 1}, "sede": 3, "splits": {"val_fraction": 2}}, SCHEMA)
+    text = "\n".join(e.value.problems)
+    assert "phantom.cases: 'abc' is not of type 'integer'" in text
+    assert "phantom.bogus: unknown key" in text
+    assert "sede: unknown key" in text
+    assert "splits.val_fraction:" in text
+    assert len(e.value.problems) == 4
+
+
+def test_config_file_that_is_not_a_mapping(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump([1, 2]))
+    with pytest.raises(SegzooError, match="bad.yaml: must hold a mapping"):
+        load_config(bad, schema_path=SCHEMA)
