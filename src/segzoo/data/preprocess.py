@@ -54,7 +54,7 @@ def preprocess_dataset(raw: str | Path, out: str | Path, spacing: list[float] | 
                           "shape": props["preprocessed"]["shape"]})
         write_json(tmp / "preprocess.json", {
             "dataset": ds.name,
-            "raw": str(Path(raw).resolve()),
+            "raw": str(raw),  # as given: results stay the same wherever the checkout lives
             "layout": ds.layout,
             "channels": ds.channels,
             "regions": ds.regions,

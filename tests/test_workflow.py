@@ -1,0 +1,134 @@
+"""Real Snakemake runs of the data stage on the ci preset (no mocks): phantom or user data -> splits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from test_verify import make_msd, shape_mismatch
+
+pytestmark = pytest.mark.slow
+
+WORKFLOW = ["Snakefile", "rules", "schemas", "envs", "presets", "profiles", "config.yaml", "src"]
+PHANTOM = "Dataset001_SpinalPhantom"
+
+
+def workflow_copy(dest: Path) -> Path:
+    """The workflow files in a fresh folder, so each run starts from nothing."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW:
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
+    return dest
+
+
+def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The Snakemake installed beside this Python, with a PATH that does not hold the venv (as a user's might)."""
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    return subprocess.run([str(Path(sys.executable).parent / "snakemake"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory):
+    wf = workflow_copy(tmp_path_factory.mktemp("wf"))
+    result = snakemake(wf, "--cores", "all", "--resources", "gpu=2", "--configfile", "presets/ci.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return wf, result
+
+
+def test_ci_preset_runs_the_data_stage(ci_run):
+    wf, result = ci_run
+    ci = yaml.safe_load((wf / "presets" / "ci.yaml").read_text())
+    splits = json.loads((wf / "results" / "splits" / PHANTOM / "splits.json").read_text())
+    assert not set(splits["test"]) & set(splits["train"] + splits["val"])
+    assert len(splits["train"] + splits["val"] + splits["test"]) == ci["phantom"]["cases"]
+    pre = wf / "results" / "preprocessed" / PHANTOM
+    assert len(list(pre.glob("*_seg.npy"))) == ci["phantom"]["cases"]
+    for rule in ("phantom", "verify", "preprocess", "splits"):
+        assert (wf / "results" / "logs" / rule / f"{PHANTOM}.log").exists()
+        assert (wf / "results" / "benchmarks" / rule / f"{PHANTOM}.tsv").exists()
+    assert f"results/splits/{PHANTOM}/splits.json" in result.stdout  # the closing summary
+
+
+def test_second_run_has_nothing_to_do(ci_run):
+    wf, _ = ci_run
+    result = snakemake(wf, "-n", "--cores", "all", "--configfile", "presets/ci.yaml")
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_without_gpu_resources_gives_identical_outputs(ci_run, tmp_path):
+    wf, _ = ci_run
+    other = workflow_copy(tmp_path / "wf")
+    result = snakemake(other, "--cores", "all", "--configfile", "presets/ci.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for folder in ("raw", "preprocessed", "splits", "verify"):
+        assert digest(other / "results" / folder) == digest(wf / "results" / folder), folder
+
+
+def test_editing_a_source_file_reruns_its_rule(ci_run):
+    wf, _ = ci_run
+    splits_py = wf / "src" / "segzoo" / "data" / "splits.py"
+    original = splits_py.read_text()
+    try:
+        splits_py.write_text(original + "\n# an edit\n")  # Snakemake compares content, not only mtime
+        result = snakemake(wf, "-n", "--cores", "all", "--configfile", "presets/ci.yaml")
+        out = result.stdout + result.stderr
+        assert "rule splits:" in out and "rule preprocess:" not in out
+    finally:
+        splits_py.write_text(original)
+
+
+def test_lint_has_nothing_to_say(tmp_path):
+    wf = workflow_copy(tmp_path / "wf")
+    result = snakemake(wf, "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_bad_config_names_the_key(tmp_path):
+    wf = workflow_copy(tmp_path / "wf")
+    (wf / "bad.yaml").write_text("phantom:\n  cases: many\n  colour: red\n")
+    result = snakemake(wf, "-n", "--cores", "1", "--configfile", "bad.yaml")
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "phantom.cases: 'many' is not of type 'integer'" in out and "phantom.colour: unknown key" in out
+
+
+def test_user_decathlon_dataset_runs(tiny_dataset, tmp_path):
+    raw = make_msd(tiny_dataset, tmp_path / "Task09_Spine", channels=1)
+    before = digest(raw)
+    wf = workflow_copy(tmp_path / "wf")
+    result = snakemake(wf, "--cores", "all", "--configfile", "presets/ci.yaml", "--config", f"dataset={{raw: {raw}}}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    splits = json.loads((wf / "results" / "splits" / "Task09_Spine" / "splits.json").read_text())
+    assert sorted(splits["train"] + splits["val"] + splits["test"]) == [f"spine_{i}" for i in range(4)]
+    assert not (wf / "results" / "raw").exists()
+    assert digest(raw) == before  # the user's data is read, never written
+
+
+def test_broken_user_dataset_stops_at_verify(dataset_copy, tmp_path):
+    bad_file, _ = shape_mismatch(dataset_copy)
+    before = digest(dataset_copy)
+    wf = workflow_copy(tmp_path / "wf")
+    result = snakemake(wf, "--cores", "all", "--config", f"dataset={{raw: {dataset_copy}}}")
+    assert result.returncode != 0
+    log = (wf / "results" / "logs" / "verify" / f"{dataset_copy.name}.log").read_text()
+    assert f"error: {bad_file}: label shape" in log
+    assert not (wf / "results" / "verify" / f"{dataset_copy.name}.json").exists()
+    assert not (wf / "results" / "preprocessed").exists()
+    assert digest(dataset_copy) == before
