@@ -126,9 +126,7 @@ def _parse_nnunet_labels(meta_path: Path, labels: dict) -> tuple[dict[str, list[
 
 def _read_nnunet(root: Path, meta_path: Path, meta: dict) -> RawDataset:
     _check_keys(meta_path, meta, NNUNET_KEYS)
-    channels = [meta["channel_names"][k] for k in sorted(meta["channel_names"], key=_channel_index(meta_path))]
-    if not channels:
-        raise SegzooError(f"{meta_path}: 'channel_names' is empty")
+    channels = _channels(meta_path, meta, "channel_names")
     ending = meta["file_ending"]
     if not ending.startswith("."):
         raise SegzooError(f"{meta_path}: 'file_ending' must start with '.', found {ending!r}")
@@ -144,12 +142,15 @@ def _read_nnunet(root: Path, meta_path: Path, meta: dict) -> RawDataset:
     return ds
 
 
-def _channel_index(meta_path: Path):
-    def key(k: str) -> int:
-        if not str(k).isdigit():
-            raise SegzooError(f"{meta_path}: 'channel_names' keys must be channel indices '0', '1', ..., found {k!r}")
-        return int(k)
-    return key
+def _channels(meta_path: Path, meta: dict, key: str) -> list[str]:
+    """Channel names in index order from ``meta[key]`` ({"0": "T2", "1": "T1"})."""
+    mapping = meta[key]
+    if not mapping:
+        raise SegzooError(f"{meta_path}: '{key}' is empty")
+    bad = [k for k in mapping if not str(k).isdigit()]
+    if bad:
+        raise SegzooError(f"{meta_path}: '{key}' keys must be channel indices '0', '1', ..., found {bad[0]!r}")
+    return [mapping[k] for k in sorted(mapping, key=int)]
 
 
 def _list_nnunet_cases(ds: RawDataset, images_dir: Path, labels_dir: Path, test: bool) -> None:
@@ -192,9 +193,7 @@ def _list_nnunet_cases(ds: RawDataset, images_dir: Path, labels_dir: Path, test:
 
 def _read_msd(root: Path, meta_path: Path, meta: dict) -> RawDataset:
     _check_keys(meta_path, meta, MSD_KEYS)
-    channels = [meta["modality"][k] for k in sorted(meta["modality"], key=_channel_index(meta_path))]
-    if not channels:
-        raise SegzooError(f"{meta_path}: 'modality' is empty")
+    channels = _channels(meta_path, meta, "modality")
     labels = meta["labels"]
     if not all(str(k).isdigit() for k in labels):
         raise SegzooError(f"{meta_path}: Decathlon 'labels' keys must be label values '0', '1', ..., "
