@@ -24,10 +24,10 @@ rule phantom:
     conda:
         "../envs/segzoo.yaml"
     shell:
-        "segzoo phantom --out {output} --cases {params.cases} --seed {params.seed} --shape {params.shape}"
+        "segzoo phantom --out {output:q} --cases {params.cases} --seed {params.seed} --shape {params.shape}"
         " --spacing {params.spacing} --spacing-jitter {params.jitter} --max-rotation {params.rotation}"
         " --lesion-free-fraction {params.lesion_free} --max-lesions {params.max_lesions}"
-        " --noise {params.noise} --bias {params.bias} > {log} 2>&1"
+        " --noise {params.noise} --bias {params.bias} > {log:q} 2>&1"
 
 
 rule verify:
@@ -43,7 +43,7 @@ rule verify:
     conda:
         "../envs/segzoo.yaml"
     shell:
-        "segzoo verify {input.raw} --report {output} > {log} 2>&1"
+        "segzoo verify {input.raw:q} --report {output:q} > {log:q} 2>&1"
 
 
 rule preprocess:
@@ -62,7 +62,7 @@ rule preprocess:
     conda:
         "../envs/segzoo.yaml"
     shell:
-        "segzoo preprocess {input.raw} --out {output} {params.spacing} > {log} 2>&1"
+        "segzoo preprocess {input.raw:q} --out {output:q} {params.spacing} > {log:q} 2>&1"
 
 
 rule splits:
@@ -82,5 +82,5 @@ rule splits:
     conda:
         "../envs/segzoo.yaml"
     shell:
-        "segzoo splits {input.data} --out {output} --seed {params.seed}"
-        " --val-fraction {params.val} --test-fraction {params.test} > {log} 2>&1"
+        "segzoo splits {input.data:q} --out {output:q} --seed {params.seed}"
+        " --val-fraction {params.val} --test-fraction {params.test} > {log:q} 2>&1"

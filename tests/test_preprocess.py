@@ -15,6 +15,9 @@ from test_verify import make_msd, nan_in_image
 
 LABELS = [0, 1, 2, 3]
 REGIONS = {"canal": [1, 2, 3], "sc": [2, 3]}
+# Lesions hold 30-200 voxels: a resampling round trip moves a few boundary voxels, which costs them
+# several Dice points (0.96-0.995 on this fixture), so they get their own, stated bound.
+LESION_BOUND = 0.95
 
 
 def dice(a, b):
@@ -63,6 +66,8 @@ def test_round_trip_after_resampling_keeps_dice_above_099(jittered):
         assert back.shape == original.shape
         for region, values in REGIONS.items():
             assert dice(np.isin(original, values), np.isin(back, values)) >= 0.99, (case, region)
+        if (original == 3).any():
+            assert dice(original == 3, back == 3) >= LESION_BOUND, case
 
 
 def test_round_trip_is_exact_where_spacing_and_orientation_match(tmp_path):
@@ -105,3 +110,10 @@ def test_broken_dataset_writes_nothing(dataset_copy, tmp_path):
     with pytest.raises(SegzooError, match="NaN"):
         preprocess_dataset(dataset_copy, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == [dataset_copy.name]
+
+
+def test_cli_rejects_a_non_positive_spacing(tiny_dataset, tmp_path):
+    from conftest import run_segzoo
+    result = run_segzoo("preprocess", tiny_dataset, "--out", tmp_path / "pre", "--spacing", "1", "0", "3")
+    assert result.returncode == 2 and "must be a positive finite number" in result.stderr
+    assert not (tmp_path / "pre").exists()

@@ -56,6 +56,41 @@ def truncated_file(root):
     return _img(root), "cannot be read"
 
 
+def truncated_payload(root):
+    """The gzip stream is sound but holds too few bytes of image data."""
+    raw = gzip.decompress(_img(root).read_bytes())
+    _img(root).write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    return _img(root), "cannot be read"
+
+
+def complex_image(root):
+    _rewrite(_img(root), lambda d, a: (d.astype(np.complex64), a))
+    return _img(root), "unsupported data type complex64"
+
+
+def constant_image(root):
+    _rewrite(_img(root), lambda d, a: (np.zeros_like(d), a))
+    return _img(root), "image is constant"
+
+
+def duplicate_case_in_test_set(root):
+    for folder in ("imagesTs", "labelsTs"):
+        (root / folder).mkdir()
+    shutil.copy(_img(root), root / "imagesTs")
+    shutil.copy(_lab(root), root / "labelsTs")
+    return root / "imagesTs" / _img(root).name, "case id phantom_001 is also used in imagesTr"
+
+
+def regions_without_class_order(root):
+    _meta(root, regions_class_order=None)
+    return root / "dataset.json", "'regions_class_order' is missing"
+
+
+def labels_not_consecutive(root):
+    _meta(root, labels={"background": 0, "canal": [1, 2, 3], "sc": [2, 3], "lesion": 3, "extra": 7})
+    return root / "dataset.json", "missing [4, 5, 6]"
+
+
 def shape_mismatch(root):
     _rewrite(_lab(root), lambda d, a: (d[:-2], a))
     return _lab(root), "label shape"
@@ -157,7 +192,8 @@ def background_not_zero(root):
     return root / "dataset.json", "'background' to 0"
 
 
-BROKEN = [corrupt_gzip, truncated_file, shape_mismatch, spacing_mismatch, affine_mismatch, nan_in_image,
+BROKEN = [corrupt_gzip, truncated_file, truncated_payload, complex_image, constant_image, duplicate_case_in_test_set,
+          regions_without_class_order, labels_not_consecutive, shape_mismatch, spacing_mismatch, affine_mismatch, nan_in_image,
           undeclared_label, missing_label, missing_channel, bad_dataset_json_type, missing_dataset_json_key,
           dataset_json_not_json, missing_dataset_json, empty_folder, empty_images, image_2d, wrong_num_training,
           label_without_image, background_not_zero]
@@ -179,7 +215,7 @@ def test_broken_dataset_is_named_with_its_problem(breaker, dataset_copy, tmp_pat
     assert main(["verify", str(dataset_copy), "--report", str(report)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert any(str(path) in line and message in line for line in err), err
-    assert all(line.startswith("error: ") for line in err)
+    assert all(line.startswith("error: ") for line in err), err  # one line per problem
     assert not report.exists()  # nothing written downstream
 
 
@@ -244,3 +280,17 @@ def test_decathlon_layout_is_read_and_checked(tiny_dataset, tmp_path):
     text = "\n".join(e.value.problems)
     assert "labelsTr/spine_2.nii.gz: missing label listed in dataset.json training[2]" in text
     assert "spine_1.nii.gz: image shape" in text and "2 channel(s)" in text
+
+
+def test_trailing_singleton_label_axis_is_3d(dataset_copy):
+    _rewrite(_lab(dataset_copy), lambda d, a: (d[..., None], a))
+    assert verify_dataset(dataset_copy)["num_training"] == 4
+
+
+def test_decathlon_test_entry_must_be_a_list(tiny_dataset, tmp_path):
+    root = make_msd(tiny_dataset, tmp_path / "Task09_Spine", channels=1)
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["test"] = None
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(SegzooError, match="key 'test' must be list"):
+        verify_dataset(root)

@@ -51,6 +51,32 @@ def _splits(args: argparse.Namespace) -> None:
           f"{len(splits['test'])} test ({splits['test_source']})")
 
 
+def _train(args: argparse.Namespace) -> None:
+    import json
+
+    from segzoo.train.gpu import acquire, resolve_device
+
+    settings = json.loads(args.settings)
+    device = resolve_device(args.device)
+    if device == "cuda":  # before torch initialises CUDA
+        lease = acquire()
+        print(f"using GPU CUDA_VISIBLE_DEVICES={lease.devices}", file=sys.stderr)
+    from segzoo.train.loop import Run, train
+
+    metrics = train(Run(preprocessed=args.data, splits=args.splits, model=args.model, seed=args.seed,
+                        out=args.out, settings=settings["train"], model_options=settings["model"],
+                        device=device, threads=args.threads, progress=not args.no_progress))
+    print(f"trained {args.model} (seed {args.seed}): best validation Dice {metrics['best_val_dice']:.3f} at step "
+          f"{metrics['best_step']}; checkpoints in {args.out}")
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 < value < 1:
@@ -85,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("preprocess", help="verify, reorient, resample, normalise and crop a raw dataset")
     p.add_argument("dataset", type=Path)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
+    p.add_argument("--spacing", type=_positive, nargs=3, metavar=("X", "Y", "Z"),
                    help="target spacing in mm (default: the training cases' median)")
     p.set_defaults(run=_preprocess)
 
@@ -96,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=_fraction, default=0.2)
     p.add_argument("--test-fraction", type=_fraction, default=0.2)
     p.set_defaults(run=_splits)
+
+    p = verbs.add_parser("train", help="train (or resume) one model with one seed")
+    p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
+    p.add_argument("--splits", type=Path, required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds a matching state)")
+    p.add_argument("--settings", required=True,
+                   help='JSON {"train": <config train section>, "model": <config models.<name> section>}')
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_train)
     return parser
 
 

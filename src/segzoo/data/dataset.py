@@ -52,6 +52,7 @@ class RawDataset:
     regions: dict[str, list[int]]  # task name -> label values it covers
     label_values: set[int]  # every value a label map may hold (0 included)
     file_ending: str
+    ignore_label: int | None = None  # nnU-Net's "ignore" value: not a region (recorded; training does not mask it)
     cases: list[Case] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # layout problems found while reading
 
@@ -103,8 +104,13 @@ def _check_keys(meta_path: Path, meta: dict, required: dict[str, type]) -> None:
         raise SegzooError(problems)
 
 
-def _parse_nnunet_labels(meta_path: Path, labels: dict) -> tuple[dict[str, list[int]], set[int]]:
-    """nnU-Net ``labels``: name -> int (a class) or list of ints (a region). ``background`` must be 0."""
+def _parse_nnunet_labels(meta_path: Path, meta: dict) -> tuple[dict[str, list[int]], set[int], int | None]:
+    """nnU-Net ``labels``: name -> int (a class) or list of ints (a region), as nnU-Net v2 checks them.
+
+    ``background`` is 0; values are consecutive; regions (lists) need ``regions_class_order``; an
+    ``ignore`` label must hold the highest value and is not a region.
+    """
+    labels = meta["labels"]
     problems, regions, values = [], {}, {0}
     if labels.get("background") != 0:
         problems.append(f"{meta_path}: 'labels' must map 'background' to 0")
@@ -115,13 +121,26 @@ def _parse_nnunet_labels(meta_path: Path, labels: dict) -> tuple[dict[str, list[
                             f"found {value!r}")
             continue
         values.update(members)
-        if name != "background":
+        if name not in ("background", "ignore"):
             regions[name] = sorted(members)
+    ignore = labels.get("ignore")
+    if ignore is not None and (not isinstance(ignore, int) or ignore != max(values)):
+        problems.append(f"{meta_path}: the 'ignore' label must be one integer, the highest label value")
+    if any(isinstance(v, list) for v in labels.values()) and not isinstance(meta.get("regions_class_order"), list):
+        problems.append(f"{meta_path}: 'labels' uses regions (lists) but 'regions_class_order' is missing")
     if not regions:
         problems.append(f"{meta_path}: 'labels' declares no foreground label")
+    problems += _consecutive(meta_path, values - {ignore})
     if problems:
         raise SegzooError(problems)
-    return regions, values
+    return regions, values, ignore
+
+
+def _consecutive(meta_path: Path, values: set[int]) -> list[str]:
+    missing = sorted(set(range(max(values) + 1)) - values) if values else []
+    if missing:
+        return [f"{meta_path}: label values must be consecutive from 0 (nnU-Net's rule); missing {missing}"]
+    return []
 
 
 def _read_nnunet(root: Path, meta_path: Path, meta: dict) -> RawDataset:
@@ -130,8 +149,8 @@ def _read_nnunet(root: Path, meta_path: Path, meta: dict) -> RawDataset:
     ending = meta["file_ending"]
     if not ending.startswith("."):
         raise SegzooError(f"{meta_path}: 'file_ending' must start with '.', found {ending!r}")
-    regions, values = _parse_nnunet_labels(meta_path, meta["labels"])
-    ds = RawDataset(root, "nnunet", channels, regions, values, ending)
+    regions, values, ignore = _parse_nnunet_labels(meta_path, meta)
+    ds = RawDataset(root, "nnunet", channels, regions, values, ending, ignore)
     for images_dir, labels_dir, test in (("imagesTr", "labelsTr", False), ("imagesTs", "labelsTs", True)):
         _list_nnunet_cases(ds, root / images_dir, root / labels_dir, test)
     if not ds.training and not ds.problems:
@@ -177,6 +196,10 @@ def _list_nnunet_cases(ds: RawDataset, images_dir: Path, labels_dir: Path, test:
         for c in missing:
             ds.problems.append(f"{images_dir / f'{case}_{c:04d}{ending}'}: missing image channel {c} "
                                f"({ds.channels[c]}) of case {case}")
+        if case in {c.id for c in ds.cases}:
+            ds.problems.append(f"{images_dir / f'{case}_0000{ending}'}: case id {case} is also used in "
+                               f"imagesTr; case ids must be unique")
+            continue
         label = labels_dir / f"{case}{ending}"
         if not label.is_file():
             if not test or labels_dir.is_dir():
@@ -200,8 +223,13 @@ def _read_msd(root: Path, meta_path: Path, meta: dict) -> RawDataset:
                           f"found {sorted(labels)}")
     values = {int(k) for k in labels} | {0}
     regions = {str(name): [int(k)] for k, name in labels.items() if int(k) != 0}
+    problems = _consecutive(meta_path, values)
     if not regions:
-        raise SegzooError(f"{meta_path}: 'labels' declares no foreground label")
+        problems.append(f"{meta_path}: 'labels' declares no foreground label")
+    if not isinstance(meta.get("test", []), list):
+        problems.append(f"{meta_path}: key 'test' must be list, found {type(meta['test']).__name__}")
+    if problems:
+        raise SegzooError(problems)
     ds = RawDataset(root, "msd", channels, regions, values, ".nii.gz")
     for i, entry in enumerate(meta["training"]):
         if not (isinstance(entry, dict) and isinstance(entry.get("image"), str) and isinstance(entry.get("label"), str)):
@@ -209,7 +237,9 @@ def _read_msd(root: Path, meta_path: Path, meta: dict) -> RawDataset:
             continue
         image, label = root / entry["image"], root / entry["label"]
         case = _strip_ending(image.name)
-        ok = True
+        ok = case not in {c.id for c in ds.cases}
+        if not ok:
+            ds.problems.append(f"{meta_path}: training[{i}] repeats case {case}; case ids must be unique")
         for path, what in ((image, "image"), (label, "label")):
             if not path.is_file():
                 ds.problems.append(f"{path}: missing {what} listed in dataset.json training[{i}]")
@@ -220,6 +250,10 @@ def _read_msd(root: Path, meta_path: Path, meta: dict) -> RawDataset:
         image = root / entry if isinstance(entry, str) else None
         if image is None or not image.is_file():
             ds.problems.append(f"{meta_path}: test[{i}] does not name an existing image ({entry!r})")
+            continue
+        if _strip_ending(image.name) in {c.id for c in ds.cases}:
+            ds.problems.append(f"{meta_path}: test[{i}] repeats case {_strip_ending(image.name)}; case ids must "
+                               f"be unique")
             continue
         ds.cases.append(Case(_strip_ending(image.name), (image,), None, test=True))
     if not ds.training and not ds.problems:

@@ -6,7 +6,8 @@ where any channel is non-zero. Output folder::
 
     preprocess.json          dataset facts: channels, regions, target spacing, case list
     <case>.npy               float32 [C, X, Y, Z]   (read with mmap_mode="r" in training)
-    <case>_seg.npy           uint8   [1, X, Y, Z]   label values as in the raw data (absent if unlabelled)
+    <case>_seg.npy           uint8   [1, X, Y, Z]   label values as in the raw data (uint16 if a value
+                                                    exceeds 255; absent if unlabelled)
     <case>.json              properties: original shape/affine, preprocessed shape/affine, crop box
 
 Mapping a prediction back (:func:`to_original_grid`) resamples from the preprocessed affine to the
@@ -59,6 +60,7 @@ def preprocess_dataset(raw: str | Path, out: str | Path, spacing: list[float] | 
             "channels": ds.channels,
             "regions": ds.regions,
             "label_values": sorted(ds.label_values),
+            "ignore_label": ds.ignore_label,
             "target_spacing": target,
             "image_order": IMAGE_ORDER,
             "cases": cases,
@@ -79,9 +81,14 @@ def _one_hot(label: np.ndarray, values: list[int]) -> np.ndarray:
     return np.stack([label == v for v in values]).astype(np.float32)
 
 
+def label_dtype(values: list[int]) -> np.dtype:
+    """uint8 label maps unless a declared value needs more."""
+    return np.dtype(np.uint8 if max(values) <= 255 else np.uint16)
+
+
 def _argmax_values(onehot: np.ndarray, values: list[int]) -> np.ndarray:
-    """Back from (interpolated) one-hot channels to a uint8 label map."""
-    return np.asarray(values, dtype=np.uint8)[np.argmax(onehot, axis=0)]
+    """Back from (interpolated) one-hot channels to a label map."""
+    return np.asarray(values, dtype=label_dtype(values))[np.argmax(onehot, axis=0)]
 
 
 def preprocess_case(images: tuple[Path, ...], label: Path | None, target_spacing: list[float],
@@ -113,7 +120,7 @@ def preprocess_case(images: tuple[Path, ...], label: Path | None, target_spacing
 
     np.save(out_dir / f"{case_id}.npy", np.asarray(array.numpy(), dtype=np.float32))
     if seg is not None:
-        np.save(out_dir / f"{case_id}_seg.npy", seg[(slice(None), *box)].numpy().astype(np.uint8))
+        np.save(out_dir / f"{case_id}_seg.npy", seg[(slice(None), *box)].numpy().astype(label_dtype(label_values)))
     props = {
         "id": case_id,
         "original": {

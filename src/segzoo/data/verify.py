@@ -58,8 +58,13 @@ def load_volume(path: Path) -> Volume:
             img = nib.load(path)
         data = np.asanyarray(img.dataobj)
     except Exception as e:  # nibabel, gzip and zlib raise many types for broken files
-        reason = str(e).strip() or type(e).__name__
+        reason = " ".join(str(e).split()) or type(e).__name__  # one line, whatever the library wrote
         raise SegzooError(f"{path}: cannot be read ({type(e).__name__}: {reason})") from None
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)
+            or data.dtype == np.bool_):
+        raise SegzooError(f"{path}: unsupported data type {data.dtype} (expected real numbers)")
+    while data.ndim > 3 and data.shape[-1] == 1:  # (X, Y, Z, 1) is a 3D volume
+        data = data[..., 0]
     return Volume(path, data, np.asarray(img.affine, dtype=np.float64))
 
 
@@ -122,6 +127,8 @@ def _check_case(ds: RawDataset, case: Case) -> tuple[list[str], dict | None]:
     for vol in channels:
         if not np.isfinite(vol.data).all():
             problems.append(f"{vol.path}: image holds NaN or Inf values")
+        elif vol.data.min() == vol.data.max():
+            problems.append(f"{vol.path}: image is constant (every voxel {vol.data.flat[0]}): nothing to segment")
     others = channels[1:] + ([label] if label is not None else [])
     for vol in others:
         what = "label" if vol is label else "channel"
@@ -153,8 +160,6 @@ def _check_case(ds: RawDataset, case: Case) -> tuple[list[str], dict | None]:
 def _split_channels(ds: RawDataset, vol: Volume, problems: list[str]) -> list[Volume]:
     """3D volumes, one per channel. A Decathlon file holds all channels (last axis when several)."""
     data = vol.data
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
     expected = len(ds.channels) if ds.layout == "msd" else 1
     if data.ndim < 3:
         problems.append(f"{vol.path}: image is {data.ndim}D with shape {vol.data.shape}, expected 3D")
@@ -176,6 +181,9 @@ def _check_label_values(ds: RawDataset, label: Volume) -> tuple[list[str], dict]
             return [f"{label.path}: label holds NaN or Inf values"], {}
         if not np.array_equal(data, np.round(data)):
             return [f"{label.path}: label holds non-integer values"], {}
+        if np.abs(data).max() > max(ds.label_values):
+            return [f"{label.path}: label holds value(s) up to {np.abs(data).max():g}, not declared in "
+                    f"dataset.json (declared: {sorted(ds.label_values)})"], {}
     values, counts = np.unique(data.astype(np.int64), return_counts=True)
     undeclared = [int(v) for v in values if int(v) not in ds.label_values]
     if undeclared:
