@@ -13,7 +13,7 @@ from pathlib import Path
 from segzoo.errors import SegzooError
 
 
-def _default_mode(directory: bool) -> int:
+def default_mode(directory: bool) -> int:
     """The permissions a plain open()/mkdir() would give under the current umask."""
     umask = os.umask(0)
     os.umask(umask)
@@ -42,7 +42,7 @@ def output_dir(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
-        os.chmod(tmp, _default_mode(directory=True))
+        os.chmod(tmp, default_mode(directory=True))
         yield tmp
         if path.is_dir():
             path.rmdir()  # empty, checked above
@@ -50,6 +50,17 @@ def output_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_json(path: str | os.PathLike):
+    """Parse a JSON file; a missing or malformed file is a SegzooError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegzooError(f"{path}: missing")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SegzooError(f"{path}: not valid JSON ({e})") from None
 
 
 def write_json(path: str | os.PathLike, obj, *, overwrite: bool = False) -> None:
@@ -60,7 +71,7 @@ def write_json(path: str | os.PathLike, obj, *, overwrite: bool = False) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
     try:
-        os.chmod(tmp, _default_mode(directory=False))
+        os.chmod(tmp, default_mode(directory=False))
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=False)
             f.write("\n")

@@ -1,0 +1,100 @@
+"""Checkpoints as safetensors plus a JSON sidecar; nothing here (or anywhere in segzoo) unpickles.
+
+``<stem>.safetensors`` holds tensors only: model weights under ``model.``, optimizer state under
+``optim.``. ``<stem>.json`` holds everything else (step, config hash, seed, metrics, the
+optimizer's non-tensor state) and the SHA-256 of the tensor file, so a pair torn by a crash between
+the two writes is detected instead of loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from segzoo.errors import SegzooError
+from segzoo.io import default_mode, read_json, write_json
+
+PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"}
+
+
+def paths(stem: str | Path) -> tuple[Path, Path]:
+    stem = Path(stem)
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def save_checkpoint(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write ``<stem>.safetensors`` then ``<stem>.json``, each atomically (temporary file + rename)."""
+    weights, sidecar = paths(stem)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{weights.name}.partial-", dir=weights.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, default_mode(directory=False))
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
+        digest = _sha256(Path(tmp))
+        os.replace(tmp, weights)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    write_json(sidecar, {**meta, "tensors_sha256": digest}, overwrite=True)
+
+
+def load_checkpoint(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a checkpoint pair; raise SegzooError if it is missing, torn, or not safetensors."""
+    stem = Path(stem)
+    if stem.suffix in PICKLE_SUFFIXES:
+        raise SegzooError(f"{stem}: a pickle-based checkpoint; segzoo never unpickles (it could run code). "
+                          f"Convert it to safetensors first.")
+    weights, sidecar = paths(stem.with_suffix("") if stem.suffix in (".safetensors", ".json") else stem)
+    if not weights.is_file():
+        raise SegzooError(f"{weights}: missing")
+    meta = read_json(sidecar)
+    if meta.get("tensors_sha256") != _sha256(weights):
+        raise SegzooError(f"{weights}: does not match its sidecar {sidecar.name} (torn or edited checkpoint)")
+    try:
+        tensors = load_file(weights)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SegzooError(f"{weights}: not a safetensors file ({e})") from None
+    return tensors, meta
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def flatten_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Move every tensor of a nested state (e.g. ``optimizer.state_dict()``) into ``tensors``.
+
+    Returns a JSON-able skeleton: tensors become ``{"tensor": name}``, dicts become lists of
+    ``[key, value]`` pairs (optimizer state is keyed by int), tuples become lists.
+    """
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj.detach().clone()
+        return {"tensor": prefix}
+    if isinstance(obj, dict):
+        return {"items": [[k, flatten_state(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+    return obj
+
+
+def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`flatten_state`."""
+    if isinstance(skeleton, dict) and "tensor" in skeleton:
+        return tensors[skeleton["tensor"]]
+    if isinstance(skeleton, dict) and "items" in skeleton:
+        return {k: unflatten_state(v, tensors) for k, v in skeleton["items"]}
+    if isinstance(skeleton, list):
+        return [unflatten_state(v, tensors) for v in skeleton]
+    return skeleton
