@@ -1,0 +1,1 @@
+"""The four segmentation models and the registry that names them."""

@@ -1,0 +1,32 @@
+"""The one place that names the models: ``MODELS[name](in_channels, out_channels, **options)``.
+
+Options are the config's ``models.<name>`` section (widths, depths); every model returns logits
+[B, regions, *spatial] in eval mode. ``divisor`` tells the patch sides a model needs.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from torch import nn
+
+from segzoo.models.diffnet import DiffNet, MSDiffNet
+from segzoo.models.unet3plus import UNet3Plus
+
+MODELS = {
+    "unet3plus": partial(UNet3Plus, pyramid=False),
+    "ms_unet3plus": partial(UNet3Plus, pyramid=True),
+    "diffnet": DiffNet,
+    "ms_diffnet": MSDiffNet,
+}
+
+
+def build_model(name: str, in_channels: int, out_channels: int, **options) -> nn.Module:
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    return MODELS[name](in_channels, out_channels, **options)
+
+
+def divisor(model: nn.Module) -> int:
+    """Patch and sliding-window sides must be multiples of this."""
+    return getattr(model, "divisor", 1)
