@@ -56,7 +56,11 @@ def _train(args: argparse.Namespace) -> None:
 
     from segzoo.train.gpu import acquire, resolve_device
 
-    settings = json.loads(args.settings)
+    try:
+        settings = json.loads(args.settings)
+        settings["train"], settings["model"]
+    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        raise SegzooError(f"--settings: not a JSON object with 'train' and 'model' ({e})") from None
     device = resolve_device(args.device)
     if device == "cuda":  # before torch initialises CUDA
         lease = acquire()

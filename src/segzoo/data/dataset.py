@@ -23,12 +23,12 @@ Decathlon images hold all channels in one file (channels last when there are sev
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from segzoo.errors import SegzooError
+from segzoo.io import read_json
 
 NNUNET_KEYS = {"channel_names": dict, "labels": dict, "numTraining": int, "file_ending": str}
 MSD_KEYS = {"modality": dict, "labels": dict, "numTraining": int, "training": list}
@@ -80,12 +80,7 @@ def read_dataset(root: str | Path) -> RawDataset:
     if not root.is_dir():
         raise SegzooError(f"{root}: not a directory")
     meta_path = root / "dataset.json"
-    if not meta_path.is_file():
-        raise SegzooError(f"{meta_path}: missing (every dataset needs a dataset.json)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SegzooError(f"{meta_path}: not valid JSON ({e})") from None
+    meta = read_json(meta_path)
     if not isinstance(meta, dict):
         raise SegzooError(f"{meta_path}: must hold a JSON object, found {type(meta).__name__}")
     if "training" in meta or "modality" in meta:

@@ -8,12 +8,12 @@ feed those.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from segzoo.errors import SegzooError
+from segzoo.io import read_json
 
 
 def make_splits(case_ids: list[str], labelled_test_ids: list[str], seed: int,
@@ -42,9 +42,7 @@ def splits_for_preprocessed(preprocessed: str | Path, seed: int, val_fraction: f
                             test_fraction: float) -> dict:
     """Split the labelled cases listed in ``<preprocessed>/preprocess.json``."""
     meta_path = Path(preprocessed) / "preprocess.json"
-    if not meta_path.is_file():
-        raise SegzooError(f"{meta_path}: missing; run `segzoo preprocess` first")
-    cases = json.loads(meta_path.read_text())["cases"]
+    cases = read_json(meta_path)["cases"]
     train_ids = [c["id"] for c in cases if c["labelled"] and not c["test"]]
     test_ids = [c["id"] for c in cases if c["labelled"] and c["test"]]
     try:

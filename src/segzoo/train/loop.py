@@ -1,0 +1,279 @@
+"""The one training loop every model goes through.
+
+Run folder (``out``)::
+
+    state/last.safetensors|json   resumable state: weights, optimizer, step, best so far (rewritten often)
+    state/best.safetensors|json   weights with the best validation Dice so far
+    best.safetensors|json         declared outputs, written at the end (weights + metrics)
+    final.safetensors|json
+    metrics.json                  final and best validation Dice per region
+    dvclive/                      learning curves (dvclive, without touching dvc.yaml)
+
+A run whose ``state/last`` carries the same fingerprint (settings, model, seed, data, splits and the
+segzoo source) resumes from it; otherwise it starts afresh. Every random choice of step k is drawn
+from ``(seed, k)``, so a resumed run ends bit-identical to an uninterrupted one on the CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from segzoo.data.loader import PatchBatches
+from segzoo.models.blocks import count_parameters
+from segzoo.models.registry import build_model, divisor
+from segzoo.train.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from segzoo.train.loss import build_loss
+from segzoo.train.validate import validation_dice
+from segzoo.errors import SegzooError
+from segzoo.io import write_json
+
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Run:
+    """Everything one training run needs; ``settings`` is the config's ``train`` section."""
+
+    preprocessed: Path
+    splits: Path
+    model: str
+    model_options: dict
+    seed: int
+    out: Path
+    settings: dict
+    device: str = "cpu"
+    threads: int = 1
+    progress: bool = True
+
+
+def make_deterministic(seed: int, threads: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=False)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def source_digest() -> str:
+    """SHA-256 over the segzoo source files: code edits make old training state stale."""
+    h = hashlib.sha256()
+    for path in sorted(SOURCE_ROOT.rglob("*.py")):
+        h.update(str(path.relative_to(SOURCE_ROOT)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def fingerprint(run: Run) -> str:
+    """What decides the weights: if any of it changes, a saved state must not be resumed."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"model": run.model, "options": run.model_options, "seed": run.seed,
+                         "settings": run.settings, "threads": run.threads, "device": run.device},
+                        sort_keys=True).encode())
+    h.update((run.preprocessed / "preprocess.json").read_bytes())
+    h.update(run.splits.read_bytes())
+    h.update(source_digest().encode())
+    return h.hexdigest()[:16]
+
+
+def learning_rate(step: int, total: int, settings: dict) -> float:
+    """Schedule as a pure function of the step (nothing to checkpoint): poly (nnU-Net), cosine or constant."""
+    lr, kind = settings["lr"], settings["schedule"]
+    warmup = settings.get("warmup_steps", 0)
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if kind == "poly":
+        return lr * (1 - progress) ** 0.9
+    if kind == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * progress))
+    return lr
+
+
+def build_optimizer(model: torch.nn.Module, settings: dict) -> torch.optim.Optimizer:
+    name, lr, wd = settings["optimizer"], settings["lr"], settings["weight_decay"]
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd, momentum=0.99, nesterov=True)
+    raise SegzooError(f"train.optimizer: unknown optimizer {name!r} (adamw, adam, sgd)")
+
+
+def train(run: Run) -> dict:
+    """Train (or resume) one model; write checkpoints and metrics under ``run.out``; return the metrics."""
+    s = run.settings
+    make_deterministic(run.seed, run.threads)
+    device = torch.device(run.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SegzooError("device cuda: torch sees no usable GPU here (a CPU-only build, or no driver); "
+                          "set device: cpu")
+    meta = json.loads((run.preprocessed / "preprocess.json").read_text())
+    splits = json.loads(run.splits.read_text())
+    regions = list(meta["regions"].values())
+    region_names = list(meta["regions"])
+    model = build_model(run.model, len(meta["channels"]), len(regions), **run.model_options)
+    need = divisor(model)
+    if any(p % need for p in s["patch_size"]) or (need > 1 and np.prod([p // need for p in s["patch_size"]]) < 2):
+        raise SegzooError(f"train.patch_size {s['patch_size']}: for model {run.model} every side must be a multiple "
+                          f"of {need}, and the coarsest level must keep more than one voxel (instance norm)")
+    model.to(device)
+    optimizer = build_optimizer(model, s)
+    loss_fn = build_loss()
+    key = fingerprint(run)
+    state_dir = run.out / "state"
+    start, best = 0, {"dice": -1.0, "step": None, "per_region": None}
+    resumed = _resume(state_dir, key, model, optimizer)
+    if resumed:
+        start, best = resumed
+        print(f"resuming {run.out} at step {start}", file=sys.stderr)
+    elif state_dir.exists():
+        shutil.rmtree(state_dir)  # state of another configuration or code version
+    total = s["steps"]
+    batches = PatchBatches(run.preprocessed, splits["train"], s["patch_size"], s["batch_size"],
+                           s["foreground_fraction"], run.seed, s["augment"])
+    loader = DataLoader(batches, batch_size=None, sampler=range(start, total), num_workers=s["workers"],
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    live = _live(run.out, resume=bool(resumed))  # learning curves; never touches dvc.yaml
+    autocast = device.type == "cuda" and s["bf16"]
+    sidecar = {"model": run.model, "model_options": run.model_options, "seed": run.seed, "config_hash": key,
+               "regions": meta["regions"], "channels": meta["channels"], "patch_size": s["patch_size"],
+               "parameters": count_parameters(model)}
+    losses, data_wait, began = [], 0.0, time.perf_counter()
+    bar = tqdm(total=total, initial=start, desc=f"{run.model} seed {run.seed}", disable=not run.progress,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+    model.train()
+    fetch_start = time.perf_counter()
+    for step, batch in zip(range(start, total), loader):
+        data_wait += time.perf_counter() - fetch_start
+        torch.manual_seed(int(np.random.SeedSequence([run.seed, step]).generate_state(1)[0]))  # dropout etc.
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, total, s)
+        image = batch["image"].to(device, non_blocking=True)
+        label = batch["label"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            outputs = model(image)
+            loss = loss_fn(outputs, label)
+            aux = getattr(model, "auxiliary_loss", lambda t: None)(label)
+            if aux is not None:
+                loss = loss + aux
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        done = step + 1
+        bar.update(1)
+        if done % s["val_every"] == 0 or done == total:
+            dice = validation_dice(model, run.preprocessed, splits["val"], regions, s["patch_size"],
+                                   s["sw_batch_size"], device, autocast)
+            per_region = {n: _nanmean(dice[:, i]) for i, n in enumerate(region_names)}
+            mean = _nanmean(dice) or 0.0
+            train_loss = float(np.mean(losses[-s["val_every"]:]))
+            _log(live, done, train_loss, mean, per_region)
+            bar.set_postfix(loss=f"{train_loss:.3f}", dice=f"{mean:.3f}")
+            if mean > best["dice"]:
+                best = {"dice": mean, "step": done, "per_region": per_region}
+                save_checkpoint(state_dir / "best", _model_tensors(model),
+                                {**sidecar, "step": done, "metrics": {"val_dice": mean, **_prefixed(per_region)}})
+        if done % s["checkpoint_every"] == 0 or done == total:
+            _save_state(state_dir / "last", model, optimizer, {**sidecar, "step": done, "best": best,
+                                                                "train_loss": losses[-1]})
+        fetch_start = time.perf_counter()
+    bar.close()
+    live.end()
+    elapsed = time.perf_counter() - began
+    return _finish(run, state_dir, best, {"seconds": elapsed, "data_wait_fraction": data_wait / max(elapsed, 1e-9)})
+
+
+def _resume(state_dir: Path, key: str, model, optimizer):
+    if not (state_dir / "last.json").exists():
+        return None
+    try:
+        tensors, meta = load_checkpoint(state_dir / "last")
+    except SegzooError as e:
+        print(f"not resuming: {e}", file=sys.stderr)
+        return None
+    if meta.get("config_hash") != key:
+        print(f"not resuming {state_dir}: it was made with other settings, data or code", file=sys.stderr)
+        return None
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    optimizer.load_state_dict(unflatten_state(meta["optimizer"], tensors))
+    return meta["step"], meta["best"]
+
+
+def _model_tensors(model) -> dict[str, torch.Tensor]:
+    return {f"model.{k}": v for k, v in model.state_dict().items()}
+
+
+def _save_state(stem: Path, model, optimizer, meta: dict) -> None:
+    tensors = _model_tensors(model)
+    skeleton = flatten_state(optimizer.state_dict(), "optim", tensors)
+    save_checkpoint(stem, tensors, {**meta, "optimizer": skeleton})
+
+
+def _finish(run: Run, state_dir: Path, best: dict, timing: dict) -> dict:
+    """Declared outputs from the state: best weights, final weights (no optimizer), metrics."""
+    tensors, last = load_checkpoint(state_dir / "last")
+    final = {k: v for k, v in tensors.items() if k.startswith("model.")}
+    keep = {k: last[k] for k in ("model", "model_options", "seed", "config_hash", "regions", "channels",
+                                 "patch_size", "parameters", "step")}
+    save_checkpoint(run.out / "final", final, {**keep, "metrics": {"train_loss": last["train_loss"]}})
+    best_tensors, best_meta = load_checkpoint(state_dir / "best")
+    save_checkpoint(run.out / "best", best_tensors, {k: v for k, v in best_meta.items() if k != "tensors_sha256"})
+    metrics = {"model": run.model, "seed": run.seed, "steps": last["step"], "best_step": best["step"],
+               "best_val_dice": best["dice"], "best_val_dice_per_region": best["per_region"],
+               "final_train_loss": last["train_loss"], "parameters": last["parameters"]}
+    write_json(run.out / "metrics.json", metrics, overwrite=True)
+    write_json(run.out / "timing.json", timing, overwrite=True)  # kept apart: metrics must be reproducible
+    return metrics
+
+
+def _live(out: Path, resume: bool):
+    from dvclive import Live
+
+    class QuietLive(Live):
+        """dvclive's Live, minus one side effect: outside a DVC repo but inside a git one, Live runs
+        ``dvc init`` there. segzoo only wants the metric files, so it skips DVC set-up in that case."""
+
+        def _init_dvc(self):
+            if any((p / ".dvc").is_dir() for p in (Path.cwd(), *Path.cwd().parents)):
+                super()._init_dvc()
+
+    return QuietLive(dir=str(out / "dvclive"), resume=resume, report=None, dvcyaml=False, save_dvc_exp=False)
+
+
+def _log(live, step: int, train_loss: float, mean: float, per_region: dict) -> None:
+    live.step = step
+    live.log_metric("train/loss", train_loss)
+    live.log_metric("val/dice", mean)
+    for name, value in per_region.items():
+        if value is not None:
+            live.log_metric(f"val/dice_{name}", value)
+    live.next_step()
+
+
+def _nanmean(values: np.ndarray) -> float | None:
+    """Mean over the non-NaN entries (cases where the region was absent and not predicted are left out)."""
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else None
+
+
+def _prefixed(per_region: dict) -> dict:
+    return {f"val_dice_{k}": v for k, v in per_region.items()}

@@ -1,0 +1,44 @@
+"""Validation: MONAI sliding-window inference over whole preprocessed cases, Dice per region."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from monai.metrics import DiceMetric
+
+from segzoo.data.loader import regions_to_channels
+
+
+def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, patch_size: list[int],
+                          sw_batch_size: int, overlap: float = 0.25) -> torch.Tensor:
+    """Logits [1, R, *spatial] for one image [1, C, *spatial] (MONAI pads what is smaller than a patch)."""
+    return sliding_window_inference(image, roi_size=patch_size, sw_batch_size=sw_batch_size, predictor=model,
+                                    overlap=overlap, mode="gaussian")
+
+
+@torch.no_grad()
+def validation_dice(model: torch.nn.Module, preprocessed: Path, case_ids: list[str], regions: list[list[int]],
+                    patch_size: list[int], sw_batch_size: int, device: torch.device,
+                    autocast: bool = False) -> np.ndarray:
+    """Dice per case and region, ``[cases, R]``; NaN where reference and prediction are both empty."""
+    was_training = model.training
+    model.eval()
+    metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
+    rows = []
+    try:
+        for case in case_ids:
+            image = torch.from_numpy(np.load(preprocessed / f"{case}.npy"))[None].to(device)
+            target = torch.from_numpy(regions_to_channels(np.load(preprocessed / f"{case}_seg.npy"), regions))[None]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = sliding_window_logits(model, image, patch_size, sw_batch_size)
+            prediction = (logits.float() > 0).float().cpu()
+            dice = metric(prediction, target)[0].numpy()
+            both_empty = (prediction.flatten(2).sum(2) == 0) & (target.flatten(2).sum(2) == 0)
+            dice[both_empty[0].numpy()] = np.nan
+            rows.append(dice)
+    finally:
+        model.train(was_training)
+    return np.asarray(rows, dtype=np.float64)
