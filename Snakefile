@@ -13,14 +13,18 @@ include: "rules/common.smk"
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
+    model="|".join(config["models"]),
+    seed=r"\d+",
 
 
 include: "rules/data.smk"
+include: "rules/train.smk"
 
 
 rule all:
     input:
         data_targets(),
+        train_targets(),
     default_target: True
 
 

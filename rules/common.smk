@@ -1,4 +1,5 @@
 # Shared helpers: config validation, dataset naming, paths, source-file inputs, wildcard constraints.
+import json
 import os
 import shlex
 import sys
@@ -13,6 +14,7 @@ sys.path.insert(0, str(SRC.parent))  # this checkout's segzoo, whatever is insta
 
 from segzoo.config import validate_config
 from segzoo.errors import SegzooError
+from segzoo.train.gpu import resolve_device
 
 try:  # one line per bad key; fills in the schema's defaults
     config.update(validate_config(config, REPO / "schemas" / "config.schema.yaml"))
@@ -32,9 +34,31 @@ RAW = config["dataset"]["raw"]
 DATASET = config["dataset"]["name"] or (Path(RAW).name if RAW else PHANTOM_NAME)
 
 
-def sources(*modules):
+DEVICE = resolve_device(config["device"])
+GPUS_PER_JOB = 1 if DEVICE == "cuda" else 0  # CPU runs ask for no GPU, so --resources gpu=2 still runs them
+
+
+def sources(*patterns):
     """Source files of the segzoo code a job runs; as inputs, an edit to them reruns the job."""
-    return [os.path.relpath(SRC / m) for m in ("cli.py", "io.py", *modules)]
+    files = []
+    for pattern in ("cli.py", "io.py", *patterns):
+        files += sorted(os.path.relpath(p) for p in SRC.glob(pattern) if p.suffix == ".py")
+    return files
+
+
+def train_settings(wildcards):
+    """The config a training job reads, as one JSON argument (a change to it reruns the job)."""
+    train = {k: v for k, v in config["train"].items() if k not in ("models", "seeds", "threads")}
+    return json.dumps({"train": train, "model": config["models"][wildcards.model]}, sort_keys=True)
+
+
+def train_targets():
+    return expand(
+        "results/train/{dataset}/{model}/seed{seed}/best.safetensors",
+        dataset=DATASET,
+        model=config["train"]["models"],
+        seed=config["train"]["seeds"],
+    )
 
 
 def spacing_option():
@@ -52,7 +76,10 @@ def data_targets():
 
 
 def print_outputs():
-    print(f"\nsegzoo: data stage done for {DATASET}")
+    print(f"\nsegzoo: done for {DATASET}")
     print(f"  verification report : results/verify/{DATASET}.json")
     print(f"  preprocessed arrays : results/preprocessed/{DATASET}/")
     print(f"  splits              : results/splits/{DATASET}/splits.json")
+    print(f"  checkpoints         : results/train/{DATASET}/<model>/seed<seed>/(best|final).safetensors")
+    print(f"  training logs       : results/logs/train/{DATASET}/<model>/seed<seed>.log")
+    print(f"  learning curves     : results/train/{DATASET}/<model>/seed<seed>/dvclive/")

@@ -20,6 +20,8 @@ def test_defaults_are_filled_in():
     assert config["phantom"]["cases"] == 5
     assert config["phantom"]["spacing"] == [0.8, 0.8, 2.5]
     assert config["splits"]["val_fraction"] == 0.2 and config["dataset"]["raw"] is None
+    assert config["models"]["ms_unet3plus"]["base"] == 8  # through a $ref
+    assert config["train"]["augment"]["flip_axes"] == [0]
 
 
 def test_every_bad_key_is_named():

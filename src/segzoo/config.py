@@ -36,14 +36,17 @@ def config_problems(config: dict, schema: dict) -> list[str]:
     return problems
 
 
-def fill_defaults(config: dict, schema: dict) -> dict:
+def fill_defaults(config: dict, schema: dict, root: dict | None = None) -> dict:
     """A copy of ``config`` with every missing key that has a schema default set to it (recursively)."""
+    root = root or schema
     out = copy.deepcopy(config)
     for key, sub in schema.get("properties", {}).items():
+        if "$ref" in sub:  # only local references: "#/$defs/<name>"
+            sub = root["$defs"][sub["$ref"].rsplit("/", 1)[-1]]
         if key not in out and "default" in sub:
             out[key] = copy.deepcopy(sub["default"])
         if isinstance(out.get(key), dict) and sub.get("type") == "object":
-            out[key] = fill_defaults(out[key], sub)
+            out[key] = fill_defaults(out[key], sub, root)
     return out
 
 

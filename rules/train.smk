@@ -1,0 +1,31 @@
+# Training stage: every model x seed of the config, each job on its own GPU when the device is CUDA.
+
+
+rule train:
+    output:
+        best="results/train/{dataset}/{model}/seed{seed}/best.safetensors",
+        best_meta="results/train/{dataset}/{model}/seed{seed}/best.json",
+        final="results/train/{dataset}/{model}/seed{seed}/final.safetensors",
+        final_meta="results/train/{dataset}/{model}/seed{seed}/final.json",
+        metrics="results/train/{dataset}/{model}/seed{seed}/metrics.json",
+    input:
+        data="results/preprocessed/{dataset}",
+        splits="results/splits/{dataset}/splits.json",
+        code=sources("data/loader.py", "models/*", "train/*"),
+    params:
+        run="results/train/{dataset}/{model}/seed{seed}",
+        settings=train_settings,
+        device=DEVICE,
+    threads: config["train"]["threads"]
+    resources:
+        gpu=GPUS_PER_JOB,
+    log:
+        "results/logs/train/{dataset}/{model}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/train/{dataset}/{model}/seed{seed}.tsv"
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo train --data {input.data:q} --splits {input.splits:q} --model {wildcards.model}"
+        " --seed {wildcards.seed} --out {params.run:q} --settings {params.settings:q}"
+        " --device {params.device} --threads {threads} > {log:q} 2>&1"
