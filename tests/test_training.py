@@ -1,0 +1,164 @@
+"""The training loop: determinism, resume after SIGKILL through real Snakemake, outputs, GPU requests."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from segzoo.config import load_config
+from segzoo.data.phantom import PhantomSpec, write_phantom_dataset
+from segzoo.data.preprocess import preprocess_dataset
+from segzoo.data.splits import splits_for_preprocessed
+from segzoo.io import write_json
+from segzoo.train.loop import Run, train
+
+from conftest import REPO
+from test_workflow import PHANTOM, snakemake, workflow_copy
+
+CI = load_config(REPO / "config.yaml", REPO / "presets" / "ci.yaml", schema_path=REPO / "schemas" / "config.schema.yaml")
+SETTINGS = {k: v for k, v in CI["train"].items() if k not in ("models", "seeds", "threads")}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    raw = write_phantom_dataset(root / "raw" / "D", cases=6, seed=4,
+                                spec=PhantomSpec(shape=(32, 32, 16), spacing=(1.0, 1.0, 3.0)))
+    pre = preprocess_dataset(raw, root / "pre" / "D")
+    write_json(root / "splits.json", splits_for_preprocessed(pre, 0, 0.2, 0.2))
+    return pre, root / "splits.json"
+
+
+def _run(prepared, out: Path, model="unet3plus", seed=0, **overrides) -> Run:
+    pre, splits = prepared
+    return Run(preprocessed=pre, splits=splits, model=model, model_options=CI["models"][model], seed=seed,
+               out=out, settings={**SETTINGS, **overrides}, progress=False)
+
+
+@pytest.mark.parametrize("model", ["unet3plus", "ms_unet3plus", "diffnet", "ms_diffnet"])
+def test_same_seed_gives_bit_identical_checkpoints(prepared, tmp_path, model):
+    a = train(_run(prepared, tmp_path / "a", model))
+    b = train(_run(prepared, tmp_path / "b", model))
+    assert a == b
+    for name in ("final.safetensors", "best.safetensors", "metrics.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    c = train(_run(prepared, tmp_path / "c", model, seed=1))
+    assert (tmp_path / "c" / "final.safetensors").read_bytes() != (tmp_path / "a" / "final.safetensors").read_bytes()
+
+
+def test_outputs_and_learning_curves(prepared, tmp_path, monkeypatch):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.chdir(tmp_path)  # inside a git repo without DVC: dvclive must not `dvc init` it
+    metrics = train(_run(prepared, tmp_path / "r"))
+    assert not (tmp_path / ".dvc").exists()
+    best = json.loads((tmp_path / "r" / "best.json").read_text())
+    final = json.loads((tmp_path / "r" / "final.json").read_text())
+    assert final["step"] == SETTINGS["steps"] and final["seed"] == 0 and final["config_hash"]
+    assert best["metrics"]["val_dice"] == metrics["best_val_dice"]
+    assert set(metrics["best_val_dice_per_region"]) == {"canal", "sc", "lesion"}
+    curve = (tmp_path / "r" / "dvclive" / "plots" / "metrics" / "val" / "dice.tsv").read_text().splitlines()
+    assert len(curve) == 1 + SETTINGS["steps"] // SETTINGS["val_every"]
+    assert not (tmp_path / "r" / "dvc.yaml").exists()
+
+
+def test_a_run_with_other_settings_does_not_resume_stale_state(prepared, tmp_path):
+    train(_run(prepared, tmp_path / "r"))
+    fresh = train(_run(prepared, tmp_path / "fresh", lr=0.001))
+    changed = train(_run(prepared, tmp_path / "r", lr=0.001))  # same folder, new settings: starts over
+    assert changed == fresh
+
+
+def test_loss_falls_over_a_longer_run(prepared, tmp_path):
+    train(_run(prepared, tmp_path / "r", steps=40, val_every=20))
+    losses = [float(line.split("\t")[-1]) for line in
+              (tmp_path / "r" / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()[1:]]
+    assert losses[-1] < losses[0]
+
+
+def _train_process(snakemake_pid: int):
+    for child in psutil.Process(snakemake_pid).children(recursive=True):
+        try:
+            cmd = child.cmdline()
+        except psutil.Error:
+            continue
+        if any(part.endswith("segzoo") for part in cmd) and "train" in cmd:
+            return child
+    return None
+
+
+@pytest.mark.slow
+def test_sigkilled_training_resumes_under_snakemake_bit_identical(tmp_path):
+    target = f"results/train/{PHANTOM}/unet3plus/seed0/final.safetensors"
+    long_run = ["--configfile", "presets/ci.yaml", "long.yaml"]
+    reference = workflow_copy(tmp_path / "reference")
+    wf = workflow_copy(tmp_path / "killed")
+    for folder in (reference, wf):
+        (folder / "long.yaml").write_text("train: {steps: 60, checkpoint_every: 5, val_every: 20}\n")
+    done = snakemake(reference, target, "--cores", "1", *long_run)
+    assert done.returncode == 0, done.stdout[-3000:]
+
+    prep = snakemake(wf, f"results/splits/{PHANTOM}/splits.json", "--cores", "1", *long_run)
+    assert prep.returncode == 0
+    env_path = str(Path(sys.executable).parent)
+    proc = subprocess.Popen([f"{env_path}/snakemake", target, "--cores", "1", *long_run], cwd=wf,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    state = wf / "results" / "train" / PHANTOM / "unet3plus" / "seed0" / "state" / "last.json"
+    deadline = time.time() + 120
+    while not (state.exists() and json.loads(state.read_text())["step"] >= 10):
+        assert time.time() < deadline and proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.02)
+    victim = _train_process(proc.pid)
+    assert victim is not None
+    victim.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    killed_at = json.loads(state.read_text())["step"]
+    assert killed_at < 60 and not (wf / target).exists()
+
+    rerun = snakemake(wf, target, "--cores", "1", *long_run)
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    log = (wf / "results" / "logs" / "train" / PHANTOM / "unet3plus" / "seed0.log").read_text()
+    assert f"resuming results/train/{PHANTOM}/unet3plus/seed0 at step" in log
+    for name in ("final.safetensors", "best.safetensors"):
+        a = (wf / target).with_name(name).read_bytes()
+        b = (reference / target).with_name(name).read_bytes()
+        assert a == b, f"{name} differs from the uninterrupted run (killed at step {killed_at})"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gpus,expected", [("0", False), ("2", True)])
+def test_training_jobs_ask_for_a_gpu_only_on_cuda(tmp_path, monkeypatch, gpus, expected):
+    monkeypatch.setenv("SEGZOO_GPU_COUNT", gpus)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    wf = workflow_copy(tmp_path / "wf")
+    result = snakemake(wf, "-n", "--cores", "all", "--resources", "gpu=2", "--configfile", "presets/ci.yaml",
+                       "--printshellcmds")
+    assert result.returncode == 0, result.stdout[-2000:]
+    out = result.stdout
+    assert ("gpu=1" in out) == expected
+    assert ("--device cuda" in out) == expected and out.count("rule train:") == 4
+
+
+@pytest.mark.parametrize("patch", [[12, 16, 16], [8, 8, 8]])
+def test_a_patch_the_model_cannot_take_is_a_clear_error(prepared, tmp_path, patch):
+    from segzoo.errors import SegzooError
+    with pytest.raises(SegzooError, match=r"train.patch_size .* multiple of 8"):
+        train(_run(prepared, tmp_path / "r", patch_size=patch))
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_rejects_malformed_settings(prepared, tmp_path):
+    from conftest import run_segzoo
+    pre, splits = prepared
+    result = run_segzoo("train", "--data", pre, "--splits", splits, "--model", "unet3plus", "--seed", "0",
+                        "--out", tmp_path / "r", "--settings", "{not json", "--device", "cpu")
+    assert result.returncode == 1 and "--settings: not a JSON object" in result.stderr
+    assert "Traceback" not in result.stderr
