@@ -32,14 +32,14 @@ def measure(args: argparse.Namespace) -> dict:
     from segzoo.data.loader import PatchBatches
     from segzoo.models.registry import build_model
     from segzoo.train.gpu import acquire
-    from segzoo.train.loop import build_optimizer
+    from segzoo.train.loop import build_optimizer, make_deterministic
     from segzoo.train.loss import build_loss
 
     config = load_config(REPO / "config.yaml", schema_path=REPO / "schemas" / "config.schema.yaml")
     settings = config["train"]
     if args.device == "cuda":
         acquire()
-    torch.set_num_threads(args.threads)
+    make_deterministic(0, args.threads)  # time what training pays for determinism
     device = torch.device(args.device)
     patch = [int(p) for p in args.one[1].split(",")]
     pre = Path(args.data)

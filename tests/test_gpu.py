@@ -74,6 +74,34 @@ def test_killed_holder_frees_its_device(tmp_path):
         holder.kill()
 
 
+FORKING_HOLDER = """
+import os, sys, time
+from segzoo.train.gpu import acquire
+acquire(lock_dir=sys.argv[1], count=1)
+child = os.fork()  # like a DataLoader worker
+if child == 0:
+    time.sleep(600)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(600)
+"""
+
+
+def test_forked_workers_do_not_keep_a_dead_holders_device(tmp_path):
+    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    holder = subprocess.Popen([sys.executable, "-c", FORKING_HOLDER, str(tmp_path)], env=_env(),
+                              stdout=subprocess.PIPE, text=True)
+    child = int(holder.stdout.readline())
+    try:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=10)
+        lease = acquire(lock_dir=tmp_path, count=1, timeout=2, poll_seconds=0.05)  # the child still runs
+        assert lease.devices == "0"
+        lease.release()
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
 def test_a_preset_value_is_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     lease = acquire(lock_dir=tmp_path, count=8)
@@ -88,3 +116,5 @@ def test_device_resolution(monkeypatch):
     monkeypatch.setenv(COUNT_ENV, "2")
     assert resolve_device("auto") == "cuda"
     assert resolve_device("cpu") == "cpu"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # someone said: no GPU
+    assert resolve_device("auto") == "cpu"

@@ -5,6 +5,7 @@ import sys
 import pytest
 import torch
 
+from segzoo.errors import SegzooError
 from segzoo.models.blocks import count_parameters, ops_for
 from segzoo.models.diffnet import DiffusionLayer
 from segzoo.models.pyramid import image_pyramid
@@ -25,8 +26,10 @@ def small(name, in_channels=1, out_channels=3, **extra):
 
 def test_registry_is_one_dict_of_the_four_models():
     assert set(MODELS) == {"unet3plus", "ms_unet3plus", "diffnet", "ms_diffnet"}
-    with pytest.raises(KeyError, match="unknown model"):
+    with pytest.raises(SegzooError, match="unknown model"):
         build_model("unet", 1, 3)
+    with pytest.raises(SegzooError, match="models.diffnet: .*widht"):
+        build_model("diffnet", 1, 3, widht=4)
 
 
 @pytest.mark.parametrize("name", list(SMALL))

@@ -127,10 +127,14 @@ def test_sigkilled_training_resumes_under_snakemake_bit_identical(tmp_path):
     assert rerun.returncode == 0, rerun.stdout[-3000:]
     log = (wf / "results" / "logs" / "train" / PHANTOM / "unet3plus" / "seed0.log").read_text()
     assert f"resuming results/train/{PHANTOM}/unet3plus/seed0 at step" in log
-    for name in ("final.safetensors", "best.safetensors"):
+    for name in ("final.safetensors", "best.safetensors", "metrics.json"):
         a = (wf / target).with_name(name).read_bytes()
         b = (reference / target).with_name(name).read_bytes()
         assert a == b, f"{name} differs from the uninterrupted run (killed at step {killed_at})"
+    curves = (wf / target).parent / "dvclive" / "plots" / "metrics"
+    reference_curves = (reference / target).parent / "dvclive" / "plots" / "metrics"
+    for tsv in reference_curves.rglob("*.tsv"):
+        assert (curves / tsv.relative_to(reference_curves)).read_text() == tsv.read_text(), tsv.name
 
 
 @pytest.mark.slow
@@ -162,3 +166,32 @@ def test_cli_rejects_malformed_settings(prepared, tmp_path):
                         "--out", tmp_path / "r", "--settings", "{not json", "--device", "cpu")
     assert result.returncode == 1 and "--settings: not a JSON object" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"model": "unet"}, "unknown model 'unet'"),
+    ({"settings": '{"train": {}, "model": {}}'}, "train settings lack"),
+    ({"settings": None, "options": {"widht": 4}}, "models.unet3plus:"),
+    ({"data": "/nonexistent"}, "/nonexistent/preprocess.json: missing"),
+    ({"device": "cuda"}, "device cuda"),
+])
+def test_cli_errors_are_one_line(prepared, tmp_path, monkeypatch, change, message):
+    from conftest import run_segzoo
+    monkeypatch.setenv("SEGZOO_GPU_COUNT", "0")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    pre, splits = prepared
+    settings = change.get("settings") or json.dumps({"train": SETTINGS, "model": change.get("options", {})})
+    result = run_segzoo("train", "--data", change.get("data", pre), "--splits", splits, "--model",
+                        change.get("model", "unet3plus"), "--seed", "0", "--out", tmp_path / "r", "--settings",
+                        settings, "--device", change.get("device", "cpu"))
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_curves_logged_after_the_saved_state_are_dropped_on_resume(tmp_path):
+    from segzoo.train.loop import _truncate_curves
+    tsv = tmp_path / "plots" / "metrics" / "val" / "dice.tsv"
+    tsv.parent.mkdir(parents=True)
+    tsv.write_text("step\tdice\n6\t0.1\n12\t0.2\n18\t0.3\n")
+    _truncate_curves(tmp_path, 12)
+    assert tsv.read_text() == "step\tdice\n6\t0.1\n12\t0.2\n"

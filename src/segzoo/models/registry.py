@@ -10,6 +10,7 @@ from functools import partial
 
 from torch import nn
 
+from segzoo.errors import SegzooError
 from segzoo.models.diffnet import DiffNet, MSDiffNet
 from segzoo.models.unet3plus import UNet3Plus
 
@@ -23,8 +24,11 @@ MODELS = {
 
 def build_model(name: str, in_channels: int, out_channels: int, **options) -> nn.Module:
     if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    return MODELS[name](in_channels, out_channels, **options)
+        raise SegzooError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    try:
+        return MODELS[name](in_channels, out_channels, **options)
+    except TypeError as e:  # a misspelled or unknown option
+        raise SegzooError(f"models.{name}: {e}") from None
 
 
 def divisor(model: nn.Module) -> int:

@@ -8,6 +8,9 @@ device. A job calls :func:`acquire` before CUDA initialises:
   ``CUDA_VISIBLE_DEVICES`` to it. The kernel drops the lock when the process exits or dies, so a
   killed job frees its device with no clean-up.
 
+Locks live in ``$SEGZOO_GPU_LOCK_DIR`` or a per-user folder under the temp dir: jobs of one user
+share the pool; set the variable to a folder every user can write to for a machine-wide pool.
+
 No torch import here: the Snakefile uses :func:`resolve_device` to decide whether rules ask for a GPU.
 """
 
@@ -21,6 +24,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from segzoo.errors import SegzooError
 
 COUNT_ENV = "SEGZOO_GPU_COUNT"  # overrides detection (tests fake devices with it)
 LOCK_DIR_ENV = "SEGZOO_GPU_LOCK_DIR"
@@ -39,12 +44,17 @@ def gpu_count() -> int:
     return sum(line.startswith("GPU ") for line in out.splitlines())
 
 
+class GpuTimeout(SegzooError, TimeoutError):
+    """Every GPU stayed locked for longer than the caller would wait."""
+
+
 def resolve_device(device: str) -> str:
     """``auto`` → ``cuda`` when a GPU is visible (or preset by a scheduler), else ``cpu``."""
     if device != "auto":
         return device
-    if os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1"):
-        return "cuda"
+    preset = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if preset is not None:  # a scheduler or the user decided; "" or -1 means no GPU
+        return "cpu" if preset.strip() in ("", "-1") else "cuda"
     return "cuda" if gpu_count() > 0 else "cpu"
 
 
@@ -64,16 +74,25 @@ class Lease:
             os.close(self.fd)  # closing drops the flock
             self.fd = None
 
+    def forget_in_child(self) -> None:
+        """In a forked child: close the inherited descriptor so only the parent holds the lock."""
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
 
 def acquire(lock_dir: str | Path | None = None, count: int | None = None, poll_seconds: float = 0.5,
             timeout: float | None = None) -> Lease:
     """Keep a preset ``CUDA_VISIBLE_DEVICES`` or lock a free device and set it; wait while all are taken."""
     preset = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if preset is not None and preset.strip() != "":
+    if preset is not None:
         return Lease(preset)
     count = gpu_count() if count is None else count
     if count < 1:
-        raise RuntimeError("no GPU found to assign (nvidia-smi lists none); use device: cpu")
+        raise SegzooError("device cuda: no GPU found to assign (nvidia-smi lists none); set device: cpu")
     lock_dir = Path(lock_dir) if lock_dir else default_lock_dir()
     lock_dir.mkdir(parents=True, exist_ok=True)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -85,8 +104,11 @@ def acquire(lock_dir: str | Path | None = None, count: int | None = None, poll_s
             except BlockingIOError:
                 os.close(fd)
                 continue
-            os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
-            return Lease(str(device), fd)
+            lease = Lease(str(device), fd)
+            # Forked children (DataLoader workers) must not keep the lock alive after this process dies.
+            os.register_at_fork(after_in_child=lease.forget_in_child)
+            os.environ["CUDA_VISIBLE_DEVICES"] = lease.devices
+            return lease
         if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"all {count} GPUs stayed taken for {timeout} s (locks in {lock_dir})")
+            raise GpuTimeout(f"all {count} GPUs stayed taken for {timeout} s (locks in {lock_dir})")
         time.sleep(poll_seconds)

@@ -39,9 +39,12 @@ from segzoo.train.checkpoint import flatten_state, load_checkpoint, save_checkpo
 from segzoo.train.loss import build_loss
 from segzoo.train.validate import validation_dice
 from segzoo.errors import SegzooError
-from segzoo.io import write_json
+from segzoo.io import read_json, write_json
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
+NOT_IN_FINGERPRINT = {"workers", "checkpoint_every"}  # settings that never change the weights
+REQUIRED = {"steps", "batch_size", "patch_size", "optimizer", "lr", "weight_decay", "schedule", "val_every",
+            "checkpoint_every", "foreground_fraction", "sw_batch_size", "workers", "bf16", "augment"}
 
 
 @dataclass
@@ -83,8 +86,10 @@ def source_digest() -> str:
 def fingerprint(run: Run) -> str:
     """What decides the weights: if any of it changes, a saved state must not be resumed."""
     h = hashlib.sha256()
+    settings = {k: v for k, v in run.settings.items() if k not in NOT_IN_FINGERPRINT}
+    threads = run.threads if run.device == "cpu" else None  # CPU results depend on the thread count
     h.update(json.dumps({"model": run.model, "options": run.model_options, "seed": run.seed,
-                         "settings": run.settings, "threads": run.threads, "device": run.device},
+                         "settings": settings, "threads": threads, "device": run.device},
                         sort_keys=True).encode())
     h.update((run.preprocessed / "preprocess.json").read_bytes())
     h.update(run.splits.read_bytes())
@@ -120,13 +125,16 @@ def build_optimizer(model: torch.nn.Module, settings: dict) -> torch.optim.Optim
 def train(run: Run) -> dict:
     """Train (or resume) one model; write checkpoints and metrics under ``run.out``; return the metrics."""
     s = run.settings
+    missing = sorted(REQUIRED - set(s))
+    if missing:
+        raise SegzooError(f"train settings lack {', '.join(missing)} (the config's train section has them all)")
     make_deterministic(run.seed, run.threads)
     device = torch.device(run.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SegzooError("device cuda: torch sees no usable GPU here (a CPU-only build, or no driver); "
                           "set device: cpu")
-    meta = json.loads((run.preprocessed / "preprocess.json").read_text())
-    splits = json.loads(run.splits.read_text())
+    meta = read_json(run.preprocessed / "preprocess.json")
+    splits = read_json(run.splits)
     regions = list(meta["regions"].values())
     region_names = list(meta["regions"])
     model = build_model(run.model, len(meta["channels"]), len(regions), **run.model_options)
@@ -139,10 +147,11 @@ def train(run: Run) -> dict:
     loss_fn = build_loss()
     key = fingerprint(run)
     state_dir = run.out / "state"
-    start, best = 0, {"dice": -1.0, "step": None, "per_region": None}
+    start, best, losses = 0, {"dice": -1.0, "step": None, "per_region": None}, []
     resumed = _resume(state_dir, key, model, optimizer)
     if resumed:
-        start, best = resumed
+        start, best, losses = resumed
+        _truncate_curves(run.out / "dvclive", start)  # rows logged after the state was saved
         print(f"resuming {run.out} at step {start}", file=sys.stderr)
     elif state_dir.exists():
         shutil.rmtree(state_dir)  # state of another configuration or code version
@@ -156,7 +165,7 @@ def train(run: Run) -> dict:
     sidecar = {"model": run.model, "model_options": run.model_options, "seed": run.seed, "config_hash": key,
                "regions": meta["regions"], "channels": meta["channels"], "patch_size": s["patch_size"],
                "parameters": count_parameters(model)}
-    losses, data_wait, began = [], 0.0, time.perf_counter()
+    data_wait, began = 0.0, time.perf_counter()
     bar = tqdm(total=total, initial=start, desc=f"{run.model} seed {run.seed}", disable=not run.progress,
                mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
     model.train()
@@ -177,24 +186,27 @@ def train(run: Run) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss.detach()))
+        losses.append(float(loss.detach()))  # since the last validation
+        train_loss = losses[-1]
         done = step + 1
         bar.update(1)
-        if done % s["val_every"] == 0 or done == total:
+        validate = done % s["val_every"] == 0 or done == total
+        if validate:
             dice = validation_dice(model, run.preprocessed, splits["val"], regions, s["patch_size"],
                                    s["sw_batch_size"], device, autocast)
             per_region = {n: _nanmean(dice[:, i]) for i, n in enumerate(region_names)}
             mean = _nanmean(dice) or 0.0
-            train_loss = float(np.mean(losses[-s["val_every"]:]))
+            train_loss = float(np.mean(losses))
+            losses = []
             _log(live, done, train_loss, mean, per_region)
             bar.set_postfix(loss=f"{train_loss:.3f}", dice=f"{mean:.3f}")
             if mean > best["dice"]:
                 best = {"dice": mean, "step": done, "per_region": per_region}
                 save_checkpoint(state_dir / "best", _model_tensors(model),
                                 {**sidecar, "step": done, "metrics": {"val_dice": mean, **_prefixed(per_region)}})
-        if done % s["checkpoint_every"] == 0 or done == total:
+        if validate or done % s["checkpoint_every"] == 0:
             _save_state(state_dir / "last", model, optimizer, {**sidecar, "step": done, "best": best,
-                                                                "train_loss": losses[-1]})
+                                                                "loss_window": losses, "train_loss": train_loss})
         fetch_start = time.perf_counter()
     bar.close()
     live.end()
@@ -215,7 +227,16 @@ def _resume(state_dir: Path, key: str, model, optimizer):
         return None
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     optimizer.load_state_dict(unflatten_state(meta["optimizer"], tensors))
-    return meta["step"], meta["best"]
+    return meta["step"], meta["best"], meta["loss_window"]
+
+
+def _truncate_curves(folder: Path, step: int) -> None:
+    """Drop dvclive rows past ``step``: a resumed run logs them again, as an uninterrupted run would once."""
+    for tsv in folder.glob("plots/metrics/**/*.tsv"):
+        lines = tsv.read_text().splitlines()
+        kept = lines[:1] + [line for line in lines[1:] if int(line.split("\t")[0]) <= step]
+        if len(kept) != len(lines):
+            tsv.write_text("\n".join(kept) + "\n")
 
 
 def _model_tensors(model) -> dict[str, torch.Tensor]:

@@ -3,7 +3,10 @@
 MONAI's ``DiceCELoss`` switches to softmax cross-entropy when the input has several channels, which
 is wrong for overlapping regions; so each region channel gets its own sigmoid DiceCE (BCE inside) and
 the results are averaged. Deep supervision (a list of outputs, full resolution first) goes through
-MONAI's ``DeepSupervisionLoss``, which downsamples the target to each output.
+MONAI's ``DeepSupervisionLoss``, which downsamples the target to each output; its halving weights
+are normalised to sum to 1 so that losses of models with and without deep supervision compare.
+Dice is computed over the whole batch (nnU-Net's batch Dice): a region absent from one patch, as
+lesions often are, still gets a useful gradient.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from torch import nn
 class RegionDiceCE(nn.Module):
     def __init__(self):
         super().__init__()
-        self.dice_ce = DiceCELoss(sigmoid=True)
+        self.dice_ce = DiceCELoss(sigmoid=True, batch=True)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits, target: [B, R, *spatial]; target holds 0/1."""
@@ -24,6 +27,12 @@ class RegionDiceCE(nn.Module):
         return torch.stack(losses).mean()
 
 
+class NormalisedDeepSupervision(DeepSupervisionLoss):
+    def get_weights(self, levels: int = 1) -> list[float]:
+        weights = super().get_weights(levels)
+        return [w / sum(weights) for w in weights]
+
+
 def build_loss() -> nn.Module:
-    """Takes a tensor or a list of tensors (deep supervision, weights halving per level)."""
-    return DeepSupervisionLoss(RegionDiceCE(), weight_mode="exp")
+    """Takes a tensor or a list of tensors (deep supervision: weights 1, 1/2, 1/4, ... normalised)."""
+    return NormalisedDeepSupervision(RegionDiceCE(), weight_mode="exp")
