@@ -19,12 +19,14 @@ wildcard_constraints:
 
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
     input:
         data_targets(),
         train_targets(),
+        evaluate_targets(),
     default_target: True
 
 

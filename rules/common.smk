@@ -52,6 +52,16 @@ def train_settings(wildcards):
     return json.dumps({"train": train, "model": config["models"][wildcards.model]}, sort_keys=True)
 
 
+def run_outputs(pattern):
+    """``pattern`` expanded over every model x seed of the config, for the dataset wildcard."""
+
+    def expand_runs(wildcards):
+        return expand(pattern, dataset=wildcards.dataset, model=config["train"]["models"],
+                      seed=config["train"]["seeds"])
+
+    return expand_runs
+
+
 def train_targets():
     return expand(
         "results/train/{dataset}/{model}/seed{seed}/best.safetensors",
@@ -59,6 +69,10 @@ def train_targets():
         model=config["train"]["models"],
         seed=config["train"]["seeds"],
     )
+
+
+def evaluate_targets():
+    return [f"results/tables/{DATASET}"]
 
 
 def spacing_option():
@@ -83,3 +97,5 @@ def print_outputs():
     print(f"  checkpoints         : results/train/{DATASET}/<model>/seed<seed>/(best|final).safetensors")
     print(f"  training logs       : results/logs/train/{DATASET}/<model>/seed<seed>.log")
     print(f"  learning curves     : results/train/{DATASET}/<model>/seed<seed>/dvclive/")
+    print(f"  test predictions    : results/infer/{DATASET}/<model>/seed<seed>/")
+    print(f"  comparison tables   : results/tables/{DATASET}/ (dice.md, comparison.csv, per_case.csv)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -32,3 +34,36 @@ def tiny_dataset(tmp_path_factory) -> Path:
 def dataset_copy(tiny_dataset, tmp_path) -> Path:
     """A private copy of the tiny dataset that a test may break."""
     return Path(shutil.copytree(tiny_dataset, tmp_path / tiny_dataset.name))
+
+
+WORKFLOW = ["Snakefile", "rules", "schemas", "envs", "presets", "profiles", "config.yaml", "src"]
+PHANTOM = "Dataset001_SpinalPhantom"
+
+
+def workflow_copy(dest: Path) -> Path:
+    """The workflow files in a fresh folder, so each run starts from nothing."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW:
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
+    return dest
+
+
+def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The Snakemake installed beside this Python, with a PATH that does not hold the venv (as a user's might)."""
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    return subprocess.run([str(Path(sys.executable).parent / "snakemake"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory):
+    wf = workflow_copy(tmp_path_factory.mktemp("wf"))
+    result = snakemake(wf, "--cores", "all", "--resources", "gpu=2", "--configfile", "presets/ci.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return wf, result

@@ -20,8 +20,7 @@ from segzoo.data.splits import splits_for_preprocessed
 from segzoo.io import write_json
 from segzoo.train.loop import Run, train
 
-from conftest import REPO
-from test_workflow import PHANTOM, snakemake, workflow_copy
+from conftest import PHANTOM, REPO, snakemake, workflow_copy
 
 CI = load_config(REPO / "config.yaml", REPO / "presets" / "ci.yaml", schema_path=REPO / "schemas" / "config.schema.yaml")
 SETTINGS = {k: v for k, v in CI["train"].items() if k not in ("models", "seeds", "threads")}

@@ -1,54 +1,16 @@
-"""Real Snakemake runs of the data stage on the ci preset (no mocks): phantom or user data -> splits."""
+"""Real Snakemake runs on the ci preset (no mocks): phantom or user data through the whole pipeline."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import PHANTOM, digest, snakemake, workflow_copy
 from test_verify import make_msd, shape_mismatch
 
 pytestmark = pytest.mark.slow
-
-WORKFLOW = ["Snakefile", "rules", "schemas", "envs", "presets", "profiles", "config.yaml", "src"]
-PHANTOM = "Dataset001_SpinalPhantom"
-
-
-def workflow_copy(dest: Path) -> Path:
-    """The workflow files in a fresh folder, so each run starts from nothing."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW:
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
-    return dest
-
-
-def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """The Snakemake installed beside this Python, with a PATH that does not hold the venv (as a user's might)."""
-    env = {**os.environ, "PATH": "/usr/bin:/bin"}
-    return subprocess.run([str(Path(sys.executable).parent / "snakemake"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def ci_run(tmp_path_factory):
-    wf = workflow_copy(tmp_path_factory.mktemp("wf"))
-    result = snakemake(wf, "--cores", "all", "--resources", "gpu=2", "--configfile", "presets/ci.yaml")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return wf, result
 
 
 def test_ci_preset_runs_the_data_stage(ci_run):

@@ -74,6 +74,36 @@ def _train(args: argparse.Namespace) -> None:
           f"{metrics['best_step']}; checkpoints in {args.out}")
 
 
+def _infer(args: argparse.Namespace) -> None:
+    from segzoo.train.gpu import acquire, resolve_device
+
+    device = resolve_device(args.device)
+    if device == "cuda":
+        acquire()
+    from segzoo.infer import infer_run
+
+    cases = infer_run(args.checkpoint, args.data, args.splits, args.out, device, args.sw_batch_size, args.overlap)
+    print(f"predicted {len(cases)} test case(s) into {args.out}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from segzoo.evaluate.cases import evaluate_run
+    from segzoo.io import refuse_existing
+
+    refuse_existing(args.out)
+    table = evaluate_run(args.predictions, args.raw, args.data, args.splits, args.tolerance_mm, args.model, args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False, float_format="%.6g")
+    print(f"scored {table['case'].nunique()} case(s) x {table['region'].nunique()} region(s) into {args.out}")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from segzoo.evaluate.report_tables import write_tables
+
+    written = write_tables(args.scores, args.out_dir, args.metrics, args.seed)
+    print("wrote " + ", ".join(map(str, written)))
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if not (value > 0 and value < float("inf")):
@@ -139,6 +169,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_train)
+
+    p = verbs.add_parser("infer", help="predict the test cases with a trained model (NIfTI in the original grid)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a run's best.safetensors")
+    p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
+    p.add_argument("--splits", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--sw-batch-size", type=int, default=4)
+    p.add_argument("--overlap", type=_fraction, default=0.5)
+    p.set_defaults(run=_infer)
+
+    p = verbs.add_parser("evaluate", help="score one run's predictions: a CSV row per test case and region")
+    p.add_argument("--predictions", type=Path, required=True)
+    p.add_argument("--raw", type=Path, required=True, help="raw dataset (the reference labels)")
+    p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder (regions)")
+    p.add_argument("--splits", type=Path, required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--tolerance-mm", type=_positive, default=1.0, help="surface Dice tolerance")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(run=_evaluate)
+
+    p = verbs.add_parser("compare", help="tables of models x regions: mean, bootstrap CI, Wilcoxon vs U-Net 3+")
+    p.add_argument("scores", type=Path, nargs="+", help="per-case CSVs from `segzoo evaluate`")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--metrics", nargs="+", default=["dice", "iou", "hd95_mm", "surface_dice", "volume_diff_ml",
+                                                     "nll", "ece"])
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.set_defaults(run=_compare)
     return parser
 
 

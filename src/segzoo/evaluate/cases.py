@@ -1,0 +1,39 @@
+"""Scoring one run's predictions: one CSV row per test case and region (see :mod:`segzoo.evaluate.metrics`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from segzoo.data.dataset import read_dataset
+from segzoo.data.verify import load_volume
+from segzoo.errors import SegzooError
+from segzoo.evaluate.metrics import METRICS, score
+from segzoo.io import read_json
+
+
+def evaluate_run(predictions: str | Path, raw: str | Path, preprocessed: str | Path, splits: str | Path,
+                 tolerance_mm: float, model: str, seed: int) -> pd.DataFrame:
+    """Rows ``model, seed, case, region, <metrics>`` for every test case in ``splits``."""
+    predictions = Path(predictions)
+    regions = read_json(Path(preprocessed) / "preprocess.json")["regions"]
+    labels = {c.id: c.label for c in read_dataset(raw).cases}
+    rows = []
+    for case in read_json(splits)["test"]:
+        if labels.get(case) is None:
+            raise SegzooError(f"{raw}: test case {case} has no reference label")
+        ref = load_volume(labels[case])
+        prob_path = predictions / f"{case}_prob.nii.gz"
+        prob = np.asarray(load_volume(prob_path).data, dtype=np.float32)
+        if prob.ndim == 3:
+            prob = prob[..., None]
+        if prob.shape[:3] != ref.data.shape:
+            raise SegzooError(f"{prob_path}: shape {prob.shape[:3]} differs from the reference {ref.data.shape}")
+        for r, (name, values) in enumerate(regions.items()):
+            pred = np.asarray(nib.load(predictions / f"{case}_{name}.nii.gz").dataobj) > 0
+            row = score(pred, np.isin(ref.data, values), prob[..., r], ref.spacing, tolerance_mm)
+            rows.append({"model": model, "seed": seed, "case": case, "region": name, **row})
+    return pd.DataFrame(rows, columns=["model", "seed", "case", "region", *METRICS])

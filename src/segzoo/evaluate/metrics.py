@@ -1,0 +1,86 @@
+"""Per-case, per-region scores of a prediction against its reference, in the original image grid.
+
+For binary masks ``pred`` and ``ref`` (``[X, Y, Z]``, voxel ``spacing`` in mm) and the predicted
+foreground probability ``prob``:
+
+========================  ======================================================================
+``dice``, ``iou``          MONAI ``compute_dice`` / ``compute_iou``
+``hd95_mm``                MONAI ``compute_hausdorff_distance`` (95th percentile, spacing-aware)
+``surface_dice``           MONAI ``compute_surface_dice`` at ``tolerance_mm``
+``volume_diff_ml``         ``|V_pred − V_ref|`` in millilitres
+``nll``                    mean per-voxel negative log-likelihood of the reference under ``prob``
+``ece``                    expected calibration error of ``prob`` (equal-width bins)
+========================  ======================================================================
+
+Empty masks, as nnU-Net does and stated here once:
+
+* reference and prediction both empty: Dice, IoU, HD95 and surface Dice are NaN (left out of
+  means), the volume difference is 0;
+* exactly one empty: Dice, IoU and surface Dice are 0; HD95 is the diagonal of the image in mm
+  (the worst distance the grid allows) instead of MONAI's inf, so means stay finite;
+* NLL and ECE are defined in every case (they score every voxel).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou, compute_surface_dice
+
+EPS = 1e-7
+METRICS = ["dice", "iou", "hd95_mm", "surface_dice", "volume_diff_ml", "nll", "ece"]
+
+
+def _t(mask: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(mask, dtype=bool)[None, None].astype(np.float32))
+
+
+def score(pred: np.ndarray, ref: np.ndarray, prob: np.ndarray, spacing, tolerance_mm: float = 1.0,
+          bins: int = 10) -> dict[str, float]:
+    """All metrics for one region of one case."""
+    pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
+    spacing = [float(s) for s in spacing]
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    out = {"volume_diff_ml": abs(int(pred.sum()) - int(ref.sum())) * voxel_ml,
+           "nll": nll(prob, ref), "ece": ece(prob, ref, bins)}
+    if not pred.any() and not ref.any():
+        return {**out, "dice": np.nan, "iou": np.nan, "hd95_mm": np.nan, "surface_dice": np.nan}
+    if not pred.any() or not ref.any():
+        diagonal = float(np.linalg.norm(np.asarray(pred.shape) * np.asarray(spacing)))
+        return {**out, "dice": 0.0, "iou": 0.0, "hd95_mm": diagonal, "surface_dice": 0.0}
+    p, r = _t(pred), _t(ref)
+    return {
+        **out,
+        "dice": float(compute_dice(p, r, include_background=True)[0, 0]),
+        "iou": float(compute_iou(p, r, include_background=True)[0, 0]),
+        "hd95_mm": float(compute_hausdorff_distance(p, r, include_background=True, percentile=95,
+                                                    spacing=spacing)[0, 0]),
+        "surface_dice": float(compute_surface_dice(p, r, class_thresholds=[tolerance_mm], include_background=True,
+                                                   spacing=spacing)[0, 0]),
+    }
+
+
+def nll(prob: np.ndarray, ref: np.ndarray) -> float:
+    """Mean over voxels of −log p(reference label), with p clipped to [1e-7, 1 − 1e-7]."""
+    p = np.clip(np.asarray(prob, np.float64), EPS, 1 - EPS)
+    ref = np.asarray(ref, bool)
+    return float(-np.mean(np.where(ref, np.log(p), np.log1p(-p))))
+
+
+def calibration_bins(prob: np.ndarray, ref: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width probability bin: voxel count, mean predicted probability, observed frequency."""
+    p = np.asarray(prob, np.float64).ravel()
+    y = np.asarray(ref, bool).ravel()
+    index = np.minimum((p * bins).astype(int), bins - 1)
+    counts = np.bincount(index, minlength=bins).astype(np.float64)
+    conf = np.bincount(index, weights=p, minlength=bins)
+    freq = np.bincount(index, weights=y.astype(np.float64), minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return counts, conf / counts, freq / counts
+
+
+def ece(prob: np.ndarray, ref: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: Σ_b (n_b / N) · |observed frequency_b − mean probability_b|."""
+    counts, conf, freq = calibration_bins(prob, ref, bins)
+    filled = counts > 0
+    return float(np.sum(counts[filled] / counts.sum() * np.abs(freq[filled] - conf[filled])))

@@ -1,0 +1,27 @@
+"""Writing the comparison: per-case scores and models × regions tables as CSV, Markdown and HTML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from segzoo.evaluate.stats import compare, wide_table
+from segzoo.io import output_dir
+
+
+def write_tables(score_files: list[Path], out_dir: Path, metrics: list[str], seed: int) -> list[Path]:
+    """``per_case.csv``, ``comparison.csv`` (long form) and, per metric, ``<metric>.md`` / ``.html`` (wide)."""
+    scores = pd.concat([pd.read_csv(f) for f in score_files], ignore_index=True)
+    long = pd.concat([compare(scores, m, seed) for m in metrics], ignore_index=True)
+    written = []
+    with output_dir(out_dir) as tmp:
+        scores.to_csv(tmp / "per_case.csv", index=False, float_format="%.6g")
+        long.to_csv(tmp / "comparison.csv", index=False, float_format="%.6g")
+        for metric in metrics:
+            wide = wide_table(long[long["metric"] == metric])
+            (tmp / f"{metric}.md").write_text(f"### {metric}: mean [95% CI] over test cases (p: Wilcoxon vs "
+                                              f"unet3plus, Holm)\n\n" + wide.to_markdown() + "\n")
+            (tmp / f"{metric}.html").write_text(wide.to_html(classes="comparison", border=0))
+        written = sorted(p.name for p in tmp.iterdir())
+    return [out_dir / name for name in written]

@@ -1,0 +1,70 @@
+"""Inference: MONAI sliding-window prediction of the test cases, written as NIfTI in the original grid.
+
+For a trained run (``best`` checkpoint) and each test case, the output folder gets::
+
+    <case>_prob.nii.gz        float32 [X, Y, Z, R]: sigmoid probability per region
+    <case>_<region>.nii.gz    uint8   [X, Y, Z]: the region's mask (probability > 0.5)
+
+Both share the input image's shape and affine: the probabilities are computed on the preprocessed
+grid and mapped back with :func:`segzoo.data.preprocess.to_original_grid` (trilinear), then
+thresholded, so masks and probability maps agree voxel for voxel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from segzoo.data.preprocess import load_properties, to_original_grid
+from segzoo.io import output_dir, read_json
+from segzoo.models.registry import build_model
+from segzoo.train.checkpoint import load_checkpoint
+from segzoo.train.validate import sliding_window_logits
+
+
+def load_model(checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """A model rebuilt from its sidecar and loaded from safetensors, in eval mode."""
+    tensors, meta = load_checkpoint(checkpoint)
+    model = build_model(meta["model"], len(meta["channels"]), len(meta["regions"]), **meta["model_options"])
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    return model.to(device).eval(), meta
+
+
+@torch.no_grad()
+def predict_probabilities(model: torch.nn.Module, image: np.ndarray, patch_size: list[int], device: torch.device,
+                          sw_batch_size: int = 4, overlap: float = 0.5) -> np.ndarray:
+    """Sigmoid probabilities [R, *spatial] for one preprocessed image [C, *spatial]."""
+    logits = sliding_window_logits(model, torch.from_numpy(np.ascontiguousarray(image))[None].to(device),
+                                   patch_size, sw_batch_size, overlap)
+    return torch.sigmoid(logits.float())[0].cpu().numpy()
+
+
+def infer_run(checkpoint: str | Path, preprocessed: str | Path, splits: str | Path, out: str | Path,
+              device: str = "cpu", sw_batch_size: int = 4, overlap: float = 0.5) -> list[str]:
+    """Predict every test case of ``splits`` with the model in ``checkpoint``; write NIfTI files to ``out``."""
+    dev = torch.device(device)
+    model, meta = load_model(checkpoint, dev)
+    pre = Path(preprocessed)
+    cases = read_json(splits)["test"]
+    regions = list(meta["regions"])
+    with output_dir(out) as tmp:
+        for case in cases:
+            props = load_properties(pre / f"{case}.json")
+            prob = predict_probabilities(model, np.load(pre / f"{case}.npy"), meta["patch_size"], dev,
+                                         sw_batch_size, overlap)
+            prob = np.clip(to_original_grid(prob, props, mode="bilinear"), 0.0, 1.0).astype(np.float32)
+            affine = np.asarray(props["original"]["affine"])
+            _save(np.moveaxis(prob, 0, -1), affine, tmp / f"{case}_prob.nii.gz")
+            for r, name in enumerate(regions):
+                _save((prob[r] > 0.5).astype(np.uint8), affine, tmp / f"{case}_{name}.nii.gz")
+    return cases
+
+
+def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    img = nib.Nifti1Image(array, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    nib.save(img, path)

@@ -1,0 +1,48 @@
+"""The inference and evaluation stage on the ci preset's real Snakemake run."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import PHANTOM
+
+pytestmark = pytest.mark.slow
+MODELS = ["unet3plus", "ms_unet3plus", "diffnet", "ms_diffnet"]
+
+
+def test_predictions_are_in_the_original_image_grid(ci_run):
+    wf, _ = ci_run
+    splits = json.loads((wf / "results" / "splits" / PHANTOM / "splits.json").read_text())
+    for model in MODELS:
+        out = wf / "results" / "infer" / PHANTOM / model / "seed0"
+        for case in splits["test"]:
+            image = nib.load(wf / "results" / "raw" / PHANTOM / "imagesTr" / f"{case}_0000.nii.gz")
+            prob = nib.load(out / f"{case}_prob.nii.gz")
+            assert prob.shape == (*image.shape, 3)
+            np.testing.assert_allclose(prob.affine, image.affine, atol=1e-6)
+            data = np.asarray(prob.dataobj)
+            assert data.min() >= 0 and data.max() <= 1
+            for r, region in enumerate(["canal", "sc", "lesion"]):
+                mask = nib.load(out / f"{case}_{region}.nii.gz")
+                assert mask.shape == image.shape
+                np.testing.assert_allclose(mask.affine, image.affine, atol=1e-6)
+                np.testing.assert_array_equal(np.asarray(mask.dataobj) > 0, data[..., r] > 0.5)
+
+
+def test_scores_and_comparison_tables(ci_run):
+    wf, _ = ci_run
+    tables = wf / "results" / "tables" / PHANTOM
+    per_case = pd.read_csv(tables / "per_case.csv")
+    splits = json.loads((wf / "results" / "splits" / PHANTOM / "splits.json").read_text())
+    assert len(per_case) == len(MODELS) * len(splits["test"]) * 3
+    assert set(per_case.columns) >= {"dice", "iou", "hd95_mm", "surface_dice", "volume_diff_ml", "nll", "ece"}
+    comparison = pd.read_csv(tables / "comparison.csv")
+    dice = comparison[comparison["metric"] == "dice"]
+    assert set(dice["model"]) == set(MODELS)
+    assert (dice["ci_low"].dropna() <= dice["mean"].dropna() + 1e-9).all()
+    markdown = (tables / "dice.md").read_text()
+    assert all(model in markdown for model in MODELS) and "[" in markdown
+    assert "<table" in (tables / "dice.html").read_text()

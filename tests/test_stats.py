@@ -1,0 +1,37 @@
+"""The comparison statistics on synthetic scores with known answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from segzoo.evaluate.stats import bootstrap_ci, compare, holm, wide_table
+
+
+def test_holm_adjustment():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, np.nan]) == pytest.approx([0.5, np.nan], nan_ok=True)
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_seeded():
+    values = np.random.default_rng(0).normal(0.8, 0.05, 40)
+    mean, low, high = bootstrap_ci(values, seed=1)
+    assert low < mean < high and mean == pytest.approx(values.mean())
+    assert (mean, low, high) == bootstrap_ci(values, seed=1)
+    assert bootstrap_ci(np.array([0.7, np.nan, 0.7]), seed=1) == (0.7, 0.7, 0.7)
+
+
+def test_a_consistently_better_model_gets_the_exact_wilcoxon_p():
+    rng = np.random.default_rng(0)
+    rows = []
+    for case in range(8):
+        base = rng.uniform(0.6, 0.8)
+        for seed in (0, 1):  # seeds are averaged per case first
+            rows.append({"model": "unet3plus", "seed": seed, "case": f"c{case}", "region": "sc", "dice": base})
+            rows.append({"model": "diffnet", "seed": seed, "case": f"c{case}", "region": "sc",
+                         "dice": base + 0.1 + 0.01 * case})
+    table = compare(pd.DataFrame(rows), "dice")
+    better = table.set_index("model").loc["diffnet"]
+    assert better["p_vs_baseline"] == pytest.approx(2 / 2**8)  # all 8 differences positive
+    assert better["n"] == 8 and np.isnan(table.set_index("model").loc["unet3plus", "p_vs_baseline"])
+    cells = wide_table(table)
+    assert cells.loc["diffnet", "sc"].startswith(f"{better['mean']:.3f} [") and "p=" in cells.loc["diffnet", "sc"]
