@@ -20,6 +20,7 @@ wildcard_constraints:
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -27,6 +28,7 @@ rule all:
         data_targets(),
         train_targets(),
         evaluate_targets(),
+        "results/index.html",
     default_target: True
 
 

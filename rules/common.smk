@@ -99,3 +99,5 @@ def print_outputs():
     print(f"  learning curves     : results/train/{DATASET}/<model>/seed<seed>/dvclive/")
     print(f"  test predictions    : results/infer/{DATASET}/<model>/seed<seed>/")
     print(f"  comparison tables   : results/tables/{DATASET}/ (dice.md, comparison.csv, per_case.csv)")
+    print(f"  figures             : results/figures/{DATASET}/")
+    print(f"\n  open the report     : {os.path.abspath('results/index.html')}")

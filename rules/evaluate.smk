@@ -50,7 +50,12 @@ rule evaluate:
 
 rule compare:
     output:
-        directory("results/tables/{dataset}"),
+        report(
+            directory("results/tables/{dataset}"),
+            patterns=["{name}.html"],
+            caption="report/tables.rst",
+            category="Tables",
+        ),
     input:
         scores=run_outputs("results/evaluate/{dataset}/{model}/seed{seed}.csv"),
         code=sources("evaluate/stats.py", "evaluate/report_tables.py"),

@@ -104,6 +104,24 @@ def _compare(args: argparse.Namespace) -> None:
     print("wrote " + ", ".join(map(str, written)))
 
 
+def _figures(args: argparse.Namespace) -> None:
+    import json
+
+    from segzoo.report.figures import write_figures
+
+    figures = write_figures(args.results, args.dataset, args.raw, json.loads(args.config_json), args.out)
+    print(f"wrote {len(figures)} figures to {args.out}")
+
+
+def _page(args: argparse.Namespace) -> None:
+    import json
+
+    from segzoo.report.page import write_page
+
+    out = write_page(args.results, args.dataset, json.loads(args.config_json), args.out, Path.cwd())
+    print(f"report page: {out.resolve()}")
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if not (value > 0 and value < float("inf")):
@@ -198,6 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "nll", "ece"])
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(run=_compare)
+
+    p = verbs.add_parser("figures", help="every figure of the report for one dataset")
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--raw", type=Path, required=True, help="raw dataset (images and reference labels)")
+    p.add_argument("--config-json", required=True, help="the resolved pipeline configuration as JSON")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(run=_figures)
+
+    p = verbs.add_parser("page", help="write the static results page (index.html)")
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--config-json", required=True)
+    p.add_argument("--out", type=Path, default=Path("results/index.html"))
+    p.set_defaults(run=_page)
     return parser
 
 

@@ -1,0 +1,105 @@
+"""The report's figures (matplotlib, PNG): learning curves, per-case scores, overlays, reliability diagram."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from segzoo.evaluate.metrics import calibration_bins  # noqa: E402
+
+LABELS = {"dice": "Dice", "iou": "IoU", "hd95_mm": "HD95 (mm)", "surface_dice": "surface Dice",
+          "volume_diff_ml": "|volume difference| (ml)", "nll": "NLL per voxel", "ece": "ECE"}
+
+
+def _save(fig, png: Path) -> Path:
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
+
+
+def _read_curve(tsv: Path) -> pd.DataFrame | None:
+    return pd.read_csv(tsv, sep="\t") if tsv.is_file() else None
+
+
+def learning_curves(runs: dict[str, Path], png: Path) -> Path:
+    """Training loss and validation Dice against step, one line per run (``label → run folder``)."""
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, run in sorted(runs.items()):
+        metrics = run / "dvclive" / "plots" / "metrics"
+        loss, dice = _read_curve(metrics / "train" / "loss.tsv"), _read_curve(metrics / "val" / "dice.tsv")
+        if loss is not None:
+            ax_loss.plot(loss["step"], loss["loss"], marker=".", label=label)
+        if dice is not None:
+            ax_dice.plot(dice["step"], dice["dice"], marker=".", label=label)
+    ax_loss.set(xlabel="step", ylabel="training loss (mean since last validation)", title="training loss")
+    ax_dice.set(xlabel="step", ylabel="validation Dice (mean over regions)", title="validation Dice", ylim=(0, 1))
+    ax_dice.legend(fontsize=8)
+    return _save(fig, png)
+
+
+def per_case_scores(scores: pd.DataFrame, metric: str, png: Path) -> Path:
+    """Box plot per model with every test case (and seed) as a point, one panel per region."""
+    regions = list(dict.fromkeys(scores["region"]))
+    models = list(dict.fromkeys(scores["model"]))
+    fig, axes = plt.subplots(1, len(regions), figsize=(4 * len(regions), 3.8), squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, region in zip(axes[0], regions):
+        data = [scores[(scores["model"] == m) & (scores["region"] == region)][metric].dropna().to_numpy()
+                for m in models]
+        ax.boxplot(data, showfliers=False)
+        for i, values in enumerate(data, start=1):
+            ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=12, alpha=0.7, color="k")
+        ax.set_xticks(range(1, len(models) + 1), models, rotation=30, ha="right", fontsize=8)
+        ax.set(title=region, ylabel=LABELS.get(metric, metric))
+    return _save(fig, png)
+
+
+def reliability(probs: dict[str, tuple[np.ndarray, np.ndarray]], png: Path, bins: int = 10) -> Path:
+    """Observed frequency against predicted probability (``label → (probabilities, reference)``)."""
+    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
+    for label, (prob, ref) in sorted(probs.items()):
+        counts, conf, freq = calibration_bins(prob, ref, bins)
+        filled = counts > 0
+        ax.plot(conf[filled], freq[filled], marker="o", label=label)
+        ax_count.plot((np.arange(bins) + 0.5) / bins, np.maximum(counts, 1), marker=".", label=label)
+    ax.set(ylabel="observed frequency", title="reliability (all regions, test voxels)", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8)
+    ax_count.set(xlabel="predicted probability", ylabel="voxels", yscale="log")
+    return _save(fig, png)
+
+
+def overlay(image: Path, reference: np.ndarray, prediction: np.ndarray, png: Path, title: str) -> Path:
+    """Axial, coronal and sagittal slices through the reference's centre: reference (green) and
+    prediction (magenta) contours of one region, in the image's RAS orientation."""
+    img = nib.load(image)
+    ornt = nib.orientations.io_orientation(img.affine)
+    def ras(a):
+        return nib.orientations.apply_orientation(np.asarray(a), ornt)
+    data = ras(np.asarray(img.dataobj, dtype=np.float32))
+    ref, pred = ras(reference).astype(bool), ras(prediction).astype(bool)
+    spacing = np.asarray(img.header.get_zooms()[:3])[np.argsort(ornt[:, 0])]
+    centre = np.round(np.argwhere(ref).mean(0)).astype(int) if ref.any() else np.asarray(data.shape) // 2
+    cuts = [(lambda a: a[:, :, centre[2]].T, spacing[1] / spacing[0], "axial"),
+            (lambda a: a[:, centre[1], :].T, spacing[2] / spacing[0], "coronal"),
+            (lambda a: a[centre[0], :, :].T, spacing[2] / spacing[1], "sagittal")]
+    lo, hi = np.percentile(data, [0.5, 99.5])
+    fig, axes = plt.subplots(1, 3, figsize=(11, 4))
+    for ax, (cut, aspect, name) in zip(axes, cuts):
+        ax.imshow(cut(data), cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect, interpolation="nearest")
+        for mask, colour in ((ref, "lime"), (pred, "magenta")):
+            if cut(mask).any():
+                ax.contour(cut(mask), levels=[0.5], colors=colour, linewidths=0.9)
+        ax.set_title(name)
+        ax.set_axis_off()
+    fig.suptitle(f"{title} — reference green, prediction magenta")
+    return _save(fig, png)

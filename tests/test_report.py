@@ -1,0 +1,85 @@
+"""The report: figures from the real ci run, the static page in headless Chromium, snakemake --report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pytest
+
+from segzoo.models.blocks import count_parameters
+from segzoo.models.registry import build_model
+from segzoo.report.architecture import trace
+
+from conftest import PHANTOM, snakemake
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.parametrize("name,options", [("unet3plus", {"base": 4, "levels": 4, "cgm": True}),
+                                          ("diffnet", {}), ("ms_diffnet", {})])
+def test_architecture_trace_covers_every_parameter(name, options):
+    model = build_model(name, 1, 3, **options)
+    components = trace(model, (1, 1, 16, 16, 16))
+    assert sum(c["parameters"] for c in components) == count_parameters(model)
+    assert all(c["shapes"] for c in components)  # every component ran in the forward pass
+
+
+@pytest.mark.slow
+def test_figures_are_all_written_and_listed(ci_run):
+    wf, _ = ci_run
+    folder = wf / "results" / "figures" / PHANTOM
+    figures = json.loads((folder / "figures.json").read_text())
+    files = {f["file"] for f in figures}
+    assert files == {p.name for p in folder.glob("*.png")}
+    sections = {f["section"] for f in figures}
+    assert sections == {"Learning curves", "Per-case scores", "Qualitative results", "Calibration", "Architectures"}
+    assert sum(f.startswith("overlay_") for f in files) == 4 * 3  # best, median, worst per model
+    for name in files:
+        assert mpimg.imread(folder / name).shape[0] > 100
+    page = (wf / "results" / "index.html").read_text()
+    assert all(f"figures/{PHANTOM}/{name}" in page for name in files)
+    assert "file://" not in page and "/tmp/" not in page  # relative links only
+
+
+def _chromium() -> str | None:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but Chromium is not installed (.ci/run installs it with apt)")
+        pytest.skip("Chromium is not installed here (apt-get install chromium); CI installs it and runs this test")
+    return found
+
+
+@pytest.mark.slow
+def test_page_loads_every_image_in_headless_chromium(ci_run, tmp_path):
+    wf, _ = ci_run
+    browser = _chromium()
+    url = (wf / "results" / "index.html").as_uri()
+    dom = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'a'}", "--virtual-time-budget=10000",
+                          "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    body = dom[dom.index("<body"):dom.index(">", dom.index("<body"))]
+    figures = json.loads((wf / "results" / "figures" / PHANTOM / "figures.json").read_text())
+    assert f'data-images="{len(figures)}"' in body
+    assert 'data-broken-images="0"' in body, body
+    assert dom.count("<table") == 7 and "unet3plus" in dom
+    shot = tmp_path / "page.png"
+    subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'b'}", "--window-size=1200,2000",
+                    f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    assert mpimg.imread(shot).shape[:2] == (2000, 1200)
+
+
+@pytest.mark.slow
+def test_snakemake_report_zip_holds_the_figures(ci_run):
+    wf, _ = ci_run
+    result = snakemake(wf, "--report", "report.zip", "--configfile", "presets/ci.yaml")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    names = zipfile.ZipFile(wf / "report.zip").namelist()
+    assert any(n.endswith("learning_curves.png") for n in names)
+    assert any(n.endswith("dice.html") for n in names)
