@@ -13,17 +13,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from segzoo.evaluate.metrics import calibration_bins  # noqa: E402
+from segzoo.report.slices import draw_orthogonal, save_figure  # noqa: E402
 
 LABELS = {"dice": "Dice", "iou": "IoU", "hd95_mm": "HD95 (mm)", "surface_dice": "surface Dice",
           "volume_diff_ml": "|volume difference| (ml)", "nll": "NLL per voxel", "ece": "ECE"}
 
 
 def _save(fig, png: Path) -> Path:
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, dpi=90)
 
 
 def _read_curve(tsv: Path) -> pd.DataFrame | None:
@@ -82,24 +79,13 @@ def overlay(image: Path, reference: np.ndarray, prediction: np.ndarray, png: Pat
     """Axial, coronal and sagittal slices through the reference's centre: reference (green) and
     prediction (magenta) contours of one region, in the image's RAS orientation."""
     img = nib.load(image)
-    ornt = nib.orientations.io_orientation(img.affine)
-    def ras(a):
-        return nib.orientations.apply_orientation(np.asarray(a), ornt)
-    data = ras(np.asarray(img.dataobj, dtype=np.float32))
-    ref, pred = ras(reference).astype(bool), ras(prediction).astype(bool)
-    spacing = np.asarray(img.header.get_zooms()[:3])[np.argsort(ornt[:, 0])]
+    canonical = nib.as_closest_canonical(img)
+    to_ras = nib.orientations.io_orientation(img.affine)
+    ref = nib.orientations.apply_orientation(np.asarray(reference, bool), to_ras).astype(bool)
+    pred = nib.orientations.apply_orientation(np.asarray(prediction, bool), to_ras).astype(bool)
+    data = np.asarray(canonical.dataobj, dtype=np.float32)
     centre = np.round(np.argwhere(ref).mean(0)).astype(int) if ref.any() else np.asarray(data.shape) // 2
-    cuts = [(lambda a: a[:, :, centre[2]].T, spacing[1] / spacing[0], "axial"),
-            (lambda a: a[:, centre[1], :].T, spacing[2] / spacing[0], "coronal"),
-            (lambda a: a[centre[0], :, :].T, spacing[2] / spacing[1], "sagittal")]
-    lo, hi = np.percentile(data, [0.5, 99.5])
     fig, axes = plt.subplots(1, 3, figsize=(11, 4))
-    for ax, (cut, aspect, name) in zip(axes, cuts):
-        ax.imshow(cut(data), cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect, interpolation="nearest")
-        for mask, colour in ((ref, "lime"), (pred, "magenta")):
-            if cut(mask).any():
-                ax.contour(cut(mask), levels=[0.5], colors=colour, linewidths=0.9)
-        ax.set_title(name)
-        ax.set_axis_off()
+    draw_orthogonal(axes, data, canonical.header.get_zooms()[:3], centre, [(ref, "lime"), (pred, "magenta")])
     fig.suptitle(f"{title} — reference green, prediction magenta")
     return _save(fig, png)
