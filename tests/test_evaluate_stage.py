@@ -1,6 +1,7 @@
 """The inference and evaluation stage on the ci preset's real Snakemake run."""
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -46,3 +47,38 @@ def test_scores_and_comparison_tables(ci_run):
     markdown = (tables / "dice.md").read_text()
     assert all(model in markdown for model in MODELS) and "[" in markdown
     assert "<table" in (tables / "dice.html").read_text()
+
+
+def _evaluate_args(wf, predictions, out):
+    return ["evaluate", "--predictions", predictions, "--raw", wf / "results" / "raw" / PHANTOM,
+            "--data", wf / "results" / "preprocessed" / PHANTOM,
+            "--splits", wf / "results" / "splits" / PHANTOM / "splits.json",
+            "--model", "unet3plus", "--seed", "0", "--out", out]
+
+
+def test_evaluate_refuses_predictions_outside_the_original_grid(ci_run, tmp_path):
+    import shutil
+
+    from conftest import run_segzoo
+    wf, _ = ci_run
+    predictions = Path(shutil.copytree(wf / "results" / "infer" / PHANTOM / "unet3plus" / "seed0", tmp_path / "p"))
+    mask = sorted(predictions.glob("*_sc.nii.gz"))[0]
+    img = nib.load(mask)
+    shifted = img.affine.copy()
+    shifted[:3, 3] += 5.0
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), shifted), mask)
+    result = run_segzoo(*_evaluate_args(wf, predictions, tmp_path / "scores.csv"))
+    assert result.returncode == 1 and f"{mask}: affine differs" in result.stderr and "Traceback" not in result.stderr
+    mask.unlink()
+    result = run_segzoo(*_evaluate_args(wf, predictions, tmp_path / "scores.csv"))
+    assert result.returncode == 1 and f"{mask}: missing" in result.stderr
+    assert not (tmp_path / "scores.csv").exists()
+
+
+def test_compare_names_a_bad_table(tmp_path):
+    from conftest import run_segzoo
+    bad = tmp_path / "scores.csv"
+    bad.write_text("a,b\n1,2\n")
+    result = run_segzoo("compare", bad, "--out-dir", tmp_path / "tables")
+    assert result.returncode == 1 and f"{bad}: missing column(s)" in result.stderr
+    assert not (tmp_path / "tables").exists()

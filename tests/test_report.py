@@ -83,3 +83,18 @@ def test_snakemake_report_zip_holds_the_figures(ci_run):
     names = zipfile.ZipFile(wf / "report.zip").namelist()
     assert any(n.endswith("learning_curves.png") for n in names)
     assert any(n.endswith("dice.html") for n in names)
+
+
+@pytest.mark.slow
+def test_page_written_elsewhere_still_links_to_every_file(ci_run, tmp_path):
+    import re
+
+    from conftest import REPO, run_segzoo
+    from segzoo.config import load_config
+    wf, _ = ci_run
+    config = load_config(REPO / "config.yaml", REPO / "presets" / "ci.yaml", schema_path=REPO / "schemas" / "config.schema.yaml")
+    out = tmp_path / "elsewhere" / "index.html"
+    result = run_segzoo("page", "--dataset", PHANTOM, "--config-json", json.dumps(config), "--out", out, cwd=wf)
+    assert result.returncode == 0, result.stderr
+    links = re.findall(r"(?:src|href)='([^']+)'", out.read_text())
+    assert links and all((out.parent / link).is_file() for link in links)

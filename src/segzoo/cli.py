@@ -88,12 +88,11 @@ def _infer(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from segzoo.evaluate.cases import evaluate_run
-    from segzoo.io import refuse_existing
+    from segzoo.io import refuse_existing, write_text
 
     refuse_existing(args.out)
     table = evaluate_run(args.predictions, args.raw, args.data, args.splits, args.tolerance_mm, args.model, args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False, float_format="%.6g")
+    write_text(args.out, table.to_csv(index=False, float_format="%.6g"))
     print(f"scored {table['case'].nunique()} case(s) x {table['region'].nunique()} region(s) into {args.out}")
 
 

@@ -18,7 +18,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from segzoo.data.preprocess import load_properties, to_original_grid
+from segzoo.data.preprocess import to_original_grid
+from segzoo.errors import SegzooError
 from segzoo.io import output_dir, read_json
 from segzoo.models.registry import build_model
 from segzoo.train.checkpoint import load_checkpoint
@@ -52,7 +53,9 @@ def infer_run(checkpoint: str | Path, preprocessed: str | Path, splits: str | Pa
     regions = list(meta["regions"])
     with output_dir(out) as tmp:
         for case in cases:
-            props = load_properties(pre / f"{case}.json")
+            props = read_json(pre / f"{case}.json")
+            if not (pre / f"{case}.npy").is_file():
+                raise SegzooError(f"{pre / f'{case}.npy'}: missing; is {pre} the preprocessed folder of this split?")
             prob = predict_probabilities(model, np.load(pre / f"{case}.npy"), meta["patch_size"], dev,
                                          sw_batch_size, overlap)
             prob = np.clip(to_original_grid(prob, props, mode="bilinear"), 0.0, 1.0).astype(np.float32)

@@ -63,8 +63,8 @@ def read_json(path: str | os.PathLike):
         raise SegzooError(f"{path}: not valid JSON ({e})") from None
 
 
-def write_json(path: str | os.PathLike, obj, *, overwrite: bool = False) -> None:
-    """Write ``obj`` as indented JSON atomically (temporary file + rename)."""
+def write_text(path: str | os.PathLike, text: str, *, overwrite: bool = False) -> None:
+    """Write ``text`` atomically (temporary file + rename); refuse an existing file unless ``overwrite``."""
     path = Path(path)
     if not overwrite:
         refuse_existing(path)
@@ -73,9 +73,13 @@ def write_json(path: str | os.PathLike, obj, *, overwrite: bool = False) -> None
     try:
         os.chmod(tmp, default_mode(directory=False))
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | os.PathLike, obj, *, overwrite: bool = False) -> None:
+    """Write ``obj`` as indented JSON atomically (temporary file + rename)."""
+    write_text(path, json.dumps(obj, indent=2) + "\n", overwrite=overwrite)

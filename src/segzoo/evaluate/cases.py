@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -26,14 +25,25 @@ def evaluate_run(predictions: str | Path, raw: str | Path, preprocessed: str | P
         if labels.get(case) is None:
             raise SegzooError(f"{raw}: test case {case} has no reference label")
         ref = load_volume(labels[case])
-        prob_path = predictions / f"{case}_prob.nii.gz"
-        prob = np.asarray(load_volume(prob_path).data, dtype=np.float32)
+        prob_volume = _prediction(predictions / f"{case}_prob.nii.gz", ref)
+        prob = np.asarray(prob_volume.data, dtype=np.float32)
         if prob.ndim == 3:
             prob = prob[..., None]
-        if prob.shape[:3] != ref.data.shape:
-            raise SegzooError(f"{prob_path}: shape {prob.shape[:3]} differs from the reference {ref.data.shape}")
         for r, (name, values) in enumerate(regions.items()):
-            pred = np.asarray(nib.load(predictions / f"{case}_{name}.nii.gz").dataobj) > 0
+            pred = _prediction(predictions / f"{case}_{name}.nii.gz", ref).data > 0
             row = score(pred, np.isin(ref.data, values), prob[..., r], ref.spacing, tolerance_mm)
             rows.append({"model": model, "seed": seed, "case": case, "region": name, **row})
     return pd.DataFrame(rows, columns=["model", "seed", "case", "region", *METRICS])
+
+
+def _prediction(path: Path, ref):
+    """A prediction file, checked to lie in the reference's grid (shape and affine)."""
+    if not path.is_file():
+        raise SegzooError(f"{path}: missing (run `segzoo infer` first)")
+    volume = load_volume(path)
+    if volume.data.shape[:3] != ref.data.shape:
+        raise SegzooError(f"{path}: shape {volume.data.shape[:3]} differs from the reference {ref.data.shape} "
+                          f"({ref.path.name})")
+    if not np.allclose(volume.affine, ref.affine, atol=1e-3):
+        raise SegzooError(f"{path}: affine differs from the reference's ({ref.path.name}): not in the original grid")
+    return volume

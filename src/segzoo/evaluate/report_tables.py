@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from segzoo.errors import SegzooError
+from segzoo.evaluate.metrics import METRICS
 from segzoo.evaluate.stats import compare, wide_table
 from segzoo.io import output_dir
 
 
 def write_tables(score_files: list[Path], out_dir: Path, metrics: list[str], seed: int) -> list[Path]:
     """``per_case.csv``, ``comparison.csv`` (long form) and, per metric, ``<metric>.md`` / ``.html`` (wide)."""
-    scores = pd.concat([pd.read_csv(f) for f in score_files], ignore_index=True)
+    scores = pd.concat([_read_scores(f) for f in score_files], ignore_index=True)
     long = pd.concat([compare(scores, m, seed) for m in metrics], ignore_index=True)
     written = []
     with output_dir(out_dir) as tmp:
@@ -20,8 +22,22 @@ def write_tables(score_files: list[Path], out_dir: Path, metrics: list[str], see
         long.to_csv(tmp / "comparison.csv", index=False, float_format="%.6g")
         for metric in metrics:
             wide = wide_table(long[long["metric"] == metric])
-            (tmp / f"{metric}.md").write_text(f"### {metric}: mean [95% CI] over test cases (p: Wilcoxon vs "
-                                              f"unet3plus, Holm)\n\n" + wide.to_markdown() + "\n")
+            (tmp / f"{metric}.md").write_text(f"### {metric}: mean [95% CI] over the n test cases with a value "
+                                              f"(p: paired Wilcoxon vs unet3plus, Holm)\n\n" + wide.to_markdown()
+                                              + "\n")
             (tmp / f"{metric}.html").write_text(wide.to_html(classes="comparison", border=0))
         written = sorted(p.name for p in tmp.iterdir())
     return [out_dir / name for name in written]
+
+
+def _read_scores(path: Path) -> pd.DataFrame:
+    if not Path(path).is_file():
+        raise SegzooError(f"{path}: missing (run `segzoo evaluate` first)")
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise SegzooError(f"{path}: not a readable CSV ({e})") from None
+    missing = [c for c in ["model", "seed", "case", "region", *METRICS] if c not in table.columns]
+    if missing:
+        raise SegzooError(f"{path}: missing column(s) {', '.join(missing)} (not a `segzoo evaluate` table)")
+    return table

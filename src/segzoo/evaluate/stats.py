@@ -55,25 +55,27 @@ def compare(scores: pd.DataFrame, metric: str = "dice", seed: int = 0, baseline:
     rows = []
     for model, region in table.columns:
         mean, low, high = bootstrap_ci(table[(model, region)].to_numpy(dtype=float), seed)
-        p = np.nan
+        p, pairs = np.nan, 0
         if model != baseline and (baseline, region) in table.columns:
-            pair = table[[(model, region), (baseline, region)]].dropna()
+            pair = table[[(model, region), (baseline, region)]].dropna()  # cases both models have a value for
+            pairs = len(pair)
             diff = pair.iloc[:, 0] - pair.iloc[:, 1]
-            if len(pair) >= 2 and (diff != 0).any():
+            if pairs >= 2 and (diff != 0).any():
                 p = float(stats.wilcoxon(pair.iloc[:, 0], pair.iloc[:, 1]).pvalue)
         rows.append({"model": model, "region": region, "metric": metric,
                      "n": int(table[(model, region)].notna().sum()), "mean": mean, "ci_low": low, "ci_high": high,
-                     "p_vs_baseline": p})
+                     "p_vs_baseline": p, "pairs": pairs})
     out = pd.DataFrame(rows)
     out["p_holm"] = holm(out["p_vs_baseline"].tolist())
     return out
 
 
 def wide_table(comparison: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """Models as rows, regions as columns, cells ``mean [low, high]`` (with the Holm p for variants)."""
+    """Models as rows, regions as columns, cells ``mean [low, high] n=<cases>`` and, for variants, the Holm
+    p with the number of paired cases (cases where a model's value is NaN drop out of its mean and pairs)."""
     def cell(r):
-        text = f"{r['mean']:.{digits}f} [{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}]"
-        return text if np.isnan(r["p_holm"]) else f"{text} (p={r['p_holm']:.3g})"
+        text = f"{r['mean']:.{digits}f} [{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}] n={r['n']}"
+        return text if np.isnan(r["p_holm"]) else f"{text} (p={r['p_holm']:.3g}, {r['pairs']} pairs)"
     comparison = comparison.assign(cell=comparison.apply(cell, axis=1))
     wide = comparison.pivot(index="model", columns="region", values="cell")
     return wide.loc[list(dict.fromkeys(comparison["model"])), list(dict.fromkeys(comparison["region"]))]

@@ -8,12 +8,14 @@ the count to ``<body data-broken-images>``, so a headless browser can check the 
 from __future__ import annotations
 
 import html
+import os
 import subprocess
 from pathlib import Path
 
 import yaml
 
 from segzoo import __version__
+from segzoo.errors import SegzooError
 from segzoo.io import read_json
 from segzoo.train.loop import source_digest
 
@@ -48,17 +50,21 @@ def write_page(results: Path, dataset: str, config: dict, out: Path, repo: Path)
     figures_dir = results / "figures" / dataset
     figures = read_json(figures_dir / "figures.json")
     tables = results / "tables" / dataset
-    rel = lambda p: Path(p).relative_to(out.parent).as_posix()  # noqa: E731
+    rel = lambda p: Path(os.path.relpath(Path(p).resolve(), out.parent.resolve())).as_posix()  # noqa: E731
     parts = [f"<h1>segzoo results: {html.escape(dataset)}</h1>",
              f"<p>Code: {html.escape(code_version(repo))}. Models: {', '.join(config['train']['models'])}; "
              f"seeds: {', '.join(map(str, config['train']['seeds']))}.</p>",
              "<h2>Comparison</h2>",
-             "<p>Mean [95 % bootstrap CI] over test cases (seeds averaged per case); p: paired Wilcoxon test "
-             "against unet3plus, Holm-corrected. Files: "
+             "<p>Mean [95 % bootstrap CI] over the n test cases with a value (seeds averaged per case; a region "
+             "absent from both reference and prediction has no Dice and drops out); p: paired Wilcoxon test against "
+             "unet3plus over the cases both models have a value for, Holm-corrected. Files: "
              f"<a href='{rel(tables / 'comparison.csv')}'>comparison.csv</a>, "
              f"<a href='{rel(tables / 'per_case.csv')}'>per_case.csv</a>.</p>"]
     for metric in config["evaluate"]["metrics"]:
-        parts.append(f"<h3>{html.escape(metric)}</h3>" + (tables / f"{metric}.html").read_text())
+        table = tables / f"{metric}.html"
+        if not table.is_file():
+            raise SegzooError(f"{table}: missing (run `segzoo compare` with metric {metric})")
+        parts.append(f"<h3>{html.escape(metric)}</h3>" + table.read_text())
     section = None
     for fig in figures:
         if fig["section"] != section:

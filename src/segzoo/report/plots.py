@@ -84,6 +84,8 @@ def overlay(image: Path, reference: np.ndarray, prediction: np.ndarray, png: Pat
     ref = nib.orientations.apply_orientation(np.asarray(reference, bool), to_ras).astype(bool)
     pred = nib.orientations.apply_orientation(np.asarray(prediction, bool), to_ras).astype(bool)
     data = np.asarray(canonical.dataobj, dtype=np.float32)
+    if data.ndim == 4:  # several channels (Decathlon): show the first
+        data = data[..., 0]
     centre = np.round(np.argwhere(ref).mean(0)).astype(int) if ref.any() else np.asarray(data.shape) // 2
     fig, axes = plt.subplots(1, 3, figsize=(11, 4))
     draw_orthogonal(axes, data, canonical.header.get_zooms()[:3], centre, [(ref, "lime"), (pred, "magenta")])
