@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import zipfile
-from pathlib import Path
 
 import matplotlib.image as mpimg
 import pytest

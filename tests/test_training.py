@@ -11,7 +11,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
 from segzoo.config import load_config
 from segzoo.data.phantom import PhantomSpec, write_phantom_dataset
@@ -49,7 +48,7 @@ def test_same_seed_gives_bit_identical_checkpoints(prepared, tmp_path, model):
     assert a == b
     for name in ("final.safetensors", "best.safetensors", "metrics.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
-    c = train(_run(prepared, tmp_path / "c", model, seed=1))
+    train(_run(prepared, tmp_path / "c", model, seed=1))
     assert (tmp_path / "c" / "final.safetensors").read_bytes() != (tmp_path / "a" / "final.safetensors").read_bytes()
 
 
