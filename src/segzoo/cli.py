@@ -51,20 +51,26 @@ def _splits(args: argparse.Namespace) -> None:
           f"{len(splits['test'])} test ({splits['test_source']})")
 
 
+def _claim_device(requested: str) -> str:
+    """Resolve ``auto``; for CUDA take a GPU from the pool before torch initialises CUDA."""
+    from segzoo.train.gpu import acquire, resolve_device
+
+    device = resolve_device(requested)
+    if device == "cuda":
+        lease = acquire()
+        print(f"using GPU CUDA_VISIBLE_DEVICES={lease.devices}", file=sys.stderr)
+    return device
+
+
 def _train(args: argparse.Namespace) -> None:
     import json
-
-    from segzoo.train.gpu import acquire, resolve_device
 
     try:
         settings = json.loads(args.settings)
         settings["train"], settings["model"]
     except (json.JSONDecodeError, TypeError, KeyError) as e:
         raise SegzooError(f"--settings: not a JSON object with 'train' and 'model' ({e})") from None
-    device = resolve_device(args.device)
-    if device == "cuda":  # before torch initialises CUDA
-        lease = acquire()
-        print(f"using GPU CUDA_VISIBLE_DEVICES={lease.devices}", file=sys.stderr)
+    device = _claim_device(args.device)
     from segzoo.train.loop import Run, train
 
     metrics = train(Run(preprocessed=args.data, splits=args.splits, model=args.model, seed=args.seed,
@@ -75,11 +81,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _infer(args: argparse.Namespace) -> None:
-    from segzoo.train.gpu import acquire, resolve_device
-
-    device = resolve_device(args.device)
-    if device == "cuda":
-        acquire()
+    device = _claim_device(args.device)
     from segzoo.infer import infer_run
 
     cases = infer_run(args.checkpoint, args.data, args.splits, args.out, device, args.sw_batch_size, args.overlap)

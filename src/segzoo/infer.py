@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
-from segzoo.data.preprocess import to_original_grid
+from segzoo.data.nifti import save_nifti
+from segzoo.data.preprocess import load_properties, to_original_grid
 from segzoo.errors import SegzooError
 from segzoo.io import output_dir, read_json
 from segzoo.models.registry import build_model
@@ -53,21 +53,14 @@ def infer_run(checkpoint: str | Path, preprocessed: str | Path, splits: str | Pa
     regions = list(meta["regions"])
     with output_dir(out) as tmp:
         for case in cases:
-            props = read_json(pre / f"{case}.json")
+            props = load_properties(pre / f"{case}.json")
             if not (pre / f"{case}.npy").is_file():
                 raise SegzooError(f"{pre / f'{case}.npy'}: missing; is {pre} the preprocessed folder of this split?")
             prob = predict_probabilities(model, np.load(pre / f"{case}.npy"), meta["patch_size"], dev,
                                          sw_batch_size, overlap)
             prob = np.clip(to_original_grid(prob, props, mode="bilinear"), 0.0, 1.0).astype(np.float32)
             affine = np.asarray(props["original"]["affine"])
-            _save(np.moveaxis(prob, 0, -1), affine, tmp / f"{case}_prob.nii.gz")
+            save_nifti(np.moveaxis(prob, 0, -1), affine, tmp / f"{case}_prob.nii.gz")
             for r, name in enumerate(regions):
-                _save((prob[r] > 0.5).astype(np.uint8), affine, tmp / f"{case}_{name}.nii.gz")
+                save_nifti((prob[r] > 0.5).astype(np.uint8), affine, tmp / f"{case}_{name}.nii.gz")
     return cases
-
-
-def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    img = nib.Nifti1Image(array, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    nib.save(img, path)

@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from segzoo.data.nifti import save_nifti
 from segzoo.io import output_dir, write_json
 
 CSF, CORD, LESION = 1, 2, 3
@@ -74,18 +74,10 @@ def write_phantom_dataset(out: str | Path, cases: int, seed: int, spec: PhantomS
         for i in range(cases):
             image, label, affine = make_case(np.random.default_rng([seed, i]), spec)
             case = f"phantom_{i:03d}"
-            _save(image, affine, tmp / "imagesTr" / f"{case}_0000.nii.gz")
-            _save(label, affine, tmp / "labelsTr" / f"{case}.nii.gz")
+            save_nifti(image, affine, tmp / "imagesTr" / f"{case}_0000.nii.gz")
+            save_nifti(label, affine, tmp / "labelsTr" / f"{case}.nii.gz")
         write_json(tmp / "dataset.json", dataset_json(cases, out.name))
     return out
-
-
-def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    img = nib.Nifti1Image(array, affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    nib.save(img, path)
 
 
 def make_case(rng: np.random.Generator, spec: PhantomSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -17,7 +17,6 @@ orientation already match it is an exact integer shift.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nibabel as nib
@@ -29,7 +28,7 @@ from monai.transforms.utils import generate_spatial_bounding_box
 
 from segzoo.data.dataset import read_dataset
 from segzoo.data.verify import load_volume, verify
-from segzoo.io import output_dir, write_json
+from segzoo.io import output_dir, read_json, write_json
 
 IMAGE_ORDER = 3  # cubic spline for images (nnU-Net's choice) and one-hot labels (best round-trip Dice)
 
@@ -142,7 +141,8 @@ def preprocess_case(images: tuple[Path, ...], label: Path | None, target_spacing
 
 
 def load_properties(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+    """A case's ``<case>.json`` (what maps its arrays back to the original grid)."""
+    return read_json(path)
 
 
 def to_original_grid(array: np.ndarray, props: dict, mode: str = "nearest") -> np.ndarray:

@@ -27,6 +27,13 @@ def write_figures(results: Path, dataset: str, raw: Path, config: dict, out: Pat
     cases = {c.id: c for c in read_dataset(raw).cases}
     runs = {f"{m} seed {s}": results / "train" / dataset / m / f"seed{s}"
             for m in config["train"]["models"] for s in config["train"]["seeds"]}
+    labels: dict[str, np.ndarray] = {}
+
+    def label_map(case_id: str) -> np.ndarray:  # each reference is read once, whatever the number of models
+        if case_id not in labels:
+            labels[case_id] = np.asarray(nib.load(cases[case_id].label).dataobj)
+        return labels[case_id]
+
     figures = []
     with output_dir(out) as tmp:
         def add(png: Path, caption: str, section: str):
@@ -51,7 +58,7 @@ def write_figures(results: Path, dataset: str, raw: Path, config: dict, out: Pat
             for label, row in picks.items():
                 case = cases[row["case"]]
                 pred = nib.load(results / "infer" / dataset / model / f"seed{seed}" / f"{row['case']}_{focus}.nii.gz")
-                reference = np.isin(np.asarray(nib.load(case.label).dataobj), regions[focus])
+                reference = np.isin(label_map(row["case"]), regions[focus])
                 add(plots.overlay(case.images[0], reference, np.asarray(pred.dataobj) > 0,
                                   tmp / f"overlay_{model}_{label}.png",
                                   f"{model} seed {seed}, {label} case {row['case']} ({focus} Dice {row['dice']:.3f})"),
@@ -64,7 +71,7 @@ def write_figures(results: Path, dataset: str, raw: Path, config: dict, out: Pat
             for case_id in scores[(scores["model"] == model)]["case"].unique():
                 prob = np.asarray(nib.load(results / "infer" / dataset / model / f"seed{seed}" /
                                            f"{case_id}_prob.nii.gz").dataobj)
-                label = np.asarray(nib.load(cases[case_id].label).dataobj)
+                label = label_map(case_id)
                 for r, values in enumerate(regions.values()):
                     p.append(prob[..., r].ravel())
                     y.append(np.isin(label, values).ravel())
