@@ -12,6 +12,7 @@ from torch import nn
 
 from segzoo.errors import SegzooError
 from segzoo.models.diffnet import DiffNet, MSDiffNet
+from segzoo.models.small_unet import SmallUNet
 from segzoo.models.unet3plus import UNet3Plus
 
 MODELS = {
@@ -19,6 +20,7 @@ MODELS = {
     "ms_unet3plus": partial(UNet3Plus, pyramid=True),
     "diffnet": DiffNet,
     "ms_diffnet": MSDiffNet,
+    "small_unet": SmallUNet,  # the checkpoint zoo's network (weight generation)
 }
 
 

@@ -24,6 +24,7 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,9 @@ class Run:
     device: str = "cpu"
     threads: int = 1
     progress: bool = True
+    loss_regions: list[int] | None = None  # train only these region channels (None: all)
+    observer: Callable[[int, torch.nn.Module, float | None], None] | None = None
+    """Called with (0, model, None) before the first step and (step, model, train loss) after each one."""
 
 
 def make_deterministic(seed: int, threads: int) -> None:
@@ -89,6 +93,7 @@ def fingerprint(run: Run) -> str:
     settings = {k: v for k, v in run.settings.items() if k not in NOT_IN_FINGERPRINT}
     threads = run.threads if run.device == "cpu" else None  # CPU results depend on the thread count
     h.update(json.dumps({"model": run.model, "options": run.model_options, "seed": run.seed,
+                         "loss_regions": run.loss_regions,
                          "settings": settings, "threads": threads, "device": run.device},
                         sort_keys=True).encode())
     h.update((run.preprocessed / "preprocess.json").read_bytes())
@@ -144,7 +149,7 @@ def train(run: Run) -> dict:
                           f"of {need}, and the coarsest level must keep more than one voxel (instance norm)")
     model.to(device)
     optimizer = build_optimizer(model, s)
-    loss_fn = build_loss()
+    loss_fn = build_loss(run.loss_regions)
     key = fingerprint(run)
     state_dir = run.out / "state"
     start, best, losses = 0, {"dice": -1.0, "step": None, "per_region": None}, []
@@ -169,6 +174,8 @@ def train(run: Run) -> dict:
     bar = tqdm(total=total, initial=start, desc=f"{run.model} seed {run.seed}", disable=not run.progress,
                mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
     model.train()
+    if run.observer is not None and start == 0:
+        run.observer(0, model, None)
     fetch_start = time.perf_counter()
     for step, batch in zip(range(start, total), loader):
         data_wait += time.perf_counter() - fetch_start
@@ -190,6 +197,8 @@ def train(run: Run) -> dict:
         train_loss = losses[-1]
         done = step + 1
         bar.update(1)
+        if run.observer is not None:
+            run.observer(done, model, losses[-1])
         validate = done % s["val_every"] == 0 or done == total
         if validate:
             dice = validation_dice(model, run.preprocessed, splits["val"], regions, s["patch_size"],
@@ -240,7 +249,9 @@ def _truncate_curves(folder: Path, step: int) -> None:
 
 
 def _model_tensors(model) -> dict[str, torch.Tensor]:
-    return {f"model.{k}": v for k, v in model.state_dict().items()}
+    """State-dict tensors under ``model.``; copies, because safetensors refuses aliased tensors (MONAI's
+    DynUNet lists each weight under two names)."""
+    return {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _save_state(stem: Path, model, optimizer, meta: dict) -> None:

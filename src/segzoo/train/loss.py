@@ -17,13 +17,15 @@ from torch import nn
 
 
 class RegionDiceCE(nn.Module):
-    def __init__(self):
+    def __init__(self, regions: list[int] | None = None):
         super().__init__()
         self.dice_ce = DiceCELoss(sigmoid=True, batch=True)
+        self.regions = regions  # None: every channel; else only these (the others get no gradient)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits, target: [B, R, *spatial]; target holds 0/1."""
-        losses = [self.dice_ce(logits[:, r:r + 1], target[:, r:r + 1]) for r in range(logits.shape[1])]
+        regions = range(logits.shape[1]) if self.regions is None else self.regions
+        losses = [self.dice_ce(logits[:, r:r + 1], target[:, r:r + 1]) for r in regions]
         return torch.stack(losses).mean()
 
 
@@ -33,6 +35,7 @@ class NormalisedDeepSupervision(DeepSupervisionLoss):
         return [w / sum(weights) for w in weights]
 
 
-def build_loss() -> nn.Module:
-    """Takes a tensor or a list of tensors (deep supervision: weights 1, 1/2, 1/4, ... normalised)."""
-    return NormalisedDeepSupervision(RegionDiceCE(), weight_mode="exp")
+def build_loss(regions: list[int] | None = None) -> nn.Module:
+    """Takes a tensor or a list of tensors (deep supervision: weights 1, 1/2, 1/4, ... normalised);
+    ``regions`` limits the loss to those channels (single-task training)."""
+    return NormalisedDeepSupervision(RegionDiceCE(regions), weight_mode="exp")
