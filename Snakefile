@@ -15,11 +15,14 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
     model="|".join(config["models"]),
     seed=r"\d+",
+    task="|".join(map(re.escape, config["weightgen"]["tasks"])),
+    lr=r"[0-9.eE+-]+",
 
 
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/weightgen.smk"
 include: "rules/report.smk"
 
 
@@ -28,6 +31,7 @@ rule all:
         data_targets(),
         train_targets(),
         evaluate_targets(),
+        weightgen_targets(),
         "results/index.html",
     default_target: True
 

@@ -1,6 +1,7 @@
 # Shared helpers: config validation, dataset naming, paths, source-file inputs, wildcard constraints.
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -75,6 +76,11 @@ def evaluate_targets():
     return [f"results/tables/{DATASET}"]
 
 
+def weightgen_targets():
+    """The G.pt evaluation folder, when the weight-generation stage is on."""
+    return [f"results/weightgen/{DATASET}/evaluation"] if config["weightgen"]["enabled"] else []
+
+
 def spacing_option():
     spacing = config["preprocess"]["spacing"]
     return "--spacing " + " ".join(map(str, spacing)) if spacing else ""
@@ -100,4 +106,7 @@ def print_outputs():
     print(f"  test predictions    : results/infer/{DATASET}/<model>/seed<seed>/")
     print(f"  comparison tables   : results/tables/{DATASET}/ (dice.md, comparison.csv, per_case.csv)")
     print(f"  figures             : results/figures/{DATASET}/")
+    if config["weightgen"]["enabled"]:
+        print(f"  checkpoint zoo      : results/zoo/{DATASET}/ (index.csv, runs/)")
+        print(f"  G.pt evaluation     : results/weightgen/{DATASET}/evaluation/ (oneshot.csv, alignment.csv, ...)")
     print(f"\n  open the report     : {os.path.abspath('results/index.html')}")

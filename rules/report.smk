@@ -38,6 +38,7 @@ rule page:
     input:
         figures=f"results/figures/{DATASET}",
         tables=f"results/tables/{DATASET}",
+        weightgen=weightgen_targets(),
         code=sources("report/page.py"),
     params:
         dataset=DATASET,

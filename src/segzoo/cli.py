@@ -123,6 +123,114 @@ def _page(args: argparse.Namespace) -> None:
     print(f"report page: {out.resolve()}")
 
 
+def _json_settings(text: str, *keys: str) -> dict:
+    import json
+
+    try:
+        settings = json.loads(text)
+        for key in keys:
+            settings[key]
+    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        raise SegzooError(f"--settings: not a JSON object with {', '.join(map(repr, keys))} ({e})") from None
+    return settings
+
+
+def _zoo(args: argparse.Namespace) -> None:
+    from segzoo.io import refuse_existing
+    from segzoo.train.checkpoint import paths
+
+    settings = _json_settings(args.settings, "weightgen", "train")
+    for path in paths(args.out):
+        refuse_existing(path)
+    device = _claim_device(args.device)
+    from segzoo.weightgen.zoo import train_zoo_run
+
+    meta = train_zoo_run(args.data, args.splits, args.task, args.lr, args.seed,
+                         {**settings["weightgen"], "train": settings["train"]}, args.out, device, args.threads,
+                         args.data_seed)
+    dice = {r: round(v[-1], 3) for r, v in meta["checkpoints"].items() if r.startswith("dice_")}
+    print(f"zoo run {args.out.name}: {len(meta['checkpoints']['step'])} checkpoints, final {dice}")
+
+
+def _zoo_index(args: argparse.Namespace) -> None:
+    from segzoo.weightgen.zoo import write_index
+
+    summary = write_index(args.runs, args.index, args.summary, args.max_abs_weight)
+    print(f"zoo index {args.index}: {summary['checkpoints']} checkpoints from {summary['runs_kept']} runs "
+          f"({summary['runs_dropped']} dropped)")
+
+
+def _gpt_train(args: argparse.Namespace) -> None:
+    from segzoo.io import refuse_existing
+    from segzoo.train.checkpoint import paths
+
+    options = _json_settings(args.settings, "gpt", "tasks", "heldout_seeds")
+    for path in paths(args.out):
+        refuse_existing(path)
+    device = _claim_device(args.device)
+    from segzoo.weightgen.gpt_train import load_zoo, train_gpt
+
+    zoo = load_zoo(args.index, args.runs_dir, options["heldout_seeds"], only="train")
+    meta = train_gpt(zoo, options["tasks"], options["gpt"], args.seed, args.out, device, args.threads)
+    print(f"G.pt ({meta['parameters']} parameters) trained on {meta['train_checkpoints']} checkpoints of "
+          f"{len(meta['train_runs'])} runs in {meta['seconds']:.1f} s; final loss {meta['final_loss']:.4f}")
+
+
+def _gpt_sample(args: argparse.Namespace) -> None:
+    from segzoo.io import refuse_existing, write_text
+    from segzoo.train.checkpoint import paths, save_checkpoint
+
+    options = _json_settings(args.settings, "sample", "heldout_seeds")
+    stem_paths = [*paths(args.out), args.out.with_name(args.out.name + ".csv")]
+    for path in stem_paths:
+        refuse_existing(path)
+    device = _claim_device(args.device)
+    from segzoo.weightgen.gpt_train import load_gpt, load_zoo
+    from segzoo.weightgen.sample import evaluation_prompts, sample_prompts, single_prompt_seconds
+    from segzoo.weightgen.zoo import make_scorer
+
+    model, meta = load_gpt(args.gpt, device)
+    zoo = load_zoo(args.index, args.runs_dir, options["heldout_seeds"])
+    prompts = evaluation_prompts(zoo, meta["tasks"], options["sample"]["prompts"])
+    if prompts.empty:
+        raise SegzooError(f"{args.index}: no held-out run has a task G.pt was trained on; nothing to sample")
+    scorer = make_scorer(args.data, args.splits, options, args.data_seed, device)
+    steps = options["sample"]["ddim_steps"]
+    params, table = sample_prompts(model, meta, zoo, prompts, steps, options["sample"]["recursions"], args.seed, scorer)
+    single = single_prompt_seconds(model, meta, zoo, steps, args.seed)
+    save_checkpoint(args.out, {"params": params}, {"single_network_seconds": single, "ddim_steps": steps,
+                                                   "networks": len(params)})
+    write_text(stem_paths[2], table.to_csv(index=False, float_format="%.6g"))
+    print(f"sampled {len(params)} networks with {steps} DDIM steps ({single:.2f} s for one network alone)")
+
+
+def _gpt_evaluate(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from segzoo.io import refuse_existing
+    from segzoo.train.checkpoint import load_checkpoint
+
+    options = _json_settings(args.settings, "audit", "heldout_seeds")
+    refuse_existing(args.out)
+    device = _claim_device(args.device)
+    from segzoo.weightgen.evaluate import write_evaluation
+    from segzoo.weightgen.gpt_train import load_zoo
+    from segzoo.weightgen.zoo import make_scorer
+
+    _, gpt_meta = load_checkpoint(args.gpt)
+    tensors, sample_meta = load_checkpoint(args.samples)
+    table = args.samples.with_name(args.samples.name + ".csv")
+    if not table.is_file():
+        raise SegzooError(f"{table}: missing (written by `segzoo gpt-sample` beside the samples)")
+    zoo = load_zoo(args.index, args.runs_dir, options["heldout_seeds"])
+    scorer = make_scorer(args.data, args.splits, options, args.data_seed, device)
+    summary = write_evaluation(zoo, gpt_meta, tensors["params"], pd.read_csv(table),
+                               sample_meta["single_network_seconds"], scorer, options["audit"]["neighbours"],
+                               args.seed, args.out)
+    print(f"one-shot task Dice {summary['oneshot_dice_mean']:.3f} vs best training checkpoint "
+          f"{summary['best_zoo_dice_mean']:.3f}; R² {summary['alignment_r2']}; written to {args.out}")
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if not (value > 0 and value < float("inf")):
@@ -232,7 +340,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-json", required=True)
     p.add_argument("--out", type=Path, default=Path("results/index.html"))
     p.set_defaults(run=_page)
+    _weightgen_verbs(verbs)
     return parser
+
+
+def _weightgen_verbs(verbs) -> None:
+    settings_help = "JSON: the config's weightgen section (zoo: {\"weightgen\": ..., \"train\": ...})"
+
+    def common(p, data=True):
+        if data:
+            p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
+            p.add_argument("--splits", type=Path, required=True)
+            p.add_argument("--data-seed", type=int, required=True, help="the config seed (validation batch)")
+        p.add_argument("--settings", required=True, help=settings_help)
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+
+    def zoo_inputs(p):
+        p.add_argument("--index", type=Path, required=True, help="the zoo's index.csv")
+        p.add_argument("--runs-dir", type=Path, required=True, help="folder of the zoo's run files")
+        p.add_argument("--seed", type=int, required=True)
+
+    p = verbs.add_parser("zoo", help="train one zoo run, keeping its init and ~200 checkpoints with metrics")
+    common(p)
+    p.add_argument("--task", required=True, help="a region name (single-task) or 'all'")
+    p.add_argument("--lr", type=_positive, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True, help="output stem: <out>.safetensors and <out>.json")
+    p.set_defaults(run=_zoo)
+
+    p = verbs.add_parser("zoo-index", help="one table row per checkpoint; drop runs with NaN or huge weights")
+    p.add_argument("runs", type=Path, nargs="+", help="zoo run files (.safetensors)")
+    p.add_argument("--index", type=Path, required=True, help="CSV to write")
+    p.add_argument("--summary", type=Path, required=True, help="JSON to write (kept and dropped runs)")
+    p.add_argument("--max-abs-weight", type=_positive, default=100.0)
+    p.set_defaults(run=_zoo_index)
+
+    p = verbs.add_parser("gpt-train", help="train G.pt, a diffusion transformer over the zoo's checkpoints")
+    common(p, data=False)
+    zoo_inputs(p)
+    p.add_argument("--out", type=Path, required=True, help="output stem")
+    p.set_defaults(run=_gpt_train)
+
+    p = verbs.add_parser("gpt-sample", help="one-shot networks from G.pt for the held-out runs' inits (DDIM)")
+    common(p)
+    zoo_inputs(p)
+    p.add_argument("--gpt", type=Path, required=True, help="G.pt stem from gpt-train")
+    p.add_argument("--out", type=Path, required=True, help="output stem: .safetensors, .json and .csv")
+    p.set_defaults(run=_gpt_sample)
+
+    p = verbs.add_parser("gpt-evaluate", help="alignment, one-shot vs Adam, memorisation audit, unification")
+    common(p)
+    zoo_inputs(p)
+    p.add_argument("--gpt", type=Path, required=True)
+    p.add_argument("--samples", type=Path, required=True, help="stem from gpt-sample")
+    p.add_argument("--out", type=Path, required=True, help="folder to create")
+    p.set_defaults(run=_gpt_evaluate)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,43 @@ def code_version(repo: Path) -> str:
     return f"segzoo {__version__}" + (f", git {commit}" if commit else "") + f", source {source_digest()[:12]}"
 
 
+def _table(csv: Path, columns: list[str] | None = None) -> str:
+    import pandas as pd
+
+    frame = pd.read_csv(csv)
+    return frame[columns or frame.columns].to_html(index=False, classes="comparison", float_format="%.3f",
+                                                  na_rep="—", border=0)
+
+
+def weightgen_section(folder: Path, rel) -> list[str]:
+    """The G.pt part of the page: headline numbers, tables and figures, memorisation beside each."""
+    summary = read_json(folder / "summary.json")
+    s = summary
+    parts = ["<h2>Checkpoint diffusion (G.pt)</h2>",
+             f"<p>G.pt ({s['gpt_parameters']:,} parameters) was trained on {s['train_checkpoints']} checkpoints of "
+             f"{s['train_runs']} zoo runs in {s['gpt_train_seconds']:.0f} s and evaluated on the random inits of "
+             f"{s['heldout_runs']} held-out runs; one network takes {s['sample_seconds_one_network']:.2f} s to sample. "
+             f"One-shot task Dice {s['oneshot_dice_mean']:.3f} vs best training checkpoint {s['best_zoo_dice_mean']:.3f}"
+             f" (below the best in {s['oneshot_below_best']} of {s['oneshot_rows']} held-out runs). Median distance to "
+             f"the nearest training checkpoint: {s['d_nearest_median']:.2f} for generated networks, "
+             f"{s['heldout_final_d_nearest_median']:.2f} for independently trained held-out networks. In-sample "
+             f"control (a training run's own init and final Dice as prompt): mean |achieved − prompted| "
+             f"{s['seen_abs_error_mean']:.3f}, nearest checkpoint in that very run for {s['seen_nearest_in_own_run']} of "
+             f"{s['seen_rows']} (median distance {s['seen_d_nearest_median']:.2f}). Dice is measured "
+             "on the zoo's fixed validation patches. Files: "
+             + ", ".join(f"<a href='{rel(folder / f)}'>{f}</a>" for f in
+                         ("oneshot.csv", "alignment.csv", "unification.csv", "samples.csv", "adam_curves.csv"))
+             + ".</p>",
+             "<h3>One-shot vs best checkpoint vs Adam (with the memorisation audit)</h3>",
+             _table(folder / "oneshot.csv"),
+             "<h3>Prompt alignment</h3>", _table(folder / "alignment.csv"),
+             "<h3>Unification: one network for every region</h3>", _table(folder / "unification.csv")]
+    for fig in read_json(folder / "figures.json"):
+        parts.append(f"<figure><img src='{rel(folder / fig['file'])}' alt='{html.escape(fig['caption'])}'>"
+                     f"<figcaption>{html.escape(fig['caption'])}</figcaption></figure>")
+    return parts
+
+
 def write_page(results: Path, dataset: str, config: dict, out: Path, repo: Path) -> Path:
     """Write ``out`` (normally ``results/index.html``); links are relative to its folder."""
     figures_dir = results / "figures" / dataset
@@ -72,6 +109,8 @@ def write_page(results: Path, dataset: str, config: dict, out: Path, repo: Path)
             parts.append(f"<h2>{html.escape(section)}</h2>")
         parts.append(f"<figure><img src='{rel(figures_dir / fig['file'])}' alt='{html.escape(fig['caption'])}'>"
                      f"<figcaption>{html.escape(fig['caption'])}</figcaption></figure>")
+    if config.get("weightgen", {}).get("enabled"):
+        parts += weightgen_section(results / "weightgen" / dataset / "evaluation", rel)
     parts.append("<h2>Configuration</h2><pre>" + html.escape(yaml.safe_dump(config, sort_keys=False)) + "</pre>")
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>segzoo: {html.escape(dataset)}</title><style>{STYLE}</style><script>{CHECK}</script></head>"
