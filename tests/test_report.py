@@ -65,9 +65,10 @@ def test_page_loads_every_image_in_headless_chromium(ci_run, tmp_path):
                           "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     body = dom[dom.index("<body"):dom.index(">", dom.index("<body"))]
     figures = json.loads((wf / "results" / "figures" / PHANTOM / "figures.json").read_text())
-    assert f'data-images="{len(figures)}"' in body
+    weightgen = json.loads((wf / "results" / "weightgen" / PHANTOM / "evaluation" / "figures.json").read_text())
+    assert f'data-images="{len(figures) + len(weightgen)}"' in body
     assert 'data-broken-images="0"' in body, body
-    assert dom.count("<table") == 7 and "unet3plus" in dom
+    assert dom.count("<table") == 7 + 3 and "unet3plus" in dom and "Checkpoint diffusion (G.pt)" in dom
     shot = tmp_path / "page.png"
     subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'b'}", "--window-size=1200,2000",
                     f"--screenshot={shot}", url], capture_output=True, timeout=120)
