@@ -76,6 +76,18 @@ def evaluate_targets():
     return [f"results/tables/{DATASET}"]
 
 
+def zoo_settings(wildcards):
+    """What a zoo run reads: the weightgen section and the training options it inherits (augmentation)."""
+    train = {k: v for k, v in config["train"].items() if k not in ("models", "seeds", "threads")}
+    return json.dumps({"weightgen": config["weightgen"], "train": train}, sort_keys=True)
+
+
+def zoo_runs(wildcards):
+    wg = config["weightgen"]
+    return expand("results/zoo/{dataset}/runs/{task}_lr{lr}_seed{seed}.safetensors", dataset=wildcards.dataset,
+                  task=wg["tasks"], lr=wg["lrs"], seed=wg["seeds"])
+
+
 def weightgen_targets():
     """The G.pt evaluation folder, when the weight-generation stage is on."""
     return [f"results/weightgen/{DATASET}/evaluation"] if config["weightgen"]["enabled"] else []

@@ -6,17 +6,6 @@ WG_OUT = "results/weightgen/{dataset}"
 WG_CODE = ("weightgen/*", "models/*", "train/*", "data/loader.py")
 
 
-def zoo_settings(wildcards):
-    """What a zoo run reads: the weightgen section and the training options it inherits (augmentation)."""
-    train = {k: v for k, v in config["train"].items() if k not in ("models", "seeds", "threads")}
-    return json.dumps({"weightgen": WG, "train": train}, sort_keys=True)
-
-
-def zoo_runs(wildcards):
-    return expand(f"{ZOO}/runs/{{task}}_lr{{lr}}_seed{{seed}}.safetensors", dataset=wildcards.dataset,
-                  task=WG["tasks"], lr=WG["lrs"], seed=WG["seeds"])
-
-
 rule zoo_run:
     output:
         weights=f"{ZOO}/runs/{{task}}_lr{{lr}}_seed{{seed}}.safetensors",
@@ -107,7 +96,7 @@ rule gpt_sample:
         splits="results/splits/{dataset}/splits.json",
         code=sources(*WG_CODE),
     params:
-        gpt=f"{WG_OUT}/gpt",
+        gpt=lambda w, input: input.gpt.removesuffix(".safetensors"),
         stem=f"{WG_OUT}/samples",
         runs=f"{ZOO}/runs",
         settings=json.dumps(WG, sort_keys=True),
@@ -138,6 +127,7 @@ rule gpt_evaluate:
             category="Weight generation",
         ),
     input:
+        gpt=rules.gpt_train.output.weights,
         samples=rules.gpt_sample.output.weights,
         table=rules.gpt_sample.output.table,
         index=rules.zoo_index.output.index,
@@ -145,8 +135,8 @@ rule gpt_evaluate:
         splits="results/splits/{dataset}/splits.json",
         code=sources(*WG_CODE),
     params:
-        gpt=f"{WG_OUT}/gpt",
-        samples=f"{WG_OUT}/samples",
+        gpt=lambda w, input: input.gpt.removesuffix(".safetensors"),
+        samples=lambda w, input: input.samples.removesuffix(".safetensors"),
         runs=f"{ZOO}/runs",
         settings=json.dumps(WG, sort_keys=True),
         seed=config["seed"],
