@@ -62,14 +62,20 @@ def _claim_device(requested: str) -> str:
     return device
 
 
-def _train(args: argparse.Namespace) -> None:
+def _json_settings(text: str, *keys: str) -> dict:
     import json
 
     try:
-        settings = json.loads(args.settings)
-        settings["train"], settings["model"]
+        settings = json.loads(text)
+        for key in keys:
+            settings[key]
     except (json.JSONDecodeError, TypeError, KeyError) as e:
-        raise SegzooError(f"--settings: not a JSON object with 'train' and 'model' ({e})") from None
+        raise SegzooError(f"--settings: not a JSON object with {', '.join(map(repr, keys))} ({e})") from None
+    return settings
+
+
+def _train(args: argparse.Namespace) -> None:
+    settings = _json_settings(args.settings, "train", "model")
     device = _claim_device(args.device)
     from segzoo.train.loop import Run, train
 
@@ -123,18 +129,6 @@ def _page(args: argparse.Namespace) -> None:
     print(f"report page: {out.resolve()}")
 
 
-def _json_settings(text: str, *keys: str) -> dict:
-    import json
-
-    try:
-        settings = json.loads(text)
-        for key in keys:
-            settings[key]
-    except (json.JSONDecodeError, TypeError, KeyError) as e:
-        raise SegzooError(f"--settings: not a JSON object with {', '.join(map(repr, keys))} ({e})") from None
-    return settings
-
-
 def _zoo(args: argparse.Namespace) -> None:
     from segzoo.io import refuse_existing
     from segzoo.train.checkpoint import paths
@@ -165,7 +159,7 @@ def _gpt_train(args: argparse.Namespace) -> None:
     from segzoo.train.checkpoint import paths
 
     options = _json_settings(args.settings, "gpt", "tasks", "heldout_seeds")
-    for path in paths(args.out):
+    for path in [*paths(args.out), args.out.with_name(args.out.name + "_loss.csv")]:
         refuse_existing(path)
     device = _claim_device(args.device)
     from segzoo.weightgen.gpt_train import load_zoo, train_gpt

@@ -112,7 +112,9 @@ def oneshot(scored: pd.DataFrame, zoo, train_runs: list[str], curves: pd.DataFra
     train = zoo.index[zoo.index["run"].isin(train_runs)]
     rows = []
     neighbours = Neighbours(zoo, train_runs)
-    for _, s in scored[scored["kind"] == "best"].iterrows():
+    best_runs = scored[scored["kind"] == "best"]
+    final_distance = {run: neighbours.nearest(zoo.params[run][-1], 1)[0][0] for run in best_runs["run"].unique()}
+    for _, s in best_runs.iterrows():
         run, task = s["run"], s["task"]
         of_task = train[train["task"] == task]
         best = max(task_dice(row, task, zoo.regions) for row in
@@ -121,7 +123,6 @@ def oneshot(scored: pd.DataFrame, zoo, train_runs: list[str], curves: pd.DataFra
         reached = curve[curve["task_dice"] >= s["task_dice"]]
         steps = int(reached["step"].iloc[0]) if len(reached) else np.nan
         adam_seconds = steps * zoo.meta[run]["seconds_per_step"] if len(reached) else np.nan
-        final_distance = neighbours.nearest(zoo.params[run][-1], 1)[0][0]
         rows.append({"run": run, "task": task, "round": s["round"], "prompt": s["task_prompt"],
                      "oneshot_dice": s["task_dice"], "best_zoo_dice": best,
                      "oneshot_minus_best": s["task_dice"] - best,
@@ -129,7 +130,7 @@ def oneshot(scored: pd.DataFrame, zoo, train_runs: list[str], curves: pd.DataFra
                      "adam_steps_total": int(curve["step"].iloc[-1]), "adam_steps_to_match": steps,
                      "adam_seconds_to_match": adam_seconds, "sample_seconds": single_seconds,
                      "adam_over_sample_time": adam_seconds / single_seconds if len(reached) else np.nan,
-                     "d_nearest": s["d_nearest"], "heldout_final_d_nearest": final_distance,
+                     "d_nearest": s["d_nearest"], "heldout_final_d_nearest": final_distance[run],
                      "nearest_task_dice": s["nearest_task_dice"], f"average{k}_task_dice": s[f"average{k}_task_dice"],
                      "noisy_task_dice": s["noisy_task_dice"]})
     return pd.DataFrame(rows)

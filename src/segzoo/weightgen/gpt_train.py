@@ -47,9 +47,9 @@ class Zoo:
         return sorted(r for r, m in self.meta.items() if m["seed"] in self.heldout_seeds)
 
     def dice(self, run: str) -> np.ndarray:
-        """[n_checkpoints, R] validation Dice of one run's checkpoints."""
-        rows = self.index[self.index["run"] == run].sort_values("index")
-        return rows[[f"dice_{r}" for r in self.regions]].to_numpy(np.float32)
+        """[n_checkpoints, R] validation Dice of one run's checkpoints (from its sidecar, as the index has it)."""
+        checkpoints = self.meta[run]["checkpoints"]
+        return np.array([checkpoints[f"dice_{r}"] for r in self.regions], dtype=np.float32).T
 
 
 def load_zoo(index_csv: Path, runs_dir: Path, heldout_seeds: list[int], only: str | None = None) -> Zoo:
@@ -125,7 +125,7 @@ def train_gpt(zoo: Zoo, tasks: list[str], options: dict, seed: int, out: Path, d
                "final_loss": float(np.mean(losses[-max(1, len(losses) // 10):]))}
     save_checkpoint(out, {k: v for k, v in model.state_dict().items()}, sidecar)
     curve = pd.DataFrame({"step": np.arange(1, len(losses) + 1), "loss": losses})
-    write_text(Path(f"{out}_loss.csv"), curve.to_csv(index=False, float_format="%.6g"), overwrite=True)
+    write_text(Path(f"{out}_loss.csv"), curve.to_csv(index=False, float_format="%.6g"))
     return sidecar
 
 

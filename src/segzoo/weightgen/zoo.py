@@ -90,7 +90,7 @@ def train_zoo_run(preprocessed: Path, splits: Path, task: str, lr: float, seed: 
     batch = validation_batch(preprocessed, splits, options["patch_size"], options["val_patches"], data_seed)
     steps = options["steps"]
     wanted = set(snapshot_steps(steps, options["checkpoints"], seed, trained[0] if task != ALL else len(trained)))
-    rows, params, spent = [], [], [0.0]
+    rows, params, spent, layout = [], [], [0.0], []
     dev = torch.device(device)
 
     def observe(step: int, model: torch.nn.Module, train_loss: float | None) -> None:
@@ -99,6 +99,7 @@ def train_zoo_run(preprocessed: Path, splits: Path, task: str, lr: float, seed: 
         began = time.perf_counter()
         val_loss, dice = score(model, batch, dev)
         params.append(flatten(model))
+        layout[:] = layout_of(model)
         rows.append({"step": step, "train_loss": np.nan if train_loss is None else train_loss,
                      "val_loss": val_loss, **{f"dice_{n}": d for n, d in zip(region_names, dice)}})
         spent[0] += time.perf_counter() - began
@@ -112,9 +113,8 @@ def train_zoo_run(preprocessed: Path, splits: Path, task: str, lr: float, seed: 
                   device=device, threads=threads, progress=False, loss_regions=trained, observer=observe))
         seconds = read_json(Path(work) / "timing.json")["seconds"]
     stacked = torch.stack(params)
-    model = build_model("small_unet", len(meta["channels"]), len(region_names), filters=options["filters"])
     sidecar = {"task": task, "lr": lr, "seed": seed, "regions": region_names, "trained_regions": trained,
-               "filters": options["filters"], "layout": layout_of(model),
+               "filters": options["filters"], "layout": layout,
                "seconds_per_step": (seconds - spent[0]) / steps,
                "checkpoints": pd.DataFrame(rows).replace({np.nan: None}).to_dict(orient="list")}
     save_checkpoint(out, {"params": stacked}, sidecar)
