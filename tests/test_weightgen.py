@@ -125,6 +125,11 @@ def test_index_drops_and_counts_runs_with_nan_or_huge_weights(prepared, tmp_path
     index = pd.read_csv(tmp_path / "index.csv")
     assert len(index) == len(meta["checkpoints"]["step"]) and set(index["run"]) == {"good"}
     assert json.loads((tmp_path / "zoo.json").read_text())["checkpoints"] == len(index)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(OSError):  # the second file cannot be written: the first must not stay behind
+        write_index([tmp_path / "good.safetensors"], tmp_path / "index2.csv", blocker / "zoo.json", 100.0)
+    assert not (tmp_path / "index2.csv").exists()
 
 
 def test_gpt_overfits_a_tiny_zoo(prepared, tmp_path):

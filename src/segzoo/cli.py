@@ -171,7 +171,7 @@ def _gpt_train(args: argparse.Namespace) -> None:
 
 
 def _gpt_sample(args: argparse.Namespace) -> None:
-    from segzoo.io import refuse_existing, write_text
+    from segzoo.io import new_files, refuse_existing, write_text
     from segzoo.train.checkpoint import paths, save_checkpoint
 
     options = _json_settings(args.settings, "sample", "heldout_seeds")
@@ -192,9 +192,10 @@ def _gpt_sample(args: argparse.Namespace) -> None:
     steps = options["sample"]["ddim_steps"]
     params, table = sample_prompts(model, meta, zoo, prompts, steps, options["sample"]["recursions"], args.seed, scorer)
     single = single_prompt_seconds(model, meta, zoo, steps, args.seed)
-    save_checkpoint(args.out, {"params": params}, {"single_network_seconds": single, "ddim_steps": steps,
-                                                   "networks": len(params)})
-    write_text(stem_paths[2], table.to_csv(index=False, float_format="%.6g"))
+    with new_files(*stem_paths):
+        save_checkpoint(args.out, {"params": params}, {"single_network_seconds": single, "ddim_steps": steps,
+                                                       "networks": len(params)})
+        write_text(stem_paths[2], table.to_csv(index=False, float_format="%.6g"))
     print(f"sampled {len(params)} networks with {steps} DDIM steps ({single:.2f} s for one network alone)")
 
 

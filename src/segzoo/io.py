@@ -52,6 +52,21 @@ def output_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def new_files(*paths: str | os.PathLike) -> Iterator[None]:
+    """A command that writes several files: refuse any that exist, and remove all of them if it fails midway."""
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        refuse_existing(path)
+    try:
+        yield
+    except BaseException:
+        for path in paths:
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+        raise
+
+
 def read_json(path: str | os.PathLike):
     """Parse a JSON file; a missing or malformed file is a SegzooError naming it."""
     path = Path(path)

@@ -24,7 +24,7 @@ import torch
 
 from segzoo.data.loader import PatchBatches
 from segzoo.errors import SegzooError
-from segzoo.io import read_json, write_json, write_text
+from segzoo.io import new_files, read_json, write_json, write_text
 from segzoo.models.registry import build_model
 from segzoo.train.checkpoint import load_checkpoint, save_checkpoint
 from segzoo.train.loss import build_loss
@@ -149,10 +149,11 @@ def write_index(run_files: list[Path], out_csv: Path, out_summary: Path, max_abs
     if not frames:
         raise SegzooError(f"every zoo run was dropped ({'; '.join(d['run'] + ': ' + d['reason'] for d in dropped)})")
     index = pd.concat(frames, ignore_index=True)
-    write_text(out_csv, index.to_csv(index=False, float_format="%.6g"))
     summary = {"runs_kept": len(frames), "runs_dropped": len(dropped), "dropped": dropped,
                "checkpoints": len(index), "checkpoints_per_task": index.groupby("task").size().to_dict()}
-    write_json(out_summary, summary)
+    with new_files(out_csv, out_summary):
+        write_text(out_csv, index.to_csv(index=False, float_format="%.6g"))
+        write_json(out_summary, summary)
     return summary
 
 
