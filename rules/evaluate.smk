@@ -50,12 +50,13 @@ rule evaluate:
 
 rule compare:
     output:
-        report(
+        tables=report(
             directory("results/tables/{dataset}"),
             patterns=["{name}.html"],
             caption="report/tables.rst",
             category="Tables",
         ),
+        metrics="results/metrics/{dataset}/comparison.json",
     input:
         scores=run_outputs("results/evaluate/{dataset}/{model}/seed{seed}.csv"),
         code=sources("evaluate/stats.py", "evaluate/report_tables.py"),
@@ -69,5 +70,5 @@ rule compare:
     conda:
         "../envs/segzoo.yaml"
     shell:
-        "segzoo compare {input.scores:q} --out-dir {output:q} --metrics {params.metrics}"
-        " --seed {params.seed} > {log:q} 2>&1"
+        "segzoo compare {input.scores:q} --out-dir {output.tables:q} --summary {output.metrics:q}"
+        " --metrics {params.metrics} --seed {params.seed} > {log:q} 2>&1"

@@ -54,7 +54,8 @@ def output_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextmanager
 def new_files(*paths: str | os.PathLike) -> Iterator[None]:
-    """A command that writes several files: refuse any that exist, and remove all of them if it fails midway."""
+    """A command that writes several outputs (files or folders): refuse any that exist, and remove all of them
+    if it fails midway."""
     paths = [Path(p) for p in paths]
     for path in paths:
         refuse_existing(path)
@@ -62,7 +63,9 @@ def new_files(*paths: str | os.PathLike) -> Iterator[None]:
         yield
     except BaseException:
         for path in paths:
-            if path.is_file() or path.is_symlink():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.is_file() or path.is_symlink():
                 path.unlink()
         raise
 

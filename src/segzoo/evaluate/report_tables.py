@@ -9,15 +9,19 @@ import pandas as pd
 from segzoo.errors import SegzooError
 from segzoo.evaluate.metrics import METRICS
 from segzoo.evaluate.stats import compare, wide_table
-from segzoo.io import output_dir
+from segzoo.io import new_files, output_dir, write_json
 
 
-def write_tables(score_files: list[Path], out_dir: Path, metrics: list[str], seed: int) -> list[Path]:
-    """``per_case.csv``, ``comparison.csv`` (long form) and, per metric, ``<metric>.md`` / ``.html`` (wide)."""
+def write_tables(score_files: list[Path], out_dir: Path, metrics: list[str], seed: int,
+                 summary: Path | None = None) -> list[Path]:
+    """``per_case.csv``, ``comparison.csv`` (long form) and, per metric, ``<metric>.md`` / ``.html`` (wide);
+    with ``summary``, also the means as nested JSON (model -> region -> metric), the file DVC shows as metrics."""
     scores = pd.concat([_read_scores(f) for f in score_files], ignore_index=True)
     long = pd.concat([compare(scores, m, seed) for m in metrics], ignore_index=True)
     written = []
-    with output_dir(out_dir) as tmp:
+    with new_files(*([summary] if summary else [])), output_dir(out_dir) as tmp:
+        if summary:
+            write_json(summary, mean_summary(long))
         scores.to_csv(tmp / "per_case.csv", index=False, float_format="%.6g")
         long.to_csv(tmp / "comparison.csv", index=False, float_format="%.6g")
         for metric in metrics:
@@ -28,6 +32,15 @@ def write_tables(score_files: list[Path], out_dir: Path, metrics: list[str], see
             (tmp / f"{metric}.html").write_text(wide.to_html(classes="comparison", border=0))
         written = sorted(p.name for p in tmp.iterdir())
     return [out_dir / name for name in written]
+
+
+def mean_summary(long: pd.DataFrame) -> dict:
+    """``{model: {region: {metric: mean}}}``, 6 significant digits, NaN as null (stable across reruns)."""
+    out: dict = {}
+    for row in long.itertuples():
+        mean = None if pd.isna(row.mean) else float(f"{row.mean:.6g}")
+        out.setdefault(row.model, {}).setdefault(row.region, {})[row.metric] = mean
+    return out
 
 
 def _read_scores(path: Path) -> pd.DataFrame:
