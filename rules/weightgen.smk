@@ -58,7 +58,7 @@ rule gpt_train:
     output:
         weights=f"{WG_OUT}/gpt.safetensors",
         meta=f"{WG_OUT}/gpt.json",
-        loss=f"{WG_OUT}/gpt_loss.csv",
+        curves=f"{WG_OUT}/gpt_loss.csv",
     input:
         index=rules.zoo_index.output.index,
         runs=zoo_runs,
@@ -120,12 +120,13 @@ rule gpt_sample:
 
 rule gpt_evaluate:
     output:
-        report(
+        evaluation=report(
             directory(f"{WG_OUT}/evaluation"),
             patterns=["{name}.png"],
             caption="report/weightgen.rst",
             category="Weight generation",
         ),
+        metrics="results/metrics/{dataset}/weightgen.json",
     input:
         gpt=rules.gpt_train.output.weights,
         samples=rules.gpt_sample.output.weights,
@@ -151,5 +152,6 @@ rule gpt_evaluate:
     shell:
         "segzoo gpt-evaluate --gpt {params.gpt:q} --samples {params.samples:q} --index {input.index:q}"
         " --runs-dir {params.runs:q} --data {input.data:q} --splits {input.splits:q} --data-seed {params.seed}"
-        " --seed {params.seed} --settings {params.settings:q} --out {output:q} --device {params.device}"
+        " --seed {params.seed} --settings {params.settings:q} --out {output.evaluation:q}"
+        " --summary {output.metrics:q} --device {params.device}"
         " --threads {threads} > {log:q} 2>&1"
