@@ -38,3 +38,4 @@ rule all:
 
 onsuccess:
     print_outputs()
+    record_in_dvc()

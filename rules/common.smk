@@ -76,9 +76,13 @@ def evaluate_targets():
     return [f"results/tables/{DATASET}"]
 
 
+# The training options a zoo run inherits; the rest of `train` (steps, lr, ...) is the zoo's own (weightgen).
+ZOO_TRAIN_KEYS = ("augment", "foreground_fraction", "workers", "bf16", "sw_batch_size")
+
+
 def zoo_settings(wildcards):
-    """What a zoo run reads: the weightgen section and the training options it inherits (augmentation)."""
-    train = {k: v for k, v in config["train"].items() if k not in ("models", "seeds", "threads")}
+    """What a zoo run reads: the weightgen section and the inherited training options."""
+    train = {k: config["train"][k] for k in ZOO_TRAIN_KEYS}
     return json.dumps({"weightgen": config["weightgen"], "train": train}, sort_keys=True)
 
 
@@ -93,6 +97,21 @@ def weightgen_targets():
     return [f"results/weightgen/{DATASET}/evaluation"] if config["weightgen"]["enabled"] else []
 
 
+def dvc_stages():
+    """The coarse DVC stages `segzoo dvc-sync` writes, in order: the Snakemake targets each one runs and the
+    config keys its rules read (DVC params). A stage owns every job its targets need that no earlier stage
+    owns; outputs named ``metrics`` become DVC metrics, outputs or params named ``curves`` DVC plots."""
+    stages = {
+        "data": (data_targets(), ["seed", "dataset", "phantom", "preprocess", "splits"]),
+        "train": (train_targets(), ["seed", "device", "models", "train"]),
+        "evaluate": (evaluate_targets(), ["seed", "device", "train.sw_batch_size", "evaluate"]),
+        "weightgen": (weightgen_targets(), ["seed", "device", "weightgen",
+                                            *(f"train.{k}" for k in ZOO_TRAIN_KEYS)]),
+        "report": (["results/index.html"], sorted(config)),  # figures and page read the whole config
+    }
+    return {name: {"targets": targets, "params": params} for name, (targets, params) in stages.items() if targets}
+
+
 def spacing_option():
     spacing = config["preprocess"]["spacing"]
     return "--spacing " + " ".join(map(str, spacing)) if spacing else ""
@@ -105,6 +124,15 @@ def raw_dataset(wildcards):
 
 def data_targets():
     return [f"results/verify/{DATASET}.json", f"results/splits/{DATASET}/splits.json"]
+
+
+def record_in_dvc():
+    """A direct run keeps DVC in step: the stages this run brought up to date go into dvc.lock."""
+    from segzoo.dvc_sync import commit_after_run
+
+    message = commit_after_run(workflow)
+    if message:
+        print(message)
 
 
 def print_outputs():

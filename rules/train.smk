@@ -14,6 +14,7 @@ rule train:
         code=sources("data/loader.py", "models/*", "train/*"),
     params:
         run="results/train/{dataset}/{model}/seed{seed}",
+        curves="results/train/{dataset}/{model}/seed{seed}/dvclive/plots",  # for dvc-sync: DVC plots
         settings=train_settings,
         device=DEVICE,
     threads: config["train"]["threads"]

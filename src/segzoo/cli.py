@@ -107,7 +107,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     from segzoo.evaluate.report_tables import write_tables
 
-    written = write_tables(args.scores, args.out_dir, args.metrics, args.seed)
+    written = write_tables(args.scores, args.out_dir, args.metrics, args.seed, args.summary)
     print("wrote " + ", ".join(map(str, written)))
 
 
@@ -202,11 +202,13 @@ def _gpt_sample(args: argparse.Namespace) -> None:
 def _gpt_evaluate(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from segzoo.io import refuse_existing
+    from segzoo.io import new_files, refuse_existing, write_json
     from segzoo.train.checkpoint import load_checkpoint
 
     options = _json_settings(args.settings, "audit", "heldout_seeds")
-    refuse_existing(args.out)
+    for path in (args.out, args.summary):
+        if path:
+            refuse_existing(path)  # before the slow part
     device = _claim_device(args.device)
     from segzoo.weightgen.evaluate import write_evaluation
     from segzoo.weightgen.gpt_train import load_zoo
@@ -219,11 +221,25 @@ def _gpt_evaluate(args: argparse.Namespace) -> None:
         raise SegzooError(f"{table}: missing (written by `segzoo gpt-sample` beside the samples)")
     zoo = load_zoo(args.index, args.runs_dir, options["heldout_seeds"])
     scorer = make_scorer(args.data, args.splits, options, args.data_seed, device)
-    summary = write_evaluation(zoo, gpt_meta, tensors["params"], pd.read_csv(table),
-                               sample_meta["single_network_seconds"], scorer, options["audit"]["neighbours"],
-                               args.seed, args.out)
+    with new_files(args.out, *([args.summary] if args.summary else [])):
+        summary = write_evaluation(zoo, gpt_meta, tensors["params"], pd.read_csv(table),
+                                   sample_meta["single_network_seconds"], scorer, options["audit"]["neighbours"],
+                                   args.seed, args.out)
+        if args.summary:  # the numbers without timings, so that reruns give the same file
+            write_json(args.summary, {k: v for k, v in summary.items() if "seconds" not in k})
     print(f"one-shot task Dice {summary['oneshot_dice_mean']:.3f} vs best training checkpoint "
           f"{summary['best_zoo_dice_mean']:.3f}; R² {summary['alignment_r2']}; written to {args.out}")
+
+
+def _dvc_sync(args: argparse.Namespace) -> None:
+    from segzoo.dvc_sync import write_dvc_yaml
+
+    root = Path.cwd()
+    changed = write_dvc_yaml(root, args.configfile, args.gpus, check=args.check)
+    if args.check and changed:
+        raise SegzooError(f"{root / 'dvc.yaml'}: stale; it differs from what the Snakemake DAG gives "
+                          f"(run `segzoo dvc-sync` and commit the result)")
+    print(f"dvc.yaml {'is up to date' if not changed else 'written'}")
 
 
 def _positive(text: str) -> float:
@@ -319,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", default=["dice", "iou", "hd95_mm", "surface_dice", "volume_diff_ml",
                                                      "nll", "ece"])
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--summary", type=Path, help="also write the means as JSON (model -> region -> metric)")
     p.set_defaults(run=_compare)
 
     p = verbs.add_parser("figures", help="every figure of the report for one dataset")
@@ -336,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("results/index.html"))
     p.set_defaults(run=_page)
     _weightgen_verbs(verbs)
+    _dvc_verbs(verbs)
     return parser
 
 
@@ -390,7 +408,17 @@ def _weightgen_verbs(verbs) -> None:
     p.add_argument("--gpt", type=Path, required=True)
     p.add_argument("--samples", type=Path, required=True, help="stem from gpt-sample")
     p.add_argument("--out", type=Path, required=True, help="folder to create")
+    p.add_argument("--summary", type=Path, help="also write the headline numbers (no timings) to this JSON file")
     p.set_defaults(run=_gpt_evaluate)
+
+
+def _dvc_verbs(verbs) -> None:
+    p = verbs.add_parser("dvc-sync", help="write dvc.yaml from the Snakemake DAG (run in the repository root)")
+    p.add_argument("--configfile", type=Path, action="append", default=[],
+                   help="as for snakemake: a config file laid over config.yaml (repeatable), e.g. presets/ci.yaml")
+    p.add_argument("--gpus", type=int, default=2, help="the stages run snakemake with --resources gpu=N")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if dvc.yaml is stale")
+    p.set_defaults(run=_dvc_sync)
 
 
 def main(argv: list[str] | None = None) -> int:
