@@ -1,0 +1,180 @@
+"""DVC over the Snakemake pipeline, for real: git + DVC repositories made from this checkout, the ci preset,
+`dvc repro`, a local remote. No mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run_segzoo
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+CI = ["--configfile", "presets/ci.yaml"]
+
+
+def sh(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """A command from the venv (dvc, snakemake) or the system (git), as a user would type it."""
+    env = {**os.environ, "PATH": f"{BIN}:/usr/bin:/bin", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x", "DVC_NO_ANALYTICS": "1"}
+    env.pop("DVC_STAGE", None)
+    result = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def checkout_repo(dest: Path) -> Path:
+    """This checkout's files (tracked and not ignored, as a clone would have them) in a new git repository,
+    with dvc.yaml written for the ci preset and committed."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    sh(dest, "git", "init", "-q")
+    sh(dest, sys.executable, "-m", "segzoo", "dvc-sync", *CI)
+    sh(dest, "git", "add", "-A")
+    sh(dest, "git", "commit", "-qm", "segzoo with dvc.yaml for the ci preset")
+    return dest
+
+
+def repro(repo: Path) -> tuple[subprocess.CompletedProcess, float]:
+    began = time.perf_counter()
+    result = sh(repo, "dvc", "repro")
+    return result, time.perf_counter() - began
+
+
+def stages_run(result: subprocess.CompletedProcess) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", result.stdout))
+
+
+def metrics_files(repo: Path) -> dict[str, bytes]:
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    paths = [next(iter(m)) for s in stages.values() for m in s.get("metrics", [])]
+    return {p: (repo / p).read_bytes() for p in paths}
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """`dvc repro` of the ci preset in a fresh git + DVC repository; dvc.lock and metrics committed."""
+    repo = checkout_repo(tmp_path_factory.mktemp("dvc_a"))
+    result, seconds = repro(repo)
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "reproduced")
+    return repo, result, seconds
+
+
+def test_committed_dvc_yaml_matches_the_snakemake_dag():
+    """The drift test: regenerating dvc.yaml from the rules and config.yaml gives the committed file."""
+    result = run_segzoo("dvc-sync", "--check", cwd=REPO)
+    assert result.returncode == 0, result.stderr
+
+
+def test_repro_makes_every_stage_then_a_second_repro_does_nothing(reproduced, capsys):
+    repo, first, seconds = reproduced
+    assert stages_run(first) == {"data", "train", "evaluate", "weightgen", "report"}
+    assert (repo / "results" / "index.html").is_file() and (repo / "dvc.lock").is_file()
+    again, noop_seconds = repro(repo)
+    assert stages_run(again) == set() and "didn't change" in again.stdout
+    assert "up to date" in sh(repo, "dvc", "status").stdout
+    began = time.perf_counter()
+    dry = sh(repo, "snakemake", "-n", *CI)
+    snakemake_seconds = time.perf_counter() - began
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    with capsys.disabled():
+        print(f"\n  dvc repro: {seconds:.0f} s; no-op dvc repro {noop_seconds:.1f} s; no-op snakemake -n "
+              f"{snakemake_seconds:.1f} s")
+
+
+def test_metrics_and_plots_are_kept_by_git_and_the_rest_by_dvc(reproduced):
+    repo, _, _ = reproduced
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    kept = [next(iter(e)) for s in stages.values() for key in ("metrics", "plots") for e in s.get(key, [])]
+    cached = [next(iter(e)) for s in stages.values() for e in s["outs"]]
+    tracked = set(sh(repo, "git", "ls-files", "results").stdout.split())
+    for path in kept:  # committed by the fixture: not ignored by git
+        assert any(t == path or t.startswith(path + "/") for t in tracked), path
+    ignored = sh(repo, "git", "check-ignore", *cached, check=False).stdout.split()
+    assert sorted(ignored) == sorted(cached)
+    assert not list((repo / "results").rglob(".gitignore"))  # DVC wrote no .gitignore files into results/
+    weights = repo / stages["train"]["outs"][0].popitem()[0]
+    cache_file = next(p for p in (repo / ".dvc" / "cache").rglob("*") if p.is_file() and p.samefile(weights))
+    assert cache_file.stat().st_nlink >= 2  # linked, not stored twice
+
+
+def test_metrics_show_and_plots_show_read_the_outputs(reproduced, tmp_path):
+    repo, _, _ = reproduced
+    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
+    flat = json.dumps(shown)
+    assert "comparison.json" in flat and "best_val_dice" in flat and "oneshot_dice_mean" in flat
+    assert "unet3plus" in flat and "dice" in flat
+    sh(repo, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert "dice" in page and "gpt_loss" in page
+
+
+def test_two_clean_clones_reproduce_identical_metrics_then_one_param_reruns_only_downstream(reproduced,
+                                                                                           tmp_path):
+    repo_a, _, _ = reproduced
+    repo_b = checkout_repo(tmp_path / "b")
+    repro(repo_b)
+    assert metrics_files(repo_b) == metrics_files(repo_a)
+    sh(repo_b, "git", "add", "-A")
+    sh(repo_b, "git", "commit", "-qm", "reproduced")
+
+    preset = repo_b / "presets" / "ci.yaml"
+    config = yaml.safe_load(preset.read_text())
+    config["train"]["steps"] = 6  # one training parameter
+    preset.write_text(yaml.safe_dump(config))
+    zoo_before = {p: p.stat().st_mtime_ns for p in (repo_b / "results" / "zoo").rglob("*.safetensors")}
+    result, _ = repro(repo_b)
+    assert stages_run(result) == {"train", "evaluate", "report"}
+    assert {p: p.stat().st_mtime_ns for p in zoo_before} == zoo_before
+    assert json.loads((repo_b / "results/train/Dataset001_SpinalPhantom/unet3plus/seed0/metrics.json")
+                      .read_text())["steps"] == 6
+    diff = sh(repo_b, "dvc", "metrics", "diff", "--json").stdout
+    assert "best_val_dice" in diff  # against the commit before the change
+
+    # A direct Snakemake run leaves DVC in sync by itself (the workflow's onsuccess runs `dvc commit`).
+    config["weightgen"]["audit"]["neighbours"] = 1  # a key the preset sets (DVC tracks the keys a file holds)
+    preset.write_text(yaml.safe_dump(config))
+    assert "changed" in sh(repo_b, "dvc", "status").stdout
+    run = sh(repo_b, "snakemake", "--cores", "all", *CI)
+    assert "recorded stage(s)" in run.stdout + run.stderr
+    assert "up to date" in sh(repo_b, "dvc", "status").stdout
+
+
+def test_push_delete_pull_then_snakemake_has_nothing_to_do(reproduced, tmp_path):
+    repo, _, _ = reproduced
+    before = metrics_files(repo)
+    sh(repo, "dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
+    sh(repo, "dvc", "push")
+    shutil.rmtree(repo / "results")
+    sh(repo, "git", "checkout", "--", "results")  # metrics and plots: git keeps them (cache: false)
+    sh(repo, "dvc", "pull")
+    assert (repo / "results/train/Dataset001_SpinalPhantom/unet3plus/seed0/best.safetensors").is_file()
+    sh(repo, "snakemake", "--touch", "--cores", "1", *CI)  # DVC restores files in any order: fix the times
+    dry = sh(repo, "snakemake", "-n", *CI)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    assert metrics_files(repo) == before
+    assert "up to date" in sh(repo, "dvc", "status").stdout
+
+
+def test_dvc_sync_refuses_to_replace_a_hand_written_dvc_yaml(tmp_path):
+    repo = tmp_path / "r"
+    shutil.copytree(REPO, repo, ignore=shutil.ignore_patterns(".git", ".venv", "results", ".snakemake", ".dvc"))
+    (repo / "dvc.yaml").write_text("stages: {}\n")
+    result = run_segzoo("dvc-sync", cwd=repo)
+    assert result.returncode != 0 and "not written by `segzoo dvc-sync`" in result.stderr
+    assert (repo / "dvc.yaml").read_text() == "stages: {}\n"
