@@ -82,6 +82,8 @@ def _train(args: argparse.Namespace) -> None:
     metrics = train(Run(preprocessed=args.data, splits=args.splits, model=args.model, seed=args.seed,
                         out=args.out, settings=settings["train"], model_options=settings["model"],
                         device=device, threads=args.threads, progress=not args.no_progress))
+    if not metrics:  # a DDP process other than 0: process 0 writes and reports
+        return
     print(f"trained {args.model} (seed {args.seed}): best validation Dice {metrics['best_val_dice']:.3f} at step "
           f"{metrics['best_step']}; checkpoints in {args.out}")
 

@@ -37,6 +37,7 @@ from segzoo.data.loader import PatchBatches
 from segzoo.models.blocks import count_parameters
 from segzoo.models.registry import build_model, divisor
 from segzoo.train.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from segzoo.train.distributed import Context
 from segzoo.train.loss import build_loss
 from segzoo.train.validate import validation_dice
 from segzoo.errors import SegzooError
@@ -93,7 +94,7 @@ def fingerprint(run: Run) -> str:
     settings = {k: v for k, v in run.settings.items() if k not in NOT_IN_FINGERPRINT}
     threads = run.threads if run.device == "cpu" else None  # CPU results depend on the thread count
     h.update(json.dumps({"model": run.model, "options": run.model_options, "seed": run.seed,
-                         "loss_regions": run.loss_regions,
+                         "loss_regions": run.loss_regions, "processes": Context.from_env().world,
                          "settings": settings, "threads": threads, "device": run.device},
                         sort_keys=True).encode())
     h.update((run.preprocessed / "preprocess.json").read_bytes())
@@ -138,6 +139,22 @@ def train(run: Run) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SegzooError("device cuda: torch sees no usable GPU here (a CPU-only build, or no driver); "
                           "set device: cpu")
+    ctx = Context.from_env()
+    if ctx.active and s["batch_size"] % ctx.world:
+        raise SegzooError(f"train.batch_size {s['batch_size']}: with {ctx.world} processes it must be a multiple "
+                          f"of {ctx.world} (each process trains on an equal slice of the batch)")
+    if ctx.active and run.observer is not None:
+        raise SegzooError("an observed run (a zoo run) trains in one process; it was started with "
+                          f"{ctx.world} (torchrun)")
+    device = ctx.start(device)
+    try:
+        return _train(run, ctx, device)
+    finally:
+        ctx.stop()
+
+
+def _train(run: Run, ctx: Context, device: torch.device) -> dict:
+    s = run.settings
     meta = read_json(run.preprocessed / "preprocess.json")
     splits = read_json(run.splits)
     regions = list(meta["regions"].values())
@@ -149,29 +166,32 @@ def train(run: Run) -> dict:
                           f"of {need}, and the coarsest level must keep more than one voxel (instance norm)")
     model.to(device)
     optimizer = build_optimizer(model, s)
-    loss_fn = build_loss(run.loss_regions)
+    loss_fn = build_loss(run.loss_regions, ctx.global_sum if ctx.active else None)
     key = fingerprint(run)
     state_dir = run.out / "state"
     start, best, losses = 0, {"dice": -1.0, "step": None, "per_region": None}, []
     resumed = _resume(state_dir, key, model, optimizer)
+    ctx.barrier()  # every process has read the state before process 0 may remove it
     if resumed:
         start, best, losses = resumed
-        _truncate_curves(run.out / "dvclive", start)  # rows logged after the state was saved
-        print(f"resuming {run.out} at step {start}", file=sys.stderr)
-    elif state_dir.exists():
+        if ctx.main:
+            _truncate_curves(run.out / "dvclive", start)  # rows logged after the state was saved
+            print(f"resuming {run.out} at step {start}", file=sys.stderr)
+    elif state_dir.exists() and ctx.main:
         shutil.rmtree(state_dir)  # state of another configuration or code version
+    net = ctx.wrap(model, device)  # DDP averages gradients over processes; `model` stays the plain module
     total = s["steps"]
     batches = PatchBatches(run.preprocessed, splits["train"], s["patch_size"], s["batch_size"],
                            s["foreground_fraction"], run.seed, s["augment"])
     loader = DataLoader(batches, batch_size=None, sampler=range(start, total), num_workers=s["workers"],
                         pin_memory=device.type == "cuda", persistent_workers=False)
-    live = _live(run.out, resume=bool(resumed))  # learning curves; never touches dvc.yaml
+    live = _live(run.out, resume=bool(resumed)) if ctx.main else None  # learning curves; not dvc.yaml
     autocast = device.type == "cuda" and s["bf16"]
     sidecar = {"model": run.model, "model_options": run.model_options, "seed": run.seed, "config_hash": key,
                "regions": meta["regions"], "channels": meta["channels"], "patch_size": s["patch_size"],
                "parameters": count_parameters(model)}
     data_wait, began = 0.0, time.perf_counter()
-    bar = tqdm(total=total, initial=start, desc=f"{run.model} seed {run.seed}", disable=not run.progress,
+    bar = tqdm(total=total, initial=start, desc=f"{run.model} seed {run.seed}", disable=not (run.progress and ctx.main),
                mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
     model.train()
     if run.observer is not None and start == 0:
@@ -182,10 +202,10 @@ def train(run: Run) -> dict:
         torch.manual_seed(int(np.random.SeedSequence([run.seed, step]).generate_state(1)[0]))  # dropout etc.
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, total, s)
-        image = batch["image"].to(device, non_blocking=True)
-        label = batch["label"].to(device, non_blocking=True)
+        image = ctx.shard(batch["image"]).to(device, non_blocking=True)
+        label = ctx.shard(batch["label"]).to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            outputs = model(image)
+            outputs = net(image)
             loss = loss_fn(outputs, label)
             aux = getattr(model, "auxiliary_loss", lambda t: None)(label)
             if aux is not None:
@@ -199,7 +219,7 @@ def train(run: Run) -> dict:
         bar.update(1)
         if run.observer is not None:
             run.observer(done, model, losses[-1])
-        validate = done % s["val_every"] == 0 or done == total
+        validate = ctx.main and (done % s["val_every"] == 0 or done == total)
         if validate:
             dice = validation_dice(model, run.preprocessed, splits["val"], regions, s["patch_size"],
                                    s["sw_batch_size"], device, autocast)
@@ -213,14 +233,22 @@ def train(run: Run) -> dict:
                 best = {"dice": mean, "step": done, "per_region": per_region}
                 save_checkpoint(state_dir / "best", _model_tensors(model),
                                 {**sidecar, "step": done, "metrics": {"val_dice": mean, **_prefixed(per_region)}})
-        if validate or done % s["checkpoint_every"] == 0:
+        if ctx.main and (validate or done % s["checkpoint_every"] == 0):
             _save_state(state_dir / "last", model, optimizer, {**sidecar, "step": done, "best": best,
                                                                 "loss_window": losses, "train_loss": train_loss})
         fetch_start = time.perf_counter()
     bar.close()
-    live.end()
     elapsed = time.perf_counter() - began
-    return _finish(run, state_dir, best, {"seconds": elapsed, "data_wait_fraction": data_wait / max(elapsed, 1e-9)})
+    timing = {"seconds": elapsed, "data_wait_fraction": data_wait / max(elapsed, 1e-9), "processes": ctx.world,
+              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+              "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "finished_at": time.time()}
+    if not ctx.main:
+        ctx.barrier()  # process 0 is writing the outputs
+        return {}
+    live.end()
+    metrics = _finish(run, state_dir, best, {**timing, "started_at": timing["finished_at"] - elapsed})
+    ctx.barrier()
+    return metrics
 
 
 def _resume(state_dir: Path, key: str, model, optimizer):

@@ -29,13 +29,38 @@ class RegionDiceCE(nn.Module):
         return torch.stack(losses).mean()
 
 
+class PooledRegionDiceCE(RegionDiceCE):
+    """The same loss with its sums pooled by ``global_sum`` (several processes, each with part of the batch):
+    the Dice of the whole global batch and the BCE mean over all its voxels, as MONAI computes them on one
+    process (smooth 1e-5 in numerator and denominator)."""
+
+    def __init__(self, global_sum, regions: list[int] | None = None):
+        super().__init__(regions)
+        self.global_sum = global_sum
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        regions = range(logits.shape[1]) if self.regions is None else self.regions
+        voxels = self.global_sum(torch.tensor(float(logits[:, 0].numel()), device=logits.device))
+        losses = []
+        for r in regions:
+            x, t = logits[:, r].float(), target[:, r].float()
+            p = torch.sigmoid(x)
+            sums = self.global_sum(torch.stack([(p * t).sum(), p.sum(), t.sum(),
+                                                nn.functional.binary_cross_entropy_with_logits(x, t, reduction="sum")]))
+            dice = 1 - (2 * sums[0] + 1e-5) / (sums[1] + sums[2] + 1e-5)
+            losses.append(dice + sums[3] / voxels)
+        return torch.stack(losses).mean()
+
+
 class NormalisedDeepSupervision(DeepSupervisionLoss):
     def get_weights(self, levels: int = 1) -> list[float]:
         weights = super().get_weights(levels)
         return [w / sum(weights) for w in weights]
 
 
-def build_loss(regions: list[int] | None = None) -> nn.Module:
+def build_loss(regions: list[int] | None = None, global_sum=None) -> nn.Module:
     """Takes a tensor or a list of tensors (deep supervision: weights 1, 1/2, 1/4, ... normalised);
-    ``regions`` limits the loss to those channels (single-task training)."""
-    return NormalisedDeepSupervision(RegionDiceCE(regions), weight_mode="exp")
+    ``regions`` limits the loss to those channels (single-task training); ``global_sum`` pools the batch
+    statistics over processes (DDP, see segzoo.train.distributed)."""
+    inner = RegionDiceCE(regions) if global_sum is None else PooledRegionDiceCE(global_sum, regions)
+    return NormalisedDeepSupervision(inner, weight_mode="exp")
