@@ -37,6 +37,15 @@ DATASET = config["dataset"]["name"] or (Path(RAW).name if RAW else PHANTOM_NAME)
 
 DEVICE = resolve_device(config["device"])
 GPUS_PER_JOB = 1 if DEVICE == "cuda" else 0  # CPU runs ask for no GPU, so --resources gpu=2 still runs them
+TRAIN_PROCESSES = config["train"]["gpus_per_job"]
+TRAIN_GPUS = TRAIN_PROCESSES * GPUS_PER_JOB
+
+
+def train_launcher():
+    """`segzoo`, or torchrun starting one segzoo process per GPU (DDP) when a training job has several."""
+    if TRAIN_PROCESSES == 1:
+        return "segzoo"
+    return f"torchrun --standalone --nproc-per-node {TRAIN_PROCESSES} -m segzoo"
 
 
 def sources(*patterns):
@@ -49,7 +58,7 @@ def sources(*patterns):
 
 def train_settings(wildcards):
     """The config a training job reads, as one JSON argument (a change to it reruns the job)."""
-    train = {k: v for k, v in config["train"].items() if k not in ("models", "seeds", "threads")}
+    train = {k: v for k, v in config["train"].items() if k not in ("models", "seeds", "threads", "gpus_per_job")}
     return json.dumps({"train": train, "model": config["models"][wildcards.model]}, sort_keys=True)
 
 

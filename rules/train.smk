@@ -17,9 +17,11 @@ rule train:
         curves="results/train/{dataset}/{model}/seed{seed}/dvclive/plots",  # for dvc-sync: DVC plots
         settings=train_settings,
         device=DEVICE,
-    threads: config["train"]["threads"]
+        launch=train_launcher(),
+        threads=config["train"]["threads"],  # per process
+    threads: config["train"]["threads"] * TRAIN_PROCESSES
     resources:
-        gpu=GPUS_PER_JOB,
+        gpu=TRAIN_GPUS,
     log:
         "results/logs/train/{dataset}/{model}/seed{seed}.log",
     benchmark:
@@ -27,6 +29,6 @@ rule train:
     conda:
         "../envs/segzoo.yaml"
     shell:
-        "segzoo train --data {input.data:q} --splits {input.splits:q} --model {wildcards.model}"
+        "{params.launch} train --data {input.data:q} --splits {input.splits:q} --model {wildcards.model}"
         " --seed {wildcards.seed} --out {params.run:q} --settings {params.settings:q}"
-        " --device {params.device} --threads {threads} > {log:q} 2>&1"
+        " --device {params.device} --threads {params.threads} > {log:q} 2>&1"
