@@ -37,7 +37,7 @@ def main() -> None:
         "dvc status": [str(bin_dir / "dvc"), "status"],
         "dvc repro (no-op)": [str(bin_dir / "dvc"), "repro"],
         "snakemake -n (no-op)": [str(bin_dir / "snakemake"), "-n", *config],
-        "snakemake (no-op, + dvc commit)": [str(bin_dir / "snakemake"), "--cores", "all", *config],
+        "snakemake (no-op: no hooks, no dvc commit)": [str(bin_dir / "snakemake"), "--cores", "all", *config],
         "segzoo dvc-sync --check": [sys.executable, "-m", "segzoo", "dvc-sync", "--check", *config],
     }
     print(f"| command | median s | min s |   ({args.repo}, {args.repeat} runs each)")

@@ -124,37 +124,6 @@ def test_metrics_show_and_plots_show_read_the_outputs(reproduced, tmp_path):
     assert "dice" in page and "gpt_loss" in page
 
 
-def test_two_clean_clones_reproduce_identical_metrics_then_one_param_reruns_only_downstream(reproduced,
-                                                                                           tmp_path):
-    repo_a, _, _ = reproduced
-    repo_b = checkout_repo(tmp_path / "b")
-    repro(repo_b)
-    assert metrics_files(repo_b) == metrics_files(repo_a)
-    sh(repo_b, "git", "add", "-A")
-    sh(repo_b, "git", "commit", "-qm", "reproduced")
-
-    preset = repo_b / "presets" / "ci.yaml"
-    config = yaml.safe_load(preset.read_text())
-    config["train"]["steps"] = 6  # one training parameter
-    preset.write_text(yaml.safe_dump(config))
-    zoo_before = {p: p.stat().st_mtime_ns for p in (repo_b / "results" / "zoo").rglob("*.safetensors")}
-    result, _ = repro(repo_b)
-    assert stages_run(result) == {"train", "evaluate", "report"}
-    assert {p: p.stat().st_mtime_ns for p in zoo_before} == zoo_before
-    assert json.loads((repo_b / "results/train/Dataset001_SpinalPhantom/unet3plus/seed0/metrics.json")
-                      .read_text())["steps"] == 6
-    diff = sh(repo_b, "dvc", "metrics", "diff", "--json").stdout
-    assert "best_val_dice" in diff  # against the commit before the change
-
-    # A direct Snakemake run leaves DVC in sync by itself (the workflow's onsuccess runs `dvc commit`).
-    config["weightgen"]["audit"]["neighbours"] = 1  # a key the preset sets (DVC tracks the keys a file holds)
-    preset.write_text(yaml.safe_dump(config))
-    assert "changed" in sh(repo_b, "dvc", "status").stdout
-    run = sh(repo_b, "snakemake", "--cores", "all", *CI)
-    assert "recorded stage(s)" in run.stdout + run.stderr
-    assert "up to date" in sh(repo_b, "dvc", "status").stdout
-
-
 def test_push_delete_pull_then_snakemake_has_nothing_to_do(reproduced, tmp_path):
     repo, _, _ = reproduced
     before = metrics_files(repo)
@@ -168,6 +137,38 @@ def test_push_delete_pull_then_snakemake_has_nothing_to_do(reproduced, tmp_path)
     dry = sh(repo, "snakemake", "-n", *CI)
     assert "Nothing to be done" in dry.stdout + dry.stderr
     assert metrics_files(repo) == before
+    assert "up to date" in sh(repo, "dvc", "status").stdout
+
+
+def test_dvc_repro_and_a_plain_snakemake_run_from_clean_copies_give_identical_metrics(reproduced, ci_run):
+    repo, _, _ = reproduced
+    other, _ = ci_run  # tests/conftest.py: `snakemake --configfile presets/ci.yaml` in a fresh copy, no DVC
+    metrics = metrics_files(repo)
+    assert len(metrics) == 6 and metrics == {p: (other / p).read_bytes() for p in metrics}
+
+
+def test_one_training_param_reruns_only_downstream_stages_and_a_direct_run_stays_in_sync(reproduced):
+    """Runs last: it changes the repository's preset."""
+    repo, _, _ = reproduced
+    preset = repo / "presets" / "ci.yaml"
+    config = yaml.safe_load(preset.read_text())
+    config["train"]["steps"] = 6  # one training parameter
+    preset.write_text(yaml.safe_dump(config))
+    zoo_before = {p: p.stat().st_mtime_ns for p in (repo / "results" / "zoo").rglob("*.safetensors")}
+    result, _ = repro(repo)
+    assert stages_run(result) == {"train", "evaluate", "report"}
+    assert {p: p.stat().st_mtime_ns for p in zoo_before} == zoo_before
+    assert json.loads((repo / "results/train/Dataset001_SpinalPhantom/unet3plus/seed0/metrics.json")
+                      .read_text())["steps"] == 6
+    diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json").stdout)
+    assert any("best_val_dice" in key for changes in diff.values() for key in changes)  # against HEAD
+
+    # A direct Snakemake run leaves DVC in sync by itself (the workflow's onsuccess runs `dvc commit`).
+    config["weightgen"]["audit"]["neighbours"] = 1  # a key the preset sets (DVC tracks the keys a file holds)
+    preset.write_text(yaml.safe_dump(config))
+    assert "changed" in sh(repo, "dvc", "status").stdout
+    run = sh(repo, "snakemake", "--cores", "all", *CI)
+    assert "recorded stage(s)" in run.stdout + run.stderr
     assert "up to date" in sh(repo, "dvc", "status").stdout
 
 

@@ -1,0 +1,58 @@
+"""The ci preset through a real SLURM (slurmctld + slurmd on localhost, two fake GPUs) with profiles/slurm."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PHANTOM, workflow_copy
+from slurm_cluster import local_cluster, missing
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    why = missing()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"under CI=true the SLURM test must run, but: {why}")
+        pytest.skip(f"no local SLURM: {why}")
+    with local_cluster(tmp_path_factory.mktemp("slurm"), cpus=2, memory_mb=16000) as env:
+        yield env
+
+
+def test_ci_preset_runs_through_sbatch_with_one_gpu_per_training_job(cluster, tmp_path):
+    wf = workflow_copy(tmp_path / "wf")
+    # The computing happens on the CPU (the GPUs are fake), but every training job asks SLURM for one GPU.
+    # The zoo is left out: its six jobs would compete with the trainings for the two CPU slots.
+    (wf / "slurm_test.yaml").write_text("device: cpu\nweightgen: {enabled: false}\n")
+    env = {**cluster, "PATH": f"{BIN}:/usr/bin:/bin", "SEGZOO_SLURM_PARTITION": "debug"}
+    began = time.perf_counter()
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "--profile", "profiles/slurm", "--configfile", "presets/ci.yaml",
+         "slurm_test.yaml", "--set-resources", "train:gpu=1", "--slurm-status-command", "squeue",
+         "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2"],
+        cwd=wf, env=env, capture_output=True, text=True, timeout=900)
+    seconds = time.perf_counter() - began
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert (wf / "results" / "index.html").is_file()
+    runs = sorted((wf / "results" / "train" / PHANTOM).glob("*/seed0/timing.json"))
+    assert len(runs) == 4
+    timing = [json.loads(p.read_text()) for p in runs]
+    assert all(t["slurm_job_id"] for t in timing)  # each training ran inside its own sbatch job
+    assert len({t["slurm_job_id"] for t in timing}) == 4
+    assert {t["cuda_visible_devices"] for t in timing} <= {"0", "1"}
+    overlapping = [(a, b) for a, b in itertools.combinations(timing, 2)
+                   if a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]]
+    assert overlapping, "no two training jobs ran at the same time"
+    assert all(a["cuda_visible_devices"] != b["cuda_visible_devices"] for a, b in overlapping)
+    print(f"\n  SLURM run of the ci preset (no zoo): {seconds:.0f} s, {len(overlapping)} overlapping training pair(s)")
