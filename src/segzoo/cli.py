@@ -132,18 +132,17 @@ def _page(args: argparse.Namespace) -> None:
 
 
 def _zoo(args: argparse.Namespace) -> None:
-    from segzoo.io import refuse_existing
+    from segzoo.io import new_files
     from segzoo.train.checkpoint import paths
 
     settings = _json_settings(args.settings, "weightgen", "train")
-    for path in paths(args.out):
-        refuse_existing(path)
-    device = _claim_device(args.device)
-    from segzoo.weightgen.zoo import train_zoo_run
+    with new_files(*paths(args.out)):  # refused before training if present; removed if the run fails
+        device = _claim_device(args.device)
+        from segzoo.weightgen.zoo import train_zoo_run
 
-    meta = train_zoo_run(args.data, args.splits, args.task, args.lr, args.seed,
-                         {**settings["weightgen"], "train": settings["train"]}, args.out, device, args.threads,
-                         args.data_seed)
+        meta = train_zoo_run(args.data, args.splits, args.task, args.lr, args.seed,
+                             {**settings["weightgen"], "train": settings["train"]}, args.out, device, args.threads,
+                             args.data_seed)
     dice = {r: round(v[-1], 3) for r, v in meta["checkpoints"].items() if r.startswith("dice_")}
     print(f"zoo run {args.out.name}: {len(meta['checkpoints']['step'])} checkpoints, final {dice}")
 
@@ -157,73 +156,68 @@ def _zoo_index(args: argparse.Namespace) -> None:
 
 
 def _gpt_train(args: argparse.Namespace) -> None:
-    from segzoo.io import refuse_existing
+    from segzoo.io import new_files
     from segzoo.train.checkpoint import paths
 
     options = _json_settings(args.settings, "gpt", "tasks", "heldout_seeds")
-    for path in [*paths(args.out), args.out.with_name(args.out.name + "_loss.csv")]:
-        refuse_existing(path)
-    device = _claim_device(args.device)
-    from segzoo.weightgen.gpt_train import load_zoo, train_gpt
+    with new_files(*paths(args.out), args.out.with_name(args.out.name + "_loss.csv")):
+        device = _claim_device(args.device)
+        from segzoo.weightgen.gpt_train import load_zoo, train_gpt
 
-    zoo = load_zoo(args.index, args.runs_dir, options["heldout_seeds"], only="train")
-    meta = train_gpt(zoo, options["tasks"], options["gpt"], args.seed, args.out, device, args.threads)
+        zoo = load_zoo(args.index, args.runs_dir, options["heldout_seeds"], only="train")
+        meta = train_gpt(zoo, options["tasks"], options["gpt"], args.seed, args.out, device, args.threads)
     print(f"G.pt ({meta['parameters']} parameters) trained on {meta['train_checkpoints']} checkpoints of "
           f"{len(meta['train_runs'])} runs in {meta['seconds']:.1f} s; final loss {meta['final_loss']:.4f}")
 
 
 def _gpt_sample(args: argparse.Namespace) -> None:
-    from segzoo.io import new_files, refuse_existing, write_text
+    from segzoo.io import new_files, write_text
     from segzoo.train.checkpoint import paths, save_checkpoint
 
     options = _json_settings(args.settings, "sample", "heldout_seeds")
-    stem_paths = [*paths(args.out), args.out.with_name(args.out.name + ".csv")]
-    for path in stem_paths:
-        refuse_existing(path)
-    device = _claim_device(args.device)
-    from segzoo.weightgen.gpt_train import load_gpt, load_zoo
-    from segzoo.weightgen.sample import evaluation_prompts, sample_prompts, single_prompt_seconds
-    from segzoo.weightgen.zoo import make_scorer
+    table_path = args.out.with_name(args.out.name + ".csv")
+    with new_files(*paths(args.out), table_path):
+        device = _claim_device(args.device)
+        from segzoo.weightgen.gpt_train import load_gpt, load_zoo
+        from segzoo.weightgen.sample import evaluation_prompts, sample_prompts, single_prompt_seconds
+        from segzoo.weightgen.zoo import make_scorer
 
-    model, meta = load_gpt(args.gpt, device)
-    zoo = load_zoo(args.index, args.runs_dir, options["heldout_seeds"])
-    prompts = evaluation_prompts(zoo, meta["tasks"], options["sample"]["prompts"])
-    if prompts.empty:
-        raise SegzooError(f"{args.index}: no held-out run has a task G.pt was trained on; nothing to sample")
-    scorer = make_scorer(args.data, args.splits, options, args.data_seed, device)
-    steps = options["sample"]["ddim_steps"]
-    params, table = sample_prompts(model, meta, zoo, prompts, steps, options["sample"]["recursions"], args.seed, scorer)
-    single = single_prompt_seconds(model, meta, zoo, steps, args.seed)
-    with new_files(*stem_paths):
+        model, meta = load_gpt(args.gpt, device)
+        zoo = load_zoo(args.index, args.runs_dir, options["heldout_seeds"])
+        prompts = evaluation_prompts(zoo, meta["tasks"], options["sample"]["prompts"])
+        if prompts.empty:
+            raise SegzooError(f"{args.index}: no held-out run has a task G.pt was trained on; nothing to sample")
+        scorer = make_scorer(args.data, args.splits, options, args.data_seed, device)
+        steps = options["sample"]["ddim_steps"]
+        params, table = sample_prompts(model, meta, zoo, prompts, steps, options["sample"]["recursions"], args.seed,
+                                       scorer)
+        single = single_prompt_seconds(model, meta, zoo, steps, args.seed)
         save_checkpoint(args.out, {"params": params}, {"single_network_seconds": single, "ddim_steps": steps,
                                                        "networks": len(params)})
-        write_text(stem_paths[2], table.to_csv(index=False, float_format="%.6g"))
+        write_text(table_path, table.to_csv(index=False, float_format="%.6g"))
     print(f"sampled {len(params)} networks with {steps} DDIM steps ({single:.2f} s for one network alone)")
 
 
 def _gpt_evaluate(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from segzoo.io import new_files, refuse_existing, write_json
+    from segzoo.io import new_files, write_json
     from segzoo.train.checkpoint import load_checkpoint
 
     options = _json_settings(args.settings, "audit", "heldout_seeds")
-    for path in (args.out, args.summary):
-        if path:
-            refuse_existing(path)  # before the slow part
-    device = _claim_device(args.device)
-    from segzoo.weightgen.evaluate import write_evaluation
-    from segzoo.weightgen.gpt_train import load_zoo
-    from segzoo.weightgen.zoo import make_scorer
-
-    _, gpt_meta = load_checkpoint(args.gpt)
-    tensors, sample_meta = load_checkpoint(args.samples)
-    table = args.samples.with_name(args.samples.name + ".csv")
-    if not table.is_file():
-        raise SegzooError(f"{table}: missing (written by `segzoo gpt-sample` beside the samples)")
-    zoo = load_zoo(args.index, args.runs_dir, options["heldout_seeds"])
-    scorer = make_scorer(args.data, args.splits, options, args.data_seed, device)
     with new_files(args.out, *([args.summary] if args.summary else [])):
+        device = _claim_device(args.device)
+        from segzoo.weightgen.evaluate import write_evaluation
+        from segzoo.weightgen.gpt_train import load_zoo
+        from segzoo.weightgen.zoo import make_scorer
+
+        _, gpt_meta = load_checkpoint(args.gpt)
+        tensors, sample_meta = load_checkpoint(args.samples)
+        table = args.samples.with_name(args.samples.name + ".csv")
+        if not table.is_file():
+            raise SegzooError(f"{table}: missing (written by `segzoo gpt-sample` beside the samples)")
+        zoo = load_zoo(args.index, args.runs_dir, options["heldout_seeds"])
+        scorer = make_scorer(args.data, args.splits, options, args.data_seed, device)
         summary = write_evaluation(zoo, gpt_meta, tensors["params"], pd.read_csv(table),
                                    sample_meta["single_network_seconds"], scorer, options["audit"]["neighbours"],
                                    args.seed, args.out)
