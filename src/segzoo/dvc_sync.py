@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from segzoo.errors import SegzooError
+from segzoo.io import write_text
 
 HEADER = ("# Written by `segzoo dvc-sync{args}` from the Snakemake DAG (rules/, config). Do not edit:\n"
           "# change the rules or the config and run it again (tests/test_dvc.py fails when this file is stale).\n")
@@ -53,11 +54,12 @@ def _relative(path: str, root: Path) -> str:
         return str(absolute)
 
 
-def _config_keys(files: list[Path], keys: list[str], root: Path | None = None) -> dict[str, list[str]]:
-    """For each config file, the keys (dotted for nested ones) it sets: DVC tracks only keys a file holds."""
+def _config_keys(root: Path, files: list[Path], keys: list[str]) -> dict[str, list[str]]:
+    """For each config file (relative to ``root``), the keys (dotted for nested ones) it sets: DVC tracks only
+    keys a file holds."""
     found = {}
     for path in files:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load((root / path).read_text()) or {}
         present = []
         for key in keys:
             node, ok = data, True
@@ -69,19 +71,18 @@ def _config_keys(files: list[Path], keys: list[str], root: Path | None = None) -
             if ok:
                 present.append(key)
         if present:
-            found[path.relative_to(root).as_posix() if root else path.as_posix()] = present
+            found[path.as_posix()] = present
     return found
 
 
-def _workflow(root: Path, configfiles: list[Path]):
-    """Snakemake's workflow with its whole job DAG built (nothing runs)."""
+def plan_stages(root: Path, configfiles: list[Path], gpus: int) -> list[Stage]:
+    """The DVC stages for this checkout and config, from Snakemake's whole job DAG (nothing runs)."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.enums import Quietness
     from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
 
-    api = SnakemakeApi(OutputSettings(quiet={Quietness.ALL}))
-    api.__enter__()
-    try:
+    root = Path(root).resolve()
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
         workflow_api = api.workflow(resource_settings=ResourceSettings(cores=1),
                                     config_settings=ConfigSettings(configfiles=[root / c for c in configfiles]),
                                     snakefile=root / "Snakefile", workdir=root)
@@ -89,20 +90,7 @@ def _workflow(root: Path, configfiles: list[Path]):
         workflow = workflow_api._workflow  # the public API prints DAGs; we need the jobs themselves
         workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)
         workflow._build_dag()
-    except Exception:
-        api.__exit__(*sys.exc_info())
-        raise
-    return api, workflow
-
-
-def plan_stages(root: Path, configfiles: list[Path], gpus: int) -> list[Stage]:
-    """The DVC stages for this checkout and config, from Snakemake's job DAG."""
-    root = Path(root).resolve()
-    api, workflow = _workflow(root, configfiles)
-    try:
         return _stages_from_dag(root, workflow, configfiles, gpus)
-    finally:
-        api.__exit__(None, None, None)
 
 
 def _closure(dag, jobs):
@@ -135,7 +123,7 @@ def _stages_from_dag(root: Path, workflow, configfiles: list[Path], gpus: int) -
         deps = {str(f) for job in jobs for f in job.input if str(f) not in made}
         deps |= {*SHARED_DEPS, *(_relative(job.rule.snakefile, root) for job in jobs)}
         stage.deps = sorted(_relative(d, root) for d in deps)
-        stage.params = _config_keys([root / f for f in param_files], spec["params"], root)
+        stage.params = _config_keys(root, param_files, spec["params"])
         for job in jobs:
             named = {str(f): key for key, f in job.output.items() if isinstance(f, str)}
             for out in map(str, job.output):
@@ -166,33 +154,32 @@ def render(stages: list[Stage], configfiles: list[Path]) -> str:
     return HEADER.format(args=args) + yaml.safe_dump({"stages": body}, sort_keys=False, width=120)
 
 
-def dvc_yaml_text(root: Path, configfiles: list[Path], gpus: int) -> str:
-    return render(plan_stages(root, configfiles, gpus), configfiles)
-
-
 def write_dvc_yaml(root: Path, configfiles: list[Path], gpus: int, check: bool = False) -> bool:
     """Write ``<root>/dvc.yaml``; True if it changed. With ``check``, write nothing and only compare.
     A dvc.yaml that this command did not write (no header) is someone's own work: refuse to replace it."""
     path = Path(root) / "dvc.yaml"
-    text = dvc_yaml_text(root, configfiles, gpus)
+    text = render(plan_stages(root, configfiles, gpus), configfiles)
     old = path.read_text() if path.is_file() else None
     if check or old == text:
         return old != text
     if old is not None and not old.startswith(HEADER.split("{")[0]):
         raise SegzooError(f"{path}: not written by `segzoo dvc-sync` (no header); refusing to replace it. "
                           f"Move it away first.")
-    from segzoo.io import write_text
-
     write_text(path, text, overwrite=True)
     return True
 
 
-def configfiles_of(dvc_yaml: Path) -> list[str] | None:
-    """The --configfile arguments a dvc.yaml was written for (from its stage commands); None if it has none."""
+def read_stages(dvc_yaml: Path) -> dict | None:
+    """The ``stages`` of a dvc.yaml; None when it cannot be read or holds none."""
     try:
-        stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
-    except (OSError, yaml.YAMLError):
+        stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages")
+    except (OSError, yaml.YAMLError, AttributeError):
         return None
+    return stages if isinstance(stages, dict) else None
+
+
+def configfiles_of(stages: dict) -> list[str] | None:
+    """The --configfile arguments dvc.yaml's stages were written for (from their commands); None if unknown."""
     for stage in stages.values():
         words = shlex.split(stage.get("cmd", "")) if isinstance(stage, dict) else []
         if words[:1] == ["snakemake"]:
@@ -210,12 +197,12 @@ def commit_after_run(workflow) -> str:
         return ""
     settings = workflow.config_settings
     ran_with = sorted(str(Path(c).resolve()) for c in settings.configfiles)
-    written_for = configfiles_of(dvc_yaml)
+    stages = read_stages(dvc_yaml)
+    written_for = configfiles_of(stages) if stages else None
     if settings.config or written_for is None or ran_with != sorted(str((root / c).resolve()) for c in written_for):
         return ("dvc: not recording this run (its config differs from the one dvc.yaml was written for; "
                 "run `segzoo dvc-sync` with the same --configfile to track it)")
     made = {_relative(str(f), root) for job in workflow.dag.jobs for f in job.output}
-    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
     done = [name for name, stage in stages.items()
             if all(next(iter(o)) in made for key in ("outs", "metrics") for o in stage.get(key, []))]
     if not done:
