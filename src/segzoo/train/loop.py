@@ -238,15 +238,16 @@ def _train(run: Run, ctx: Context, device: torch.device) -> dict:
                                                                 "loss_window": losses, "train_loss": train_loss})
         fetch_start = time.perf_counter()
     bar.close()
-    elapsed = time.perf_counter() - began
-    timing = {"seconds": elapsed, "data_wait_fraction": data_wait / max(elapsed, 1e-9), "processes": ctx.world,
-              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-              "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "finished_at": time.time()}
     if not ctx.main:
         ctx.barrier()  # process 0 is writing the outputs
         return {}
+    elapsed, finished = time.perf_counter() - began, time.time()
+    timing = {"seconds": elapsed, "data_wait_fraction": data_wait / max(elapsed, 1e-9), "processes": ctx.world,
+              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+              "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "started_at": finished - elapsed,
+              "finished_at": finished}
     live.end()
-    metrics = _finish(run, state_dir, best, {**timing, "started_at": timing["finished_at"] - elapsed})
+    metrics = _finish(run, state_dir, best, timing)
     ctx.barrier()
     return metrics
 
