@@ -7,7 +7,6 @@ an uninterrupted run would, and DataLoader workers need no seeding of their own.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,8 @@ import torch
 from monai.transforms import (Compose, RandAdjustContrastd, RandAffined, RandFlipd, RandGaussianNoised,
                               RandScaleIntensityd)
 from torch.utils.data import Dataset
+
+from segzoo.io import read_json
 
 MAX_FOREGROUND_POINTS = 20_000  # per case and label value, like nnU-Net's class locations
 
@@ -54,7 +55,7 @@ class PatchBatches(Dataset):
     def __init__(self, preprocessed: str | Path, case_ids: list[str], patch_size: list[int], batch_size: int,
                  foreground_fraction: float, seed: int, augment: dict | None = None):
         pre = Path(preprocessed)
-        meta = json.loads((pre / "preprocess.json").read_text())
+        meta = read_json(pre / "preprocess.json")
         self.regions = list(meta["regions"].values())
         self.images = [np.load(pre / f"{c}.npy", mmap_mode="r") for c in case_ids]
         self.segs = [np.load(pre / f"{c}_seg.npy", mmap_mode="r") for c in case_ids]

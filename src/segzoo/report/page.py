@@ -16,7 +16,7 @@ import yaml
 
 from segzoo import __version__
 from segzoo.errors import SegzooError
-from segzoo.io import read_json
+from segzoo.io import read_json, write_text
 from segzoo.train.loop import source_digest
 
 STYLE = """
@@ -115,8 +115,5 @@ def write_page(results: Path, dataset: str, config: dict, out: Path, repo: Path)
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>segzoo: {html.escape(dataset)}</title><style>{STYLE}</style><script>{CHECK}</script></head>"
             "<body>" + "\n".join(parts) + "</body></html>\n")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    tmp.write_text(page)
-    tmp.replace(out)
+    write_text(out, page, overwrite=True)
     return out

@@ -13,14 +13,13 @@ from the same init), ``adam_curves.csv``, ``unification.csv``; ``summary.json`` 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from segzoo.io import output_dir
+from segzoo.io import output_dir, write_json
 from segzoo.weightgen.zoo import ALL, task_regions
 
 
@@ -206,8 +205,8 @@ def write_evaluation(zoo, gpt_meta: dict, params: torch.Tensor, samples: pd.Data
                             ("unification", unified)):
             table.to_csv(tmp / f"{name}.csv", index=False, float_format="%.6g")
         listed = figures.write_all(scored, aligned, shots, curves, unified, zoo.regions, tmp)
-        (tmp / "figures.json").write_text(json.dumps(listed, indent=2) + "\n")
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(tmp / "figures.json", listed)
+        write_json(tmp / "summary.json", summary)
     return summary
 
 
