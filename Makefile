@@ -14,6 +14,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	# nnU-Net's network library without its dependencies: its unet.py needs none of timm/torchvision, and pip
+	# would otherwise pull a CUDA torchvision that fails to import on CPU machines.
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt dynamic-network-architectures
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	@touch $@
 

@@ -12,15 +12,17 @@ from torch import nn
 
 from segzoo.errors import SegzooError
 from segzoo.models.diffnet import DiffNet, MSDiffNet
-from segzoo.models.small_unet import SmallUNet
+from segzoo.models.nnunet import zoo_network
 from segzoo.models.unet3plus import UNet3Plus
+
+ZOO_NETWORK = "plain_conv_unet"
 
 MODELS = {
     "unet3plus": partial(UNet3Plus, pyramid=False),
     "ms_unet3plus": partial(UNet3Plus, pyramid=True),
     "diffnet": DiffNet,
     "ms_diffnet": MSDiffNet,
-    "small_unet": SmallUNet,  # the checkpoint zoo's network (weight generation)
+    ZOO_NETWORK: zoo_network,  # the checkpoint zoo's network (weight generation): nnU-Net's PlainConvUNet
 }
 
 
