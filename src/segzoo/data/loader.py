@@ -49,11 +49,14 @@ class PatchBatches(Dataset):
     """``dataset[k]`` is training batch k: ``{"image": [B, C, *patch], "label": [B, R, *patch]}`` float32.
 
     ``foreground_fraction`` of each batch's samples (the last ones, as nnU-Net does) are centred on a
-    random voxel of a random label value present in the case; the rest are placed uniformly.
+    random voxel of a random label value present in the case; the rest are placed uniformly. With
+    ``centre_values`` (e.g. a lesion region's label values) those samples are centred on voxels of these
+    values only, in a case that has some (cases without them are not drawn for those samples).
     """
 
     def __init__(self, preprocessed: str | Path, case_ids: list[str], patch_size: list[int], batch_size: int,
-                 foreground_fraction: float, seed: int, augment: dict | None = None):
+                 foreground_fraction: float, seed: int, augment: dict | None = None,
+                 centre_values: list[int] | None = None):
         pre = Path(preprocessed)
         meta = read_json(pre / "preprocess.json")
         self.regions = list(meta["regions"].values())
@@ -63,15 +66,18 @@ class PatchBatches(Dataset):
         self.batch_size, self.seed = batch_size, seed
         self.n_forced = int(round(batch_size * foreground_fraction))
         self.augment = build_augmentation(augment or {})
+        self.centre_values = None if centre_values is None else {int(v) for v in centre_values}
         self.foreground = [self._foreground_points(i, seg) for i, seg in enumerate(self.segs)]
+        self.centre_cases = [i for i, points in enumerate(self.foreground) if points]
 
     def _foreground_points(self, index: int, seg: np.ndarray) -> list[np.ndarray]:
-        """Coordinates of each non-zero label value in one case, subsampled to a bounded number."""
+        """Coordinates of each non-zero label value (or of each of ``centre_values``) in one case, subsampled
+        to a bounded number."""
         rng = np.random.default_rng([self.seed, index, 7])
         seg = np.asarray(seg[0])
         points = []
         for value in np.unique(seg):
-            if value == 0:
+            if value == 0 or (self.centre_values is not None and int(value) not in self.centre_values):
                 continue
             coords = np.argwhere(seg == value)
             if len(coords) > MAX_FOREGROUND_POINTS:
@@ -86,8 +92,12 @@ class PatchBatches(Dataset):
         rng = np.random.default_rng([self.seed, step])
         images, labels = [], []
         for i in range(self.batch_size):
-            case = int(rng.integers(len(self.images)))
-            forced = i >= self.batch_size - self.n_forced and self.foreground[case]
+            forced = i >= self.batch_size - self.n_forced and bool(self.centre_cases)
+            if forced and self.centre_values is not None:
+                case = self.centre_cases[int(rng.integers(len(self.centre_cases)))]
+            else:
+                case = int(rng.integers(len(self.images)))
+                forced = forced and bool(self.foreground[case])
             image, label = self._cut(case, rng, forced)
             if self.augment is not None:
                 self.augment.set_random_state(seed=int(rng.integers(2**31)))

@@ -64,6 +64,8 @@ class Run:
     threads: int = 1
     progress: bool = True
     loss_regions: list[int] | None = None  # train only these region channels (None: all)
+    centre_values: list[int] | None = None  # foreground patches centred on these label values (None: any label)
+    initial_parameters: dict[str, torch.Tensor] | None = None  # start here instead of the seed's random init
     observer: Callable[[int, torch.nn.Module, float | None], None] | None = None
     """Called with (0, model, None) before the first step and (step, model, train loss) after each one."""
 
@@ -94,11 +96,15 @@ def fingerprint(run: Run) -> str:
     settings = {k: v for k, v in run.settings.items() if k not in NOT_IN_FINGERPRINT}
     threads = run.threads if run.device == "cpu" else None  # CPU results depend on the thread count
     h.update(json.dumps({"model": run.model, "options": run.model_options, "seed": run.seed,
-                         "loss_regions": run.loss_regions, "processes": Context.from_env().world,
+                         "loss_regions": run.loss_regions, "centre_values": run.centre_values,
+                         "processes": Context.from_env().world,
                          "settings": settings, "threads": threads, "device": run.device},
                         sort_keys=True).encode())
     h.update((run.preprocessed / "preprocess.json").read_bytes())
     h.update(run.splits.read_bytes())
+    for name, tensor in sorted((run.initial_parameters or {}).items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     h.update(source_digest().encode())
     return h.hexdigest()[:16]
 
@@ -164,6 +170,8 @@ def _train(run: Run, ctx: Context, device: torch.device) -> dict:
     if any(p % need for p in s["patch_size"]) or (need > 1 and np.prod([p // need for p in s["patch_size"]]) < 2):
         raise SegzooError(f"train.patch_size {s['patch_size']}: for model {run.model} every side must be a multiple "
                           f"of {need}, and the coarsest level must keep more than one voxel (instance norm)")
+    if run.initial_parameters is not None:
+        _load_parameters(model, run.initial_parameters)
     model.to(device)
     optimizer = build_optimizer(model, s)
     loss_fn = build_loss(run.loss_regions, ctx.global_sum if ctx.active else None)
@@ -182,10 +190,11 @@ def _train(run: Run, ctx: Context, device: torch.device) -> dict:
     net = ctx.wrap(model, device)  # DDP averages gradients over processes; `model` stays the plain module
     total = s["steps"]
     batches = PatchBatches(run.preprocessed, splits["train"], s["patch_size"], s["batch_size"],
-                           s["foreground_fraction"], run.seed, s["augment"])
+                           s["foreground_fraction"], run.seed, s["augment"], run.centre_values)
     loader = DataLoader(batches, batch_size=None, sampler=range(start, total), num_workers=s["workers"],
                         pin_memory=device.type == "cuda", persistent_workers=False)
-    live = _live(run.out, resume=bool(resumed)) if ctx.main else None  # learning curves; not dvc.yaml
+    # Learning curves (not dvc.yaml); an observed run (a zoo run) keeps what its observer records instead.
+    live = _live(run.out, resume=bool(resumed)) if ctx.main and run.observer is None else None
     autocast = device.type == "cuda" and s["bf16"]
     sidecar = {"model": run.model, "model_options": run.model_options, "seed": run.seed, "config_hash": key,
                "regions": meta["regions"], "channels": meta["channels"], "patch_size": s["patch_size"],
@@ -227,7 +236,8 @@ def _train(run: Run, ctx: Context, device: torch.device) -> dict:
             mean = _nanmean(dice) or 0.0
             train_loss = float(np.mean(losses))
             losses = []
-            _log(live, done, train_loss, mean, per_region)
+            if live is not None:
+                _log(live, done, train_loss, mean, per_region)
             bar.set_postfix(loss=f"{train_loss:.3f}", dice=f"{mean:.3f}")
             if mean > best["dice"]:
                 best = {"dice": mean, "step": done, "per_region": per_region}
@@ -246,10 +256,21 @@ def _train(run: Run, ctx: Context, device: torch.device) -> dict:
               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
               "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "started_at": finished - elapsed,
               "finished_at": finished}
-    live.end()
+    if live is not None:
+        live.end()
     metrics = _finish(run, state_dir, best, timing)
     ctx.barrier()
     return metrics
+
+
+def _load_parameters(model: torch.nn.Module, parameters: dict[str, torch.Tensor]) -> None:
+    """Copy ``parameters`` (every one of ``model.named_parameters()``, same shapes) into ``model``."""
+    own = dict(model.named_parameters())
+    if set(own) != set(parameters) or any(own[n].shape != parameters[n].shape for n in own):
+        raise SegzooError("initial parameters do not match the model: names or shapes differ")
+    with torch.no_grad():
+        for name, p in own.items():
+            p.copy_(parameters[name])
 
 
 def _resume(state_dir: Path, key: str, model, optimizer):
@@ -279,7 +300,7 @@ def _truncate_curves(folder: Path, step: int) -> None:
 
 def _model_tensors(model) -> dict[str, torch.Tensor]:
     """State-dict tensors under ``model.``; copies, because safetensors refuses aliased tensors (MONAI's
-    DynUNet lists each weight under two names)."""
+    and nnU-Net's networks list weights under two names)."""
     return {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
 
 
