@@ -15,8 +15,11 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
     model="|".join(config["models"]),
     seed=r"\d+",
-    task="|".join(map(re.escape, config["weightgen"]["tasks"])),
+    task="|".join(map(re.escape, WG_TASKS)),
     lr=r"[0-9.eE+-]+",
+    arm=r"parent\d+|init\d+|per_seed",
+    start=r"parent\d+|init\d+",
+    group=r"\d+",
 
 
 include: "rules/data.smk"

@@ -85,25 +85,54 @@ def evaluate_targets():
     return [f"results/tables/{DATASET}"]
 
 
-# The training options a zoo run inherits; the rest of `train` (steps, lr, ...) is the zoo's own (weightgen).
-ZOO_TRAIN_KEYS = ("augment", "foreground_fraction", "workers", "bf16", "sw_batch_size")
+from segzoo.weightgen import plan as zoo_plan
+
+ZOO_TRAIN_KEYS = zoo_plan.INHERITED_TRAIN_KEYS
 
 
-def zoo_settings(wildcards):
-    """What a zoo run reads: the weightgen section and the inherited training options."""
-    train = {k: config["train"][k] for k in ZOO_TRAIN_KEYS}
-    return json.dumps({"weightgen": config["weightgen"], "train": train}, sort_keys=True)
+def dataset_regions():
+    """The regions of the dataset the workflow runs on (None when its dataset.json cannot be read: verify says why)."""
+    if not RAW:
+        from segzoo.data.phantom import REGIONS
+
+        return list(REGIONS)
+    from segzoo.data.dataset import read_dataset
+
+    try:
+        return list(read_dataset(RAW).regions)
+    except SegzooError:
+        return None
 
 
-def zoo_runs(wildcards):
-    wg = config["weightgen"]
-    return expand("results/zoo/{dataset}/runs/{task}_lr{lr}_seed{seed}.safetensors", dataset=wildcards.dataset,
-                  task=wg["tasks"], lr=wg["lrs"], seed=wg["seeds"])
+WG = config["weightgen"]
+REGION_NAMES = dataset_regions()
+WG_TASKS = zoo_plan.tasks(WG, REGION_NAMES)
+_problems = zoo_plan.problems(WG, REGION_NAMES, DATASET)
+if _problems:
+    raise WorkflowError("invalid configuration for this dataset:\n  " + "\n  ".join(_problems))
+
+
+def zoo_jobs(wildcards):
+    """Every zoo job folder of the config: arm x task x lr x group of seeds."""
+    return [f"results/zoo/{wildcards.dataset}/{job['folder']}" for job in zoo_plan.jobs(WG, WG_TASKS)]
+
+
+def zoo_job_seeds(wildcards):
+    return " ".join(map(str, zoo_plan.job_seeds(WG, wildcards.arm, int(wildcards.group))))
+
+
+def zoo_start_option(wildcards, input):
+    return f"--start {shlex.quote(input.start[0])}" if input.start else ""
+
+
+def get_zoo_start(wildcards):
+    """A job's start file (spawn, shared); per_seed runs start from their own inits."""
+    return [] if wildcards.arm == "per_seed" else [f"results/zoo/{wildcards.dataset}/starts/{wildcards.arm}.safetensors"]
 
 
 def weightgen_targets():
     """The G.pt evaluation folder, when the weight-generation stage is on."""
-    return [f"results/weightgen/{DATASET}/evaluation"] if config["weightgen"]["enabled"] else []
+    return [f"results/weightgen/{DATASET}/evaluation"] if WG["enabled"] else []
 
 
 def dvc_stages():
@@ -114,7 +143,7 @@ def dvc_stages():
         "data": (data_targets(), ["seed", "dataset", "phantom", "preprocess", "splits"]),
         "train": (train_targets(), ["seed", "device", "models", "train"]),
         "evaluate": (evaluate_targets(), ["seed", "device", "train.sw_batch_size", "evaluate"]),
-        "weightgen": (weightgen_targets(), ["seed", "device", "weightgen",
+        "weightgen": (weightgen_targets(), ["seed", "device", "dataset", "weightgen",
                                             *(f"train.{k}" for k in ZOO_TRAIN_KEYS)]),
         "report": (["results/index.html"], sorted(config)),  # figures and page read the whole config
     }

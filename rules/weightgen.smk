@@ -1,37 +1,69 @@
-# Weight generation (G.pt): zoo runs on the GPU pool -> index -> G.pt -> one-shot samples -> evaluation.
+# Weight generation (G.pt): zoo starts -> zoo jobs on the GPU pool -> index -> G.pt -> one-shot samples
+# -> evaluation. Helpers (arms, seed groups, settings) live in common.smk.
 
-WG = config["weightgen"]
 ZOO = "results/zoo/{dataset}"
 WG_OUT = "results/weightgen/{dataset}"
 WG_CODE = ("weightgen/*", "models/*", "train/*", "data/loader.py")
+PREPROCESSED = "results/preprocessed/{dataset}"
+SPLITS = "results/splits/{dataset}/splits.json"
 
 
-rule zoo_run:
+rule zoo_start:
     output:
-        weights=f"{ZOO}/runs/{{task}}_lr{{lr}}_seed{{seed}}.safetensors",
-        meta=f"{ZOO}/runs/{{task}}_lr{{lr}}_seed{{seed}}.json",
+        weights=f"{ZOO}/starts/{{start}}.safetensors",
+        meta=f"{ZOO}/starts/{{start}}.json",
     input:
-        data="results/preprocessed/{dataset}",
-        splits="results/splits/{dataset}/splits.json",
+        data=PREPROCESSED,
+        splits=SPLITS,
         code=sources(*WG_CODE),
     params:
-        stem=f"{ZOO}/runs/{{task}}_lr{{lr}}_seed{{seed}}",
-        settings=zoo_settings,
+        stem=lambda w, output: output.weights.removesuffix(".safetensors"),
+        settings=json.dumps(zoo_plan.zoo_settings(config), sort_keys=True),
         seed=config["seed"],
         device=DEVICE,
     threads: WG["threads"]
     resources:
         gpu=GPUS_PER_JOB,
     log:
-        "results/logs/zoo/{dataset}/{task}_lr{lr}_seed{seed}.log",
+        "results/logs/zoo/{dataset}/starts/{start}.log",
     benchmark:
-        "results/benchmarks/zoo/{dataset}/{task}_lr{lr}_seed{seed}.tsv"
+        "results/benchmarks/zoo/{dataset}/starts/{start}.tsv"
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo zoo-start --data {input.data:q} --splits {input.splits:q} --data-seed {params.seed}"
+        " --start {wildcards.start} --settings {params.settings:q} --out {params.stem:q}"
+        " --device {params.device} --threads {threads} > {log:q} 2>&1"
+
+
+rule zoo_job:
+    output:
+        runs=directory(f"{ZOO}/runs/{{arm}}/{{task}}_lr{{lr}}_g{{group}}"),
+    input:
+        data=PREPROCESSED,
+        splits=SPLITS,
+        start=get_zoo_start,
+        code=sources(*WG_CODE),
+    params:
+        seeds=zoo_job_seeds,
+        start=zoo_start_option,
+        settings=json.dumps(zoo_plan.zoo_settings(config), sort_keys=True),
+        seed=config["seed"],
+        device=DEVICE,
+    threads: WG["threads"]
+    resources:
+        gpu=GPUS_PER_JOB,
+    log:
+        "results/logs/zoo/{dataset}/runs/{arm}/{task}_lr{lr}_g{group}.log",
+    benchmark:
+        "results/benchmarks/zoo/{dataset}/runs/{arm}/{task}_lr{lr}_g{group}.tsv"
     conda:
         "../envs/segzoo.yaml"
     shell:
         "segzoo zoo --data {input.data:q} --splits {input.splits:q} --data-seed {params.seed}"
-        " --task {wildcards.task} --lr {wildcards.lr} --seed {wildcards.seed} --settings {params.settings:q}"
-        " --out {params.stem:q} --device {params.device} --threads {threads} > {log:q} 2>&1"
+        " --task {wildcards.task} --lr {wildcards.lr} --seeds {params.seeds} {params.start}"
+        " --settings {params.settings:q} --out {output.runs:q} --device {params.device} --threads {threads}"
+        " > {log:q} 2>&1"
 
 
 rule zoo_index:
@@ -39,10 +71,10 @@ rule zoo_index:
         index=f"{ZOO}/index.csv",
         summary=f"{ZOO}/zoo.json",
     input:
-        runs=zoo_runs,
+        jobs=zoo_jobs,
         code=sources(*WG_CODE),
     params:
-        max_abs=WG["max_abs_weight"],
+        settings=json.dumps(zoo_plan.index_settings(config), sort_keys=True),
     log:
         "results/logs/zoo/{dataset}/index.log",
     benchmark:
@@ -50,8 +82,8 @@ rule zoo_index:
     conda:
         "../envs/segzoo.yaml"
     shell:
-        "segzoo zoo-index {input.runs:q} --index {output.index:q} --summary {output.summary:q}"
-        " --max-abs-weight {params.max_abs} > {log:q} 2>&1"
+        "segzoo zoo-index {input.jobs:q} --settings {params.settings:q} --index {output.index:q}"
+        " --summary {output.summary:q} > {log:q} 2>&1"
 
 
 rule gpt_train:
@@ -61,12 +93,11 @@ rule gpt_train:
         curves=f"{WG_OUT}/gpt_loss.csv",
     input:
         index=rules.zoo_index.output.index,
-        runs=zoo_runs,
+        jobs=zoo_jobs,
         code=sources(*WG_CODE),
     params:
-        stem=f"{WG_OUT}/gpt",
-        runs=f"{ZOO}/runs",
-        settings=json.dumps(WG, sort_keys=True),
+        stem=lambda w, output: output.weights.removesuffix(".safetensors"),
+        settings=json.dumps({"gpt": WG["gpt"]}, sort_keys=True),
         seed=config["seed"],
         device=DEVICE,
     threads: WG["threads"]
@@ -79,9 +110,8 @@ rule gpt_train:
     conda:
         "../envs/segzoo.yaml"
     shell:
-        "segzoo gpt-train --index {input.index:q} --runs-dir {params.runs:q} --seed {params.seed}"
-        " --settings {params.settings:q} --out {params.stem:q} --device {params.device} --threads {threads}"
-        " > {log:q} 2>&1"
+        "segzoo gpt-train --index {input.index:q} --seed {params.seed} --settings {params.settings:q}"
+        " --out {params.stem:q} --device {params.device} --threads {threads} > {log:q} 2>&1"
 
 
 rule gpt_sample:
@@ -92,14 +122,12 @@ rule gpt_sample:
     input:
         gpt=rules.gpt_train.output.weights,
         index=rules.zoo_index.output.index,
-        data="results/preprocessed/{dataset}",
-        splits="results/splits/{dataset}/splits.json",
+        jobs=zoo_jobs,
         code=sources(*WG_CODE),
     params:
         gpt=lambda w, input: input.gpt.removesuffix(".safetensors"),
-        stem=f"{WG_OUT}/samples",
-        runs=f"{ZOO}/runs",
-        settings=json.dumps(WG, sort_keys=True),
+        stem=lambda w, output: output.weights.removesuffix(".safetensors"),
+        settings=json.dumps({"sample": WG["sample"]}, sort_keys=True),
         seed=config["seed"],
         device=DEVICE,
     threads: WG["threads"]
@@ -112,8 +140,7 @@ rule gpt_sample:
     conda:
         "../envs/segzoo.yaml"
     shell:
-        "segzoo gpt-sample --gpt {params.gpt:q} --index {input.index:q} --runs-dir {params.runs:q}"
-        " --data {input.data:q} --splits {input.splits:q} --data-seed {params.seed} --seed {params.seed}"
+        "segzoo gpt-sample --gpt {params.gpt:q} --index {input.index:q} --seed {params.seed}"
         " --settings {params.settings:q} --out {params.stem:q} --device {params.device} --threads {threads}"
         " > {log:q} 2>&1"
 
@@ -129,20 +156,23 @@ rule gpt_evaluate:
         metrics="results/metrics/{dataset}/weightgen.json",
     input:
         gpt=rules.gpt_train.output.weights,
+        curves=rules.gpt_train.output.curves,
         samples=rules.gpt_sample.output.weights,
         table=rules.gpt_sample.output.table,
         index=rules.zoo_index.output.index,
-        data="results/preprocessed/{dataset}",
-        splits="results/splits/{dataset}/splits.json",
+        jobs=zoo_jobs,
+        data=PREPROCESSED,
+        splits=SPLITS,
         code=sources(*WG_CODE),
     params:
         gpt=lambda w, input: input.gpt.removesuffix(".safetensors"),
         samples=lambda w, input: input.samples.removesuffix(".safetensors"),
-        runs=f"{ZOO}/runs",
-        settings=json.dumps(WG, sort_keys=True),
+        settings=json.dumps(zoo_plan.evaluate_settings(config), sort_keys=True),
         seed=config["seed"],
         device=DEVICE,
     threads: WG["threads"]
+    resources:
+        gpu=GPUS_PER_JOB,
     log:
         "results/logs/weightgen/{dataset}/gpt_evaluate.log",
     benchmark:
@@ -151,7 +181,6 @@ rule gpt_evaluate:
         "../envs/segzoo.yaml"
     shell:
         "segzoo gpt-evaluate --gpt {params.gpt:q} --samples {params.samples:q} --index {input.index:q}"
-        " --runs-dir {params.runs:q} --data {input.data:q} --splits {input.splits:q} --data-seed {params.seed}"
-        " --seed {params.seed} --settings {params.settings:q} --out {output.evaluation:q}"
-        " --summary {output.metrics:q} --device {params.device}"
-        " --threads {threads} > {log:q} 2>&1"
+        " --data {input.data:q} --splits {input.splits:q} --data-seed {params.seed} --seed {params.seed}"
+        " --settings {params.settings:q} --out {output.evaluation:q} --summary {output.metrics:q}"
+        " --device {params.device} --threads {threads} > {log:q} 2>&1"

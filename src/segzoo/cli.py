@@ -131,100 +131,90 @@ def _page(args: argparse.Namespace) -> None:
     print(f"report page: {out.resolve()}")
 
 
-def _zoo(args: argparse.Namespace) -> None:
+def _zoo_start(args: argparse.Namespace) -> None:
     from segzoo.io import new_files
     from segzoo.train.checkpoint import paths
 
-    settings = _json_settings(args.settings, "weightgen", "train")
-    with new_files(*paths(args.out)):  # refused before training if present; removed if the run fails
+    settings = _json_settings(args.settings, "zoo", "init")
+    with new_files(*paths(args.out)):
         device = _claim_device(args.device)
-        from segzoo.weightgen.zoo import train_zoo_run
+        from segzoo.weightgen.zoo import start_index, train_start
 
-        meta = train_zoo_run(args.data, args.splits, args.task, args.lr, args.seed,
-                             {**settings["weightgen"], "train": settings["train"]}, args.out, device, args.threads,
-                             args.data_seed)
-    dice = {r: round(v[-1], 3) for r, v in meta["checkpoints"].items() if r.startswith("dice_")}
-    print(f"zoo run {args.out.name}: {len(meta['checkpoints']['step'])} checkpoints, final {dice}")
+        meta = train_start(args.data, args.splits, settings["init"], start_index(args.start), settings["zoo"], args.out,
+                           device, args.threads, args.data_seed)
+    print(f"zoo start {meta['start']} ({meta['init']}, {meta['steps']} steps): val Dice "
+          + ", ".join(f"{r} {d:.3f}" for r, d in zip(meta["regions"], meta["val_dice"])))
+
+
+def _zoo(args: argparse.Namespace) -> None:
+    settings = _json_settings(args.settings, "zoo")
+    device = _claim_device(args.device)
+    from segzoo.weightgen.zoo import train_zoo_job
+
+    runs = train_zoo_job(args.data, args.splits, args.task, args.lr, args.seeds, args.start, settings["zoo"], args.out,
+                         device, args.threads, args.data_seed)
+    for meta in runs:
+        dice = {k.removeprefix("dice_"): round(v[-1], 3) for k, v in meta["checkpoints"].items()
+                if k.startswith("dice_")}
+        print(f"zoo run {meta['task']} lr {meta['lr']} seed {meta['seed']} from {meta['start']}: "
+              f"{len(meta['checkpoints']['step'])} checkpoints, final val Dice {dice}")
 
 
 def _zoo_index(args: argparse.Namespace) -> None:
     from segzoo.weightgen.zoo import write_index
 
-    summary = write_index(args.runs, args.index, args.summary, args.max_abs_weight)
+    settings = _json_settings(args.settings, "heldout_seeds", "parents", "max_abs_weight")
+    summary = write_index(args.jobs, args.index, args.summary, settings["max_abs_weight"], settings["heldout_seeds"],
+                          settings["parents"])
     print(f"zoo index {args.index}: {summary['checkpoints']} checkpoints from {summary['runs_kept']} runs "
-          f"({summary['runs_dropped']} dropped)")
+          f"{summary['runs_per_role']} ({summary['runs_dropped']} dropped)")
 
 
 def _gpt_train(args: argparse.Namespace) -> None:
     from segzoo.io import new_files
     from segzoo.train.checkpoint import paths
 
-    options = _json_settings(args.settings, "gpt", "tasks", "heldout_seeds")
+    options = _json_settings(args.settings, "gpt")
     with new_files(*paths(args.out), args.out.with_name(args.out.name + "_loss.csv")):
         device = _claim_device(args.device)
-        from segzoo.weightgen.gpt_train import load_zoo, train_gpt
+        from segzoo.weightgen.gpt_train import train_gpt
+        from segzoo.weightgen.zoo import load_zoo
 
-        zoo = load_zoo(args.index, args.runs_dir, options["heldout_seeds"], only="train")
-        meta = train_gpt(zoo, options["tasks"], options["gpt"], args.seed, args.out, device, args.threads)
+        meta = train_gpt(load_zoo(args.index, roles=("train",)), options["gpt"], args.seed, args.out, device,
+                         args.threads)
     print(f"G.pt ({meta['parameters']} parameters) trained on {meta['train_checkpoints']} checkpoints of "
           f"{len(meta['train_runs'])} runs in {meta['seconds']:.1f} s; final loss {meta['final_loss']:.4f}")
 
 
 def _gpt_sample(args: argparse.Namespace) -> None:
-    from segzoo.io import new_files, write_text
-    from segzoo.train.checkpoint import paths, save_checkpoint
+    from segzoo.io import new_files
+    from segzoo.train.checkpoint import paths
 
-    options = _json_settings(args.settings, "sample", "heldout_seeds")
-    table_path = args.out.with_name(args.out.name + ".csv")
-    with new_files(*paths(args.out), table_path):
+    options = _json_settings(args.settings, "sample")
+    with new_files(*paths(args.out), args.out.with_name(args.out.name + ".csv")):
         device = _claim_device(args.device)
-        from segzoo.weightgen.gpt_train import load_gpt, load_zoo
-        from segzoo.weightgen.sample import evaluation_prompts, sample_prompts, single_prompt_seconds
-        from segzoo.weightgen.zoo import make_scorer
+        from segzoo.weightgen.gpt_train import load_gpt
+        from segzoo.weightgen.sample import write_samples
+        from segzoo.weightgen.zoo import load_zoo
 
-        model, meta = load_gpt(args.gpt, device)
-        zoo = load_zoo(args.index, args.runs_dir, options["heldout_seeds"])
-        prompts = evaluation_prompts(zoo, meta["tasks"], options["sample"]["prompts"])
-        if prompts.empty:
-            raise SegzooError(f"{args.index}: no held-out run has a task G.pt was trained on; nothing to sample")
-        scorer = make_scorer(args.data, args.splits, options, args.data_seed, device)
-        steps = options["sample"]["ddim_steps"]
-        params, table = sample_prompts(model, meta, zoo, prompts, steps, options["sample"]["recursions"], args.seed,
-                                       scorer)
-        single = single_prompt_seconds(model, meta, zoo, steps, args.seed)
-        save_checkpoint(args.out, {"params": params}, {"single_network_seconds": single, "ddim_steps": steps,
-                                                       "networks": len(params)})
-        write_text(table_path, table.to_csv(index=False, float_format="%.6g"))
-    print(f"sampled {len(params)} networks with {steps} DDIM steps ({single:.2f} s for one network alone)")
+        meta = write_samples(load_gpt(args.gpt, device), load_zoo(args.index), options["sample"], args.seed, args.out)
+    print(f"sampled {meta['networks']} networks with {meta['ddim_steps']} DDIM steps "
+          f"({meta['single_network_seconds']:.2f} s for one network alone)")
 
 
 def _gpt_evaluate(args: argparse.Namespace) -> None:
-    import pandas as pd
+    from segzoo.io import new_files
 
-    from segzoo.io import new_files, write_json
-    from segzoo.train.checkpoint import load_checkpoint
-
-    options = _json_settings(args.settings, "audit", "heldout_seeds")
+    settings = _json_settings(args.settings, "zoo", "test_patches", "audit")
     with new_files(args.out, *([args.summary] if args.summary else [])):
         device = _claim_device(args.device)
-        from segzoo.weightgen.evaluate import write_evaluation
-        from segzoo.weightgen.gpt_train import load_zoo
-        from segzoo.weightgen.zoo import make_scorer
+        from segzoo.weightgen.evaluate import evaluate_samples
 
-        _, gpt_meta = load_checkpoint(args.gpt)
-        tensors, sample_meta = load_checkpoint(args.samples)
-        table = args.samples.with_name(args.samples.name + ".csv")
-        if not table.is_file():
-            raise SegzooError(f"{table}: missing (written by `segzoo gpt-sample` beside the samples)")
-        zoo = load_zoo(args.index, args.runs_dir, options["heldout_seeds"])
-        scorer = make_scorer(args.data, args.splits, options, args.data_seed, device)
-        summary = write_evaluation(zoo, gpt_meta, tensors["params"], pd.read_csv(table),
-                                   sample_meta["single_network_seconds"], scorer, options["audit"]["neighbours"],
-                                   args.seed, args.out)
-        if args.summary:  # the numbers without timings, so that reruns give the same file
-            write_json(args.summary, {k: v for k, v in summary.items() if "seconds" not in k})
-    print(f"one-shot task Dice {summary['oneshot_dice_mean']:.3f} vs best training checkpoint "
-          f"{summary['best_zoo_dice_mean']:.3f}; R² {summary['alignment_r2']}; written to {args.out}")
+        summary = evaluate_samples(args.gpt, args.samples, args.index, args.data, args.splits, settings,
+                                   args.data_seed, args.seed, device, args.threads, args.out, args.summary)
+    for c in summary["criteria"]:
+        print(f"{'PASS' if c['passed'] else 'FAIL'}  {c['criterion']} [{c['task']}]: {c['detail']}")
+    print(f"written to {args.out}")
 
 
 def _dvc_sync(args: argparse.Namespace) -> None:
@@ -354,53 +344,59 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _weightgen_verbs(verbs) -> None:
-    settings_help = "JSON: the config's weightgen section (zoo: {\"weightgen\": ..., \"train\": ...})"
+    settings_help = "JSON: the weightgen settings the verb reads (the rules pass them)"
 
     def common(p, data=True):
         if data:
             p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
             p.add_argument("--splits", type=Path, required=True)
-            p.add_argument("--data-seed", type=int, required=True, help="the config seed (validation batch)")
+            p.add_argument("--data-seed", type=int, required=True, help="the config seed (inits, scoring batches)")
         p.add_argument("--settings", required=True, help=settings_help)
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
 
-    def zoo_inputs(p):
-        p.add_argument("--index", type=Path, required=True, help="the zoo's index.csv")
-        p.add_argument("--runs-dir", type=Path, required=True, help="folder of the zoo's run files")
-        p.add_argument("--seed", type=int, required=True)
+    p = verbs.add_parser("zoo-start", help="write a zoo start: a parent trained on every region (spawn) or an init")
+    common(p)
+    p.add_argument("--start", required=True, help="parent<k> (spawn) or init<k> (shared)")
+    p.add_argument("--out", type=Path, required=True, help="output stem: <out>.safetensors and <out>.json")
+    p.set_defaults(run=_zoo_start)
 
-    p = verbs.add_parser("zoo", help="train one zoo run, keeping its init and ~200 checkpoints with metrics")
+    p = verbs.add_parser("zoo", help="train zoo runs (one per seed), keeping each one's start and checkpoints")
     common(p)
     p.add_argument("--task", required=True, help="a region name (single-task) or 'all'")
     p.add_argument("--lr", type=_positive, required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--out", type=Path, required=True, help="output stem: <out>.safetensors and <out>.json")
+    p.add_argument("--seeds", type=int, nargs="+", required=True, help="one run per seed (data order, snapshots)")
+    p.add_argument("--start", type=Path, help="start file (zoo-start); without it each seed starts at its own init")
+    p.add_argument("--out", type=Path, required=True, help="folder to create: seed<s>.safetensors|json per run")
     p.set_defaults(run=_zoo)
 
-    p = verbs.add_parser("zoo-index", help="one table row per checkpoint; drop runs with NaN or huge weights")
-    p.add_argument("runs", type=Path, nargs="+", help="zoo run files (.safetensors)")
+    p = verbs.add_parser("zoo-index", help="one table row per checkpoint; roles; drop runs with NaN or huge weights")
+    p.add_argument("jobs", type=Path, nargs="+", help="zoo job folders")
+    p.add_argument("--settings", required=True, help='JSON {"heldout_seeds": [..], "parents": N, "max_abs_weight": x}')
     p.add_argument("--index", type=Path, required=True, help="CSV to write")
     p.add_argument("--summary", type=Path, required=True, help="JSON to write (kept and dropped runs)")
-    p.add_argument("--max-abs-weight", type=_positive, default=100.0)
     p.set_defaults(run=_zoo_index)
 
     p = verbs.add_parser("gpt-train", help="train G.pt, a diffusion transformer over the zoo's checkpoints")
     common(p, data=False)
-    zoo_inputs(p)
+    p.add_argument("--index", type=Path, required=True, help="the zoo's index.csv (run files beside it)")
+    p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out", type=Path, required=True, help="output stem")
     p.set_defaults(run=_gpt_train)
 
-    p = verbs.add_parser("gpt-sample", help="one-shot networks from G.pt for the held-out runs' inits (DDIM)")
-    common(p)
-    zoo_inputs(p)
+    p = verbs.add_parser("gpt-sample", help="one-shot networks from G.pt for the evaluation prompts (DDIM)")
+    common(p, data=False)
+    p.add_argument("--index", type=Path, required=True, help="the zoo's index.csv (run files beside it)")
+    p.add_argument("--seed", type=int, required=True)
     p.add_argument("--gpt", type=Path, required=True, help="G.pt stem from gpt-train")
     p.add_argument("--out", type=Path, required=True, help="output stem: .safetensors, .json and .csv")
     p.set_defaults(run=_gpt_sample)
 
-    p = verbs.add_parser("gpt-evaluate", help="alignment, one-shot vs Adam, memorisation audit, unification")
+    p = verbs.add_parser("gpt-evaluate",
+                         help="one-shot vs checkpoints and memorisers, alignment, unification, criteria")
     common(p)
-    zoo_inputs(p)
+    p.add_argument("--index", type=Path, required=True, help="the zoo's index.csv (run files beside it)")
+    p.add_argument("--seed", type=int, required=True)
     p.add_argument("--gpt", type=Path, required=True)
     p.add_argument("--samples", type=Path, required=True, help="stem from gpt-sample")
     p.add_argument("--out", type=Path, required=True, help="folder to create")

@@ -1,18 +1,26 @@
-"""``segzoo gpt-evaluate``: how good are G.pt's one-shot networks, and how much do they memorise?
+"""``segzoo gpt-evaluate``: does a one-shot G.pt network work, and is it more than a memoriser?
 
-Every number is measured on the zoo's fixed validation batch (the metric G.pt was conditioned on)
-and stands next to its memorisation audit: the L2 distance of the network to the nearest training
-checkpoint, and the Dice of three baselines built from that neighbourhood (the nearest checkpoint
-itself, the average of the k nearest, the nearest plus Gaussian noise of the same norm as the
-distance). "Task Dice" is the mean Dice over the regions a task trains.
+Prompts and every selection (best checkpoint, merge coefficients) use the zoo's *validation* batch;
+every number reported is measured on the *test* batch (patches of the test cases), and the headline
+networks also on the whole test volumes. Tables written to the evaluation folder:
 
-Tables (CSV): ``samples.csv`` (every generated network), ``alignment.csv`` (R² of achieved vs
-prompted Dice per task and region), ``oneshot.csv`` (one-shot vs best training checkpoint vs Adam
-from the same init), ``adam_curves.csv``, ``unification.csv``; ``summary.json`` holds the headlines.
+- ``samples.csv``     every generated network: prompt, test (and val) Dice, the memorisation audit
+- ``alignment.csv``   per held-out run and trained region: R² as G.pt defines it (1 − SSE / variance of
+                      the prompts), Pearson r, the same R² for the lookup memoriser; a pooled row per task
+- ``oneshot.csv``     per held-out run: one-shot vs best checkpoint (chosen on val) vs the run's own final
+                      vs a uniform soup of the task's finals, with every memoriser and the novelty ratio
+- ``finetune.csv``    Adam from the one-shot network vs from the start, and steps (time) to match
+- ``unification.csv`` every region prompted at once vs merges of single-task finals vs multi-task training
+- ``stress.csv``      one-shot networks for a held-out parent G.pt never saw
+- ``criteria.csv``    the pass/fail criteria (segzoo.weightgen.criteria)
+
+A region is *learned* when some training checkpoint reaches validation Dice 0.3 on it; regions that
+are not learned are reported but left out of the headline numbers and the criteria.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,204 +28,291 @@ import pandas as pd
 import torch
 
 from segzoo.io import output_dir, write_json
-from segzoo.weightgen.zoo import ALL, task_regions
+from segzoo.weightgen import criteria, figures, merge
+from segzoo.weightgen.audit import Audit
+from segzoo.weightgen.finetune import STEPS, adam_curve, first_step_reaching
+from segzoo.weightgen.gpt_train import TrainedGPT
+from segzoo.weightgen.sample import lookup
+from segzoo.weightgen.scoring import Scorer
+from segzoo.weightgen.zoo import ALL, Zoo, task_regions
+
+LEARNED = 0.3  # best validation Dice a region needs in the zoo to count as learned
 
 
 def r_squared(achieved: np.ndarray, prompted: np.ndarray) -> float:
-    """Coefficient of determination of ``achieved`` by the identity ``achieved = prompted``."""
-    residual = np.sum((achieved - prompted) ** 2)
-    total = np.sum((achieved - achieved.mean()) ** 2)
-    return float(1 - residual / total) if total > 0 else float("nan")
+    """G.pt's prompt alignment: 1 − Σ(achieved − prompted)² / Σ(prompted − mean prompt)²."""
+    total = np.sum((prompted - prompted.mean()) ** 2)
+    return float(1 - np.sum((achieved - prompted) ** 2) / total) if total > 0 else float("nan")
 
 
-class Neighbours:
-    """Nearest training checkpoints of a parameter vector (L2), run by run to bound memory."""
-
-    def __init__(self, zoo, runs: list[str]):
-        self.zoo, self.runs = zoo, runs
-
-    def distances(self, vector: torch.Tensor) -> tuple[np.ndarray, list[tuple[str, int]]]:
-        d, keys = [], []
-        for run in self.runs:
-            d.append(torch.cdist(vector[None], self.zoo.params[run])[0].numpy())
-            keys += [(run, i) for i in range(len(self.zoo.params[run]))]
-        return np.concatenate(d), keys
-
-    def nearest(self, vector: torch.Tensor, k: int) -> tuple[list[float], list[tuple[str, int]]]:
-        d, keys = self.distances(vector)
-        order = np.argsort(d, kind="stable")[:k]
-        return [float(d[i]) for i in order], [keys[i] for i in order]
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 and a.std() > 0 and b.std() > 0 else float("nan")
 
 
-def task_dice(dice: np.ndarray, task: str, regions: list[str]) -> float:
-    return float(np.mean([dice[r] for r in task_regions(task, regions)]))
+def learned_regions(zoo: Zoo) -> list[str]:
+    best = np.max(np.concatenate([r.dice for r in zoo.select("train")]), axis=0)
+    return [name for name, value in zip(zoo.regions, best) if value >= LEARNED]
 
 
-def score_samples(zoo, train_runs: list[str], params: torch.Tensor, samples: pd.DataFrame, scorer, k: int,
-                  seed: int) -> pd.DataFrame:
-    """Achieved Dice per region, distances and the three baselines for every generated network."""
-    regions = zoo.regions
-    neighbours = Neighbours(zoo, train_runs)
-    generator = torch.Generator().manual_seed(seed)
-    rows = []
-    for vector, (_, sample) in zip(params, samples.iterrows()):
-        achieved = np.asarray(scorer(vector))
-        dists, keys = neighbours.nearest(vector, k)
-        nearest = zoo.params[keys[0][0]][keys[0][1]]
-        average = torch.stack([zoo.params[r][i] for r, i in keys]).mean(0)
-        noise = torch.randn(vector.shape, generator=generator)
-        noisy = nearest + noise / noise.norm() * dists[0]
-        nearest_dice = zoo.dice(keys[0][0])[keys[0][1]]
-        task = sample["task"]
-        prompted = np.array([sample[f"prompt_{n}"] for n in regions])
-        rows.append({**sample.to_dict(), **{f"dice_{n}": float(v) for n, v in zip(regions, achieved)},
-                     "task_prompt": task_dice(prompted, task, regions), "task_dice": task_dice(achieved, task, regions),
-                     "d_nearest": dists[0], "d_nearest_relative": dists[0] / float(nearest.norm()),
-                     "nearest_run": keys[0][0], "nearest_index": keys[0][1],
-                     "nearest_task_dice": task_dice(nearest_dice, task, regions),
-                     f"average{k}_task_dice": task_dice(np.asarray(scorer(average)), task, regions),
-                     "noisy_task_dice": task_dice(np.asarray(scorer(noisy)), task, regions)})
-    return pd.DataFrame(rows)
+def headline_tasks(zoo: Zoo) -> list[str]:
+    """Single tasks on a learned region that have held-out runs: the tasks the criteria judge."""
+    learned = learned_regions(zoo)
+    return [t for t in zoo.tasks if t != ALL and t in learned and zoo.select("heldout", t)]
 
 
-def alignment(scored: pd.DataFrame, regions: list[str]) -> pd.DataFrame:
-    """R² of achieved vs prompted Dice for each task's trained regions (first-round ``align`` prompts)."""
-    rows = []
-    align = scored[(scored["kind"] == "align") & (scored["round"] == 1)]
-    for task, group in align.groupby("task"):
-        for r in task_regions(task, regions):
-            name = regions[r]
-            a, p = group[f"dice_{name}"].to_numpy(), group[f"prompt_{name}"].to_numpy()
-            rows.append({"task": task, "region": name, "n": len(a), "r2": r_squared(a, p),
-                         "pearson_r": float(np.corrcoef(a, p)[0, 1]) if a.std() > 0 and p.std() > 0 else np.nan,
-                         "mean_abs_error": float(np.abs(a - p).mean())})
-    return pd.DataFrame(rows)
+def best_checkpoint(zoo: Zoo, task: str) -> tuple[str, int]:
+    """The training checkpoint of ``task`` with the best validation task Dice."""
+    return max(((r.name, i) for r in zoo.select("train", task) for i in range(len(r.params))),
+               key=lambda key: zoo.task_dice(zoo.runs[key[0]].dice[key[1]], task))
 
 
-def adam_curves(zoo) -> pd.DataFrame:
-    """Held-out runs' own trajectories: Adam from the very init G.pt starts from."""
-    rows = []
-    for run in zoo.heldout_runs:
-        task = zoo.meta[run]["task"]
-        steps = zoo.meta[run]["checkpoints"]["step"]
-        for step, dice in zip(steps, zoo.dice(run)):
-            rows.append({"run": run, "task": task, "step": step, "task_dice": task_dice(dice, task, zoo.regions)})
-    return pd.DataFrame(rows)
+class Evaluation:
+    """G.pt's samples scored with their audit (``samples``); one method per table of the evaluation."""
+
+    def __init__(self, zoo: Zoo, gpt: TrainedGPT, params: torch.Tensor, prompts: pd.DataFrame, sample_seconds: float,
+                 scorer: Scorer, settings: dict, seed: int, threads: int = 1):
+        self.zoo, self.gpt, self.scorer, self.settings, self.threads = zoo, gpt, scorer, settings, threads
+        self.params, self.prompts, self.sample_seconds = params, prompts.reset_index(drop=True), sample_seconds
+        self.audit = Audit(zoo, gpt.scale, scorer, settings["audit"]["neighbours"], seed)
+        self.learned = learned_regions(zoo)
+        self.samples = self._score_samples()
+
+    def _task_dice(self, dice, task: str) -> float:
+        return float(self.zoo.task_dice(np.asarray(dice), task))
+
+    def _score_samples(self) -> pd.DataFrame:
+        rows, regions = [], self.zoo.regions
+        for k, prompt in self.prompts.iterrows():
+            vector, task = self.params[k], prompt["task"]
+            target = prompt[[f"prompt_{n}" for n in regions]].to_numpy(float)
+            masks = self.scorer.masks(vector)
+            test, val = self.scorer.dice(vector, masks=masks), self.scorer.dice(vector, "val")
+            key = lookup(self.zoo, task, target)
+            rows.append({**prompt.to_dict(), **{f"dice_{n}": v for n, v in zip(regions, test)},
+                         **{f"val_dice_{n}": v for n, v in zip(regions, val)},
+                         **{f"lookup_dice_{n}": v for n, v in zip(regions, self.audit.test_dice(key))},
+                         "task_prompt": self._task_dice(target, task), "task_dice": self._task_dice(test, task),
+                         "task_dice_val": self._task_dice(val, task),
+                         **self.audit.row(vector, task, key, masks, full=prompt["kind"] != "align")})
+        return pd.DataFrame(rows)
+
+    def alignment(self) -> pd.DataFrame:
+        align = self.samples[self.samples["kind"] == "align"]
+        rows = []
+        for task, of_task in align.groupby("task"):
+            for region in [self.zoo.regions[r] for r in task_regions(task, self.zoo.regions)]:
+                groups = [(run, g) for run, g in of_task.groupby("run")] + [("pooled", of_task)]
+                for run, g in groups:
+                    p = g[f"prompt_{region}"].to_numpy()
+                    a, v, m = (g[f"{c}_{region}"].to_numpy() for c in ("dice", "val_dice", "lookup_dice"))
+                    rows.append({"task": task, "region": region, "run": run, "n": len(g),
+                                 "learned": region in self.learned, "r2": r_squared(a, p), "pearson_r": pearson(a, p),
+                                 "mean_abs_error": float(np.abs(a - p).mean()), "r2_val": r_squared(v, p),
+                                 "r2_lookup": r_squared(m, p)})
+        return pd.DataFrame(rows)
+
+    def oneshot(self) -> pd.DataFrame:
+        rows, zoo = [], self.zoo
+        best = self.samples[self.samples["kind"] == "best"]
+        headline_done = set()
+        for _, s in best.iterrows():
+            run, task = zoo.runs[s["run"]], s["task"]
+            best_key = best_checkpoint(zoo, task)
+            finals = [r.params[-1] for r in zoo.select("train", task) if r.start == run.start]
+            final_d = float(self.audit.nearest(run.params[-1])[1][0])
+            row = {"run": run.name, "task": task, "learned": all(zoo.regions[r] in self.learned
+                                                                 for r in task_regions(task, zoo.regions)),
+                   "prompt": s["task_prompt"], "oneshot_dice": s["task_dice"], "oneshot_dice_val": s["task_dice_val"],
+                   "best_checkpoint_dice": self._task_dice(self.audit.test_dice(best_key), task),
+                   "best_checkpoint_dice_val": self._task_dice(zoo.runs[best_key[0]].dice[best_key[1]], task),
+                   "own_final_dice": self._task_dice(self.scorer.dice(run.params[-1]), task),
+                   "soup_dice": self._task_dice(self.scorer.dice(merge.soup(run.start_params, torch.stack(finals))),
+                                                task) if finals else np.nan,
+                   **{c: s[c] for c in ("nearest_dice", "mean_k_dice", "noise_dice", "lookup_dice", "mask_agreement",
+                                        "d_nearest")},
+                   "heldout_final_d_nearest": final_d, "novelty_ratio": s["d_nearest"] / final_d}
+            if task not in headline_done:  # the headline networks: whole test volumes too
+                headline_done.add(task)
+                row["oneshot_volume_dice"] = self._task_dice(self.scorer.volume_dice(self.params[s.name]), task)
+                row["best_checkpoint_volume_dice"] = self._task_dice(
+                    self.scorer.volume_dice(self.audit.checkpoint(best_key)), task)
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def finetune(self, shots: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Curves and a summary row per headline task: Adam from the one-shot network vs from the start."""
+        curves, rows = [], []
+        tasks = headline_tasks(self.zoo)
+        steps = self.settings["steps"]
+        for task in tasks:
+            run = self.zoo.select("heldout", task)[0]
+            k = int(self.samples[(self.samples["kind"] == "best") & (self.samples["run"] == run.name)].index[0])
+            shot = shots[shots["run"] == run.name].iloc[0]
+            target = shot["best_checkpoint_dice"]
+            per_source = {}
+            for source, start, length in (("one-shot", self.params[k], max(STEPS)),
+                                          ("start", run.start_params, steps)):
+                curve = adam_curve(self.scorer, self.zoo, task, run.lr, run.seed, start, length, self.settings,
+                                   self.threads)
+                curves.append(curve.assign(task=task, run=run.name, source=source))
+                per_source[source] = curve
+            match = first_step_reaching(per_source["start"], shot["oneshot_dice"])
+            rows.append({"task": task, "run": run.name, "lr": run.lr, "best_checkpoint_dice": target,
+                         "oneshot_dice": shot["oneshot_dice"], "start_dice": _dice_at(per_source["start"], 0),
+                         **{f"{src}_dice_at_{n}": _dice_at(per_source[src], n) for src in ("one-shot", "start")
+                            for n in STEPS},
+                         "one-shot_steps_to_best": first_step_reaching(per_source["one-shot"], target),
+                         "start_steps_to_best": first_step_reaching(per_source["start"], target),
+                         "start_steps_budget": steps, "start_steps_to_oneshot": match,
+                         "start_seconds_to_oneshot": match * run.seconds_per_step,
+                         "sample_seconds": self.sample_seconds})
+        return pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(), pd.DataFrame(rows)
+
+    def unification(self) -> pd.DataFrame:
+        zoo, regions, rows = self.zoo, self.zoo.regions, []
+        learned = [regions.index(n) for n in self.learned]
+
+        def add(method: str, dice, note: str, volume=None):
+            dice = np.asarray(dice, dtype=float)
+            rows.append({"method": method, **{f"dice_{n}": v for n, v in zip(regions, dice)},
+                         "mean_dice": float(dice[learned].mean()) if learned else np.nan,
+                         "volume_mean_dice": float(np.nanmean(np.asarray(volume)[learned])) if volume is not None
+                         else np.nan, "note": note})
+
+        unify = self.samples[self.samples["kind"] == "unify"]
+        if len(unify):
+            first = self.params[int(unify.index[0])]
+            add(criteria.UNIFIED, unify[[f"dice_{n}" for n in regions]].mean().to_numpy(),
+                f"mean over {len(unify)} one-shot networks (held-out multi-task runs' starts)",
+                self.scorer.volume_dice(first))
+            add("nearest training checkpoint to it", np.mean([self.audit.test_dice((r, i)) for r, i in
+                                                               zip(unify["nearest_run"], unify["nearest_index"])], 0),
+                "memoriser")
+        for name, dice, note in self._merges():
+            add(name, dice, note)
+        multi = zoo.select("train", ALL)
+        if multi:
+            key = best_checkpoint(zoo, ALL)
+            add("best multi-task checkpoint", self.audit.test_dice(key), f"{key[0]} #{key[1]}, chosen on val")
+        held = zoo.select("heldout", ALL)
+        if held:
+            add(criteria.MULTITASK_ADAM, np.mean([self.scorer.dice(r.params[-1]) for r in held], 0),
+                f"finals of the {len(held)} held-out multi-task runs ({self.settings['steps']} Adam steps from "
+                "the start)")
+        return pd.DataFrame(rows)
+
+    def _merges(self) -> list[tuple[str, np.ndarray, str]]:
+        """Soup, task arithmetic and TIES of the single-task finals that share the held-out runs' start
+        (per task the final with the best val task Dice); λ and the kept share chosen on val."""
+        zoo = self.zoo
+        held = zoo.select("heldout")
+        start = held[0].start if held else zoo.select("train")[0].start
+        finals, base = [], None
+        for task in [t for t in zoo.tasks if t != ALL]:
+            runs = [r for r in zoo.select("train", task) if r.start == start]
+            if runs:
+                pick = max(runs, key=lambda r: zoo.task_dice(r.dice[-1], task))
+                finals.append(pick.params[-1])
+                base = pick.start_params
+        if len(finals) < 2:
+            return []
+        finals = torch.stack(finals)
+        learned = [zoo.regions.index(n) for n in self.learned]
+        val = lambda v: float(self.scorer.dice(v, "val")[learned].mean())  # noqa: E731
+        lams = (0.25, 0.5, 0.75, 1.0, 1.25)
+        lam = max(lams, key=lambda x: val(merge.task_arithmetic(base, finals, x)))
+        keep, lam_t = max(((k, x) for k in (0.1, 0.2, 0.5, 1.0) for x in (0.5, 1.0, 1.5, 2.0)),
+                          key=lambda kx: val(merge.ties(base, finals, *kx)))
+        note = f"{len(finals)} single-task finals from {start}"
+        return [("uniform soup", self.scorer.dice(merge.soup(base, finals)), note),
+                (f"task arithmetic (λ={lam})", self.scorer.dice(merge.task_arithmetic(base, finals, lam)), note),
+                (f"TIES (keep {keep:.0%}, λ={lam_t})", self.scorer.dice(merge.ties(base, finals, keep, lam_t)), note)]
+
+    def stress(self) -> pd.DataFrame:
+        rows = []
+        for _, s in self.samples[self.samples["kind"] == "stress"].iterrows():
+            run, task = self.zoo.runs[s["run"]], s["task"]
+            rows.append({"run": run.name, "start": run.start, "task": task, "prompt": s["task_prompt"],
+                         "oneshot_dice": s["task_dice"],
+                         "start_dice": self._task_dice(self.scorer.dice(run.start_params), task),
+                         "own_final_dice": self._task_dice(self.scorer.dice(run.params[-1]), task),
+                         "nearest_dice": s["nearest_dice"], "d_nearest": s["d_nearest"]})
+        return pd.DataFrame(rows)
 
 
-def oneshot(scored: pd.DataFrame, zoo, train_runs: list[str], curves: pd.DataFrame, single_seconds: float,
-            k: int) -> pd.DataFrame:
-    """One row per held-out run and round of its ``best`` prompt."""
-    train = zoo.index[zoo.index["run"].isin(train_runs)]
-    rows = []
-    neighbours = Neighbours(zoo, train_runs)
-    best_runs = scored[scored["kind"] == "best"]
-    final_distance = {run: neighbours.nearest(zoo.params[run][-1], 1)[0][0] for run in best_runs["run"].unique()}
-    for _, s in best_runs.iterrows():
-        run, task = s["run"], s["task"]
-        of_task = train[train["task"] == task]
-        best = max(task_dice(row, task, zoo.regions) for row in
-                   of_task[[f"dice_{n}" for n in zoo.regions]].to_numpy())
-        curve = curves[curves["run"] == run]
-        reached = curve[curve["task_dice"] >= s["task_dice"]]
-        steps = int(reached["step"].iloc[0]) if len(reached) else np.nan
-        adam_seconds = steps * zoo.meta[run]["seconds_per_step"] if len(reached) else np.nan
-        rows.append({"run": run, "task": task, "round": s["round"], "prompt": s["task_prompt"],
-                     "oneshot_dice": s["task_dice"], "best_zoo_dice": best,
-                     "oneshot_minus_best": s["task_dice"] - best,
-                     "init_dice": float(curve["task_dice"].iloc[0]), "adam_final_dice": float(curve["task_dice"].iloc[-1]),
-                     "adam_steps_total": int(curve["step"].iloc[-1]), "adam_steps_to_match": steps,
-                     "adam_seconds_to_match": adam_seconds, "sample_seconds": single_seconds,
-                     "adam_over_sample_time": adam_seconds / single_seconds if len(reached) else np.nan,
-                     "d_nearest": s["d_nearest"], "heldout_final_d_nearest": final_distance[run],
-                     "nearest_task_dice": s["nearest_task_dice"], f"average{k}_task_dice": s[f"average{k}_task_dice"],
-                     "noisy_task_dice": s["noisy_task_dice"]})
-    return pd.DataFrame(rows)
+def headline(tables: dict[str, pd.DataFrame], tasks: list[str]) -> dict:
+    """The headline numbers (test patches), per headline task where they have one."""
+    shots, aligned, unified = tables["oneshot"], tables["alignment"], tables["unification"]
+    per_task = {key: {t: _number(shots.loc[shots["task"] == t, column].mean()) for t in tasks}
+                for key, column in (("oneshot_dice", "oneshot_dice"), ("best_checkpoint_dice", "best_checkpoint_dice"),
+                                    ("noise_dice", "noise_dice"), ("lookup_dice", "lookup_dice"))}
+    pooled = aligned[aligned["run"] == "pooled"] if len(aligned) else aligned
+    per_task["alignment_r2"] = {t: _number(pooled.loc[(pooled["task"] == t) & (pooled["region"] == t), "r2"].iloc[0])
+                                for t in tasks if ((pooled["task"] == t) & (pooled["region"] == t)).any()}
+
+    def best(pattern: str) -> float | None:
+        values = unified.loc[unified["method"].str.fullmatch(pattern), "mean_dice"] if len(unified) else []
+        return _number(max(values)) if len(values) else None
+
+    return {**per_task, "novelty_ratio": _number(shots.loc[shots["task"].isin(tasks), "novelty_ratio"].median()),
+            "unified_mean_dice": best(re.escape(criteria.UNIFIED)),
+            "best_merge_mean_dice": best(f"({criteria.MERGES}).*"),
+            "multitask_adam_mean_dice": best(re.escape(criteria.MULTITASK_ADAM))}
 
 
-def unification(scored: pd.DataFrame, zoo, train_runs: list[str], scorer) -> pd.DataFrame:
-    """G.pt prompted for every region at once vs a soup of single-task bests vs multi-task training."""
-    regions = zoo.regions
-    train = zoo.index[zoo.index["run"].isin(train_runs)]
-    rows = []
-
-    def add(method: str, dice, note: str, d=np.nan):
-        rows.append({"method": method, **{f"dice_{n}": float(v) for n, v in zip(regions, dice)},
-                     "mean_dice": float(np.mean(dice)), "d_nearest": d, "note": note})
-
-    unify = scored[scored["kind"] == "unify"]
-    for round_, group in unify.groupby("round"):
-        add(f"G.pt unify (round {round_})", group[[f"dice_{n}" for n in regions]].mean().to_numpy(),
-            f"mean over {len(group)} held-out inits", float(group["d_nearest"].mean()))
-        add(f"nearest checkpoint (round {round_})", _nearest_dice(group, zoo),
-            "the training checkpoint closest to each G.pt network")
-    for label, runs, pick in (("training", train_runs, "best"), ("held-out", zoo.heldout_runs, "final")):
-        soups = [scorer(torch.stack(vectors).mean(0)) for vectors in _single_task_groups(zoo, runs, pick)]
-        if soups:
-            add(f"soup of single-task {pick}s ({label} inits)", np.mean(soups, axis=0),
-                f"weight average of the {pick} single-task checkpoints that share one init; mean over "
-                f"{len(soups)} inits")
-    multi = train[train["task"] == ALL]
-    if not multi.empty:
-        mean = multi[[f"dice_{n}" for n in regions]].mean(1)
-        add("best multi-task checkpoint", multi.loc[mean.idxmax(), [f"dice_{n}" for n in regions]].to_numpy(float),
-            "Adam on all regions, best checkpoint of the training zoo")
-    for run in zoo.heldout_runs:
-        if zoo.meta[run]["task"] == ALL:
-            add(f"Adam from held-out init ({run})", zoo.dice(run)[-1], "final checkpoint of a held-out multi-task run")
-    return pd.DataFrame(rows)
+def _dice_at(curve: pd.DataFrame, step: int) -> float:
+    found = curve.loc[curve["step"] == step, "task_dice"]
+    return float(found.iloc[0]) if len(found) else np.nan
 
 
-def _nearest_dice(group: pd.DataFrame, zoo) -> np.ndarray:
-    return np.mean([zoo.dice(r)[i] for r, i in zip(group["nearest_run"], group["nearest_index"])], axis=0)
+def _number(value) -> float | None:
+    """A float for JSON, None for NaN."""
+    return None if value is None or np.isnan(value) else float(value)
 
 
-def write_evaluation(zoo, gpt_meta: dict, params: torch.Tensor, samples: pd.DataFrame, single_seconds: float,
-                     scorer, k: int, seed: int, out: Path) -> dict:
-    """Every table, figure and the summary into the folder ``out`` (all or nothing)."""
-    from segzoo.weightgen import figures
-
-    train_runs = gpt_meta["train_runs"]
-    scored = score_samples(zoo, train_runs, params, samples, scorer, k, seed)
-    aligned = alignment(scored, zoo.regions)
-    curves = adam_curves(zoo)
-    shots = oneshot(scored, zoo, train_runs, curves, single_seconds, k)
-    unified = unification(scored, zoo, train_runs, scorer)
-    first = shots[shots["round"] == 1]
-    seen = scored[scored["kind"] == "seen"]
-    summary = {
-        "train_runs": len(train_runs), "heldout_runs": len(zoo.heldout_runs),
-        "train_checkpoints": gpt_meta["train_checkpoints"], "gpt_parameters": gpt_meta["parameters"],
-        "gpt_train_seconds": gpt_meta["seconds"], "sample_seconds_one_network": single_seconds,
-        "alignment_r2": {f"{row.task}/{row.region}": round(row.r2, 4) for row in aligned.itertuples()},
-        "oneshot_dice_mean": float(first["oneshot_dice"].mean()), "best_zoo_dice_mean": float(first["best_zoo_dice"].mean()),
-        "oneshot_below_best": int((first["oneshot_minus_best"] < 0).sum()), "oneshot_rows": len(first),
-        "adam_steps_to_match_median": float(first["adam_steps_to_match"].median()),
-        "adam_never_matched": int(first["adam_steps_to_match"].isna().sum()),
-        "d_nearest_median": float(scored["d_nearest"].median()),
-        "seen_abs_error_mean": float((seen["task_dice"] - seen["task_prompt"]).abs().mean()),
-        "seen_nearest_in_own_run": int((seen["nearest_run"] == seen["run"]).sum()), "seen_rows": len(seen),
-        "seen_d_nearest_median": float(seen["d_nearest"].median()),
-        "heldout_final_d_nearest_median": float(first["heldout_final_d_nearest"].median()),
-    }
+def write_evaluation(evaluation: Evaluation, gpt_meta: dict, loss: pd.DataFrame | None, out: Path) -> dict:
+    """Every table, figure, the criteria and the summary into the new folder ``out`` (all or nothing);
+    ``loss`` is G.pt's loss curve (for its figure)."""
+    shots = evaluation.oneshot()
+    curves, tuned = evaluation.finetune(shots)
+    tables = {"samples": evaluation.samples, "alignment": evaluation.alignment(), "oneshot": shots,
+              "finetune": tuned, "finetune_curves": curves, "unification": evaluation.unification(),
+              "stress": evaluation.stress()}
+    verdicts = criteria.judge(tables, headline_tasks(evaluation.zoo))
+    tables["criteria"] = verdicts
+    zoo = evaluation.zoo
+    summary = {"train_runs": len(zoo.select("train")), "heldout_runs": len(zoo.select("heldout")),
+               "stress_runs": len(zoo.select("stress")), "train_checkpoints": gpt_meta["train_checkpoints"],
+               "gpt_parameters": gpt_meta["parameters"], "gpt_train_seconds": gpt_meta["seconds"],
+               "sample_seconds_one_network": evaluation.sample_seconds, "learned_regions": evaluation.learned,
+               "not_learned_regions": [r for r in zoo.regions if r not in evaluation.learned],
+               **headline(tables, headline_tasks(zoo)),
+               "criteria_passed": int(verdicts["passed"].sum()), "criteria_total": len(verdicts),
+               "criteria": verdicts.replace({np.nan: None}).to_dict(orient="records")}
     with output_dir(out) as tmp:
-        for name, table in (("samples", scored), ("alignment", aligned), ("oneshot", shots), ("adam_curves", curves),
-                            ("unification", unified)):
+        for name, table in tables.items():
             table.to_csv(tmp / f"{name}.csv", index=False, float_format="%.6g")
-        listed = figures.write_all(scored, aligned, shots, curves, unified, zoo.regions, tmp)
-        write_json(tmp / "figures.json", listed)
+        write_json(tmp / "figures.json", figures.write_all(tables, zoo.regions, tmp, loss))
         write_json(tmp / "summary.json", summary)
     return summary
 
 
-def _single_task_groups(zoo, runs: list[str], pick: str) -> list[list[torch.Tensor]]:
-    """Per (seed, lr) group of single-task runs (they share an init): each run's best or final weights."""
-    groups: dict[tuple, list[torch.Tensor]] = {}
-    for run in runs:
-        meta = zoo.meta[run]
-        if meta["task"] == ALL:
-            continue
-        dice = zoo.dice(run)[:, task_regions(meta["task"], zoo.regions)].mean(1)
-        row = int(np.argmax(dice)) if pick == "best" else -1
-        groups.setdefault((meta["seed"], meta["lr"]), []).append(zoo.params[run][row])
-    return [g for g in groups.values() if len(g) > 1]
+def evaluate_samples(gpt_stem: Path, samples_stem: Path, index: Path, pre: Path, splits: Path, settings: dict,
+                     data_seed: int, seed: int, device: str, threads: int, out: Path,
+                     summary_path: Path | None) -> dict:
+    """``segzoo gpt-evaluate``: load everything, evaluate, write the folder (and the summary without timings)."""
+    from segzoo.weightgen.gpt_train import load_gpt
+    from segzoo.weightgen.sample import load_samples
+    from segzoo.weightgen.zoo import load_zoo
+
+    gpt = load_gpt(gpt_stem, device)
+    params, prompts, sample_meta = load_samples(samples_stem)
+    options = {**settings["zoo"], "test_patches": settings["test_patches"], "audit": settings["audit"]}
+    scorer = Scorer(pre, splits, options, data_seed, device)
+    evaluation = Evaluation(load_zoo(index), gpt, params, prompts, sample_meta["single_network_seconds"], scorer,
+                            options, seed, threads)
+    loss_csv = Path(f"{gpt_stem}_loss.csv")
+    summary = write_evaluation(evaluation, gpt.meta, pd.read_csv(loss_csv) if loss_csv.is_file() else None, out)
+    if summary_path:  # the numbers without timings, so that reruns give the same file
+        write_json(summary_path, {k: v for k, v in summary.items() if "seconds" not in k})
+    return summary

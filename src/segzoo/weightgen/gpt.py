@@ -2,18 +2,21 @@
 
 Shapes: B batch, P parameters, T tokens, C chunk size, D width, R regions (metric slots).
 
-A parameter vector [B, P] is cut per layer into chunks of C values (a layer's last chunk is
-zero-padded), giving tokens [B, T, C]; every token position has its own linear encoder (C → D) and
-decoder (D → C). The sequence is
+Everything lives in the normalised change space of :class:`segzoo.weightgen.params.LayerScale`:
+``x = (θ − θ_start) / σ_layer``, where θ_start is the run's start (its parent, or its random init).
+A vector [B, P] is cut per layer into chunks of C values (a layer's last chunk is zero-padded), giving
+tokens [B, T, C]; every token position has its own linear encoder (C → D) and decoder (D → C). The
+sequence is
 
-    T noised future-parameter tokens | T starting-parameter tokens | diffusion step | task |
-    R starting metrics | R target metrics
+    T noised target tokens | T starting-checkpoint tokens (+ the start's own weights) | diffusion step |
+    task | R starting metrics | R target metrics
 
-with a learned position embedding, through a transformer encoder (no causal mask). The first T
-outputs are decoded and added to the starting parameters: the model predicts the clean future
-parameters (DDPM with prediction type "sample"), and with its zero-initialised decoders it starts
-as the identity on the starting parameters. Everything here lives in the normalised parameter
-space (parameters divided by one global scale, see ``gpt_train``).
+with a learned position embedding, through a transformer encoder (no causal mask). The starting
+checkpoint's token t also carries an encoding of the start θ_start's chunk t (its weights divided by
+a per-layer scale), so G.pt knows which start the change applies to. The first T outputs are decoded
+and added to the starting checkpoint's x: the model predicts the clean target (DDPM with prediction
+type "sample"); with its zero-initialised decoders it starts as the identity on the starting
+checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +24,19 @@ from __future__ import annotations
 import math
 
 import torch
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
+
+
+def noise_schedule(diffusion_steps: int, ddim_steps: int | None = None) -> DDPMScheduler | DDIMScheduler:
+    """The DDPM schedule G.pt trains with, or (``ddim_steps``) the DDIM sampler over the same schedule."""
+    kwargs = {"num_train_timesteps": diffusion_steps, "schedule": "linear_beta", "prediction_type": "sample",
+              "clip_sample": False}
+    if ddim_steps is None:
+        return DDPMScheduler(**kwargs)
+    sampler = DDIMScheduler(**kwargs)
+    sampler.set_timesteps(ddim_steps)
+    return sampler
 
 
 class Tokenizer:
@@ -80,8 +95,9 @@ class ScalarEmbedding(nn.Module):
 
 
 class GPT(nn.Module):
-    """Denoiser ``forward(noised [B, P], start [B, P], t [B], task [B], start_metrics [B, R],
-    target_metrics [B, R]) → predicted clean future parameters [B, P]``."""
+    """Denoiser ``forward(noised [B, P], start [B, P], origin [B, P], t [B], task [B], start_metrics [B, R],
+    target_metrics [B, R]) → predicted clean target [B, P]`` (``noised``, ``start`` and the result are
+    normalised changes; ``origin`` is the run's start θ_start divided by its per-layer scale)."""
 
     def __init__(self, layer_sizes: list[int], regions: int, tasks: int, chunk: int, width: int, layers: int,
                  heads: int, diffusion_steps: int):
@@ -91,6 +107,7 @@ class GPT(nn.Module):
         self.diffusion_steps = diffusion_steps
         self.encode_noised = PerTokenLinear(t, chunk, width)
         self.encode_start = PerTokenLinear(t, chunk, width)
+        self.encode_origin = PerTokenLinear(t, chunk, width)
         self.decode = PerTokenLinear(t, width, chunk, zero=True)
         self.step_embedding = ScalarEmbedding(1, width)
         self.metric_embedding = ScalarEmbedding(2 * regions, width)
@@ -101,13 +118,21 @@ class GPT(nn.Module):
         self.transformer = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
 
-    def forward(self, noised: torch.Tensor, start: torch.Tensor, t: torch.Tensor, task: torch.Tensor,
-                start_metrics: torch.Tensor, target_metrics: torch.Tensor) -> torch.Tensor:
+    @classmethod
+    def from_options(cls, layout: list[list], regions: int, tasks: int, options: dict) -> GPT:
+        """The G.pt the config's ``weightgen.gpt`` section describes, for a zoo network of ``layout``."""
+        from segzoo.weightgen.params import layer_sizes
+
+        return cls(layer_sizes(layout), regions, tasks, options["chunk"], options["width"], options["layers"],
+                   options["heads"], options["diffusion_steps"])
+
+    def forward(self, noised: torch.Tensor, start: torch.Tensor, origin: torch.Tensor, t: torch.Tensor,
+                task: torch.Tensor, start_metrics: torch.Tensor, target_metrics: torch.Tensor) -> torch.Tensor:
         tok = self.tokenizer
         n = tok.tokens
         sequence = torch.cat([
             self.encode_noised(tok.tokens_of(noised)),                                    # [B, T, D]
-            self.encode_start(tok.tokens_of(start)),                                      # [B, T, D]
+            self.encode_start(tok.tokens_of(start)) + self.encode_origin(tok.tokens_of(origin)),  # [B, T, D]
             self.step_embedding(t[:, None].float() / self.diffusion_steps, 1000.0),       # [B, 1, D]
             self.task_embedding(task)[:, None],                                           # [B, 1, D]
             self.metric_embedding(torch.cat([start_metrics, target_metrics], 1), 100.0),  # [B, 2R, D]

@@ -1,11 +1,13 @@
-"""``segzoo gpt-train``: fit G.pt on the zoo's training runs (held-out seeds are never loaded).
+"""``segzoo gpt-train``: fit G.pt on the zoo's training runs (held-out and stress runs are never loaded).
 
 A training example is a pair from one run: a starting checkpoint i and a later (or the same)
-checkpoint j >= i; the model sees j's parameters noised to a random diffusion step, i's parameters,
-i's and j's validation Dice per region and the run's task, and learns to return j's parameters
-(MONAI ``DDPMScheduler``, prediction type "sample", MSE). A share of the pairs start at the random
-init, the situation one-shot generation is used in. Parameters are divided by one global scale, the
-standard deviation of every parameter of every training checkpoint. Example k is drawn from
+checkpoint j >= i, both as normalised changes from the run's start, ``x = (θ − θ_start) / σ_layer``
+(σ fitted on the training runs' changes). The model sees x_j noised to a random diffusion step, x_i,
+the start's own weights, i's and j's validation Dice per region and the run's task, and learns to
+return x_j (MONAI ``DDPMScheduler``, prediction type "sample", MSE). A share of the pairs start at the
+start itself (i = 0), the situation one-shot generation is used in. An exponential moving average of
+G.pt's weights (``torch.optim.swa_utils``) is what gets saved and sampled. On CUDA the forward pass runs
+under bfloat16 autocast (``gpt.bf16``). Example k is drawn from
 ``(seed, k)``, so a run is reproducible on the CPU.
 """
 
@@ -18,121 +20,98 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from monai.networks.schedulers import DDPMScheduler
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from segzoo.errors import SegzooError
 from segzoo.io import write_text
 from segzoo.train.checkpoint import load_checkpoint, save_checkpoint
 from segzoo.train.loop import make_deterministic
-from segzoo.weightgen.gpt import GPT
-from segzoo.weightgen.zoo import load_run
+from segzoo.weightgen.gpt import GPT, noise_schedule
+from segzoo.weightgen.params import LayerScale
+from segzoo.weightgen.zoo import Zoo, ZooRun
 
 
 @dataclass
-class Zoo:
-    """The kept runs of a zoo, split into training and held-out runs by seed."""
+class TrainedGPT:
+    """A trained G.pt with what its inputs and outputs mean."""
 
-    index: pd.DataFrame          # one row per checkpoint (index.csv)
-    params: dict[str, torch.Tensor]  # run → [n_checkpoints, P]
-    meta: dict[str, dict]        # run → sidecar
+    model: GPT
+    scale: LayerScale         # of the weight changes: x = (θ − θ_start) / σ
+    origin_scale: LayerScale  # of the starts' own weights (the origin tokens)
+    tasks: list[str]
     regions: list[str]
-    heldout_seeds: list[int]
+    meta: dict
 
-    @property
-    def train_runs(self) -> list[str]:
-        return sorted(r for r, m in self.meta.items() if m["seed"] not in self.heldout_seeds)
+    def origin(self, start_params: torch.Tensor) -> torch.Tensor:
+        """θ_start [B, P] → the origin tokens' input [B, P] (float32)."""
+        return (start_params.double() / self.origin_scale.per_parameter).float()
 
-    @property
-    def heldout_runs(self) -> list[str]:
-        return sorted(r for r, m in self.meta.items() if m["seed"] in self.heldout_seeds)
-
-    def dice(self, run: str) -> np.ndarray:
-        """[n_checkpoints, R] validation Dice of one run's checkpoints (from its sidecar, as the index has it)."""
-        checkpoints = self.meta[run]["checkpoints"]
-        return np.array([checkpoints[f"dice_{r}"] for r in self.regions], dtype=np.float32).T
+    def task_ids(self, tasks: list[str]) -> torch.Tensor:
+        return torch.tensor([self.tasks.index(t) for t in tasks])
 
 
-def load_zoo(index_csv: Path, runs_dir: Path, heldout_seeds: list[int], only: str | None = None) -> Zoo:
-    """Read the index and the run files it names; ``only="train"`` skips the held-out runs' weights."""
-    if not Path(index_csv).is_file():
-        raise SegzooError(f"{index_csv}: missing (run `segzoo zoo-index` first)")
-    index = pd.read_csv(index_csv)
-    params, meta = {}, {}
-    for run, seed in index.groupby("run")["seed"].first().items():
-        if only == "train" and seed in heldout_seeds:
-            continue
-        params[run], meta[run] = load_run(Path(runs_dir) / f"{run}.safetensors")
-    regions = next(iter(meta.values()))["regions"]
-    zoo = Zoo(index, params, meta, regions, list(heldout_seeds))
-    if only != "heldout" and not zoo.train_runs:
-        raise SegzooError(f"{index_csv}: every run has a held-out seed {heldout_seeds}; none is left to train on")
-    return zoo
+def _starts(runs: list[ZooRun]) -> list[torch.Tensor]:
+    """Each distinct start once (a parent, a shared init, or every per_seed init)."""
+    return list({run.start: run.start_params for run in runs}.values())
 
 
-def scheduler(diffusion_steps: int) -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=diffusion_steps, schedule="linear_beta", prediction_type="sample",
-                         clip_sample=False)
-
-
-def layer_sizes(layout: list[list]) -> list[int]:
-    return [int(np.prod(shape)) for _, shape in layout]
-
-
-def train_gpt(zoo: Zoo, tasks: list[str], options: dict, seed: int, out: Path, device: str = "cpu",
-              threads: int = 1) -> dict:
-    """Fit G.pt; write ``<out>.safetensors|json`` and ``<out>_loss.csv``; return the sidecar."""
+def train_gpt(zoo: Zoo, options: dict, seed: int, out: Path, device: str = "cpu", threads: int = 1) -> dict:
+    """Fit G.pt; write ``<out>.safetensors|json`` (EMA weights) and ``<out>_loss.csv``; return the sidecar."""
     make_deterministic(seed, threads)
-    runs = zoo.train_runs
-    layout = zoo.meta[runs[0]]["layout"]
-    scale = float(torch.cat([zoo.params[r].reshape(-1) for r in runs]).std())
-    params = [zoo.params[r] / scale for r in runs]
-    dice = [torch.from_numpy(zoo.dice(r)) for r in runs]
-    task_of = [tasks.index(zoo.meta[r]["task"]) for r in runs]
+    runs = zoo.select("train")
+    tasks = sorted({r.task for r in runs})
+    scale = LayerScale.fit(zoo.layout, [r.params - r.start_params for r in runs])
+    origin_scale = LayerScale.fit(zoo.layout, [s[None] for s in _starts(runs)])
     dev = torch.device(device)
-    model = GPT(layer_sizes(layout), len(zoo.regions), len(tasks), options["chunk"], options["width"],
-                options["layers"], options["heads"], options["diffusion_steps"]).to(dev)
-    noise_schedule = scheduler(options["diffusion_steps"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options["lr"], weight_decay=0.0)
+    # Every training checkpoint on the device: x [N, P], its val Dice [N, R]; per run its first row.
+    x = torch.cat([scale.encode(r.params, r.start_params).float() for r in runs]).to(dev)
+    dice = torch.cat([torch.from_numpy(r.dice) for r in runs]).to(dev)
+    counts = np.array([len(r.params) for r in runs])
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    origin = torch.stack([(r.start_params.double() / origin_scale.per_parameter).float() for r in runs]).to(dev)
+    task_of = torch.tensor([tasks.index(r.task) for r in runs], device=dev)
+    model = GPT.from_options(zoo.layout, len(zoo.regions), len(tasks), options).to(dev)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(options["ema"]))
+    schedule = noise_schedule(options["diffusion_steps"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=options["lr"], weight_decay=0.0, fused=True)
+    autocast = dev.type == "cuda" and options["bf16"]
+    generator = torch.Generator(device=dev).manual_seed(seed)  # diffusion noise and steps
     losses, began = [], time.perf_counter()
     for step in range(options["steps"]):
-        rng = np.random.default_rng([seed, step])
+        rng = np.random.default_rng([seed, step])  # which pairs
         picks = rng.integers(len(runs), size=options["batch_size"])
-        start, future, m_start, m_future, task = [], [], [], [], []
-        for r in picks:
-            n = len(params[r])
-            j = int(rng.integers(n))
-            i = 0 if rng.random() < options["init_start_fraction"] else int(rng.integers(j + 1))
-            start.append(params[r][i]), future.append(params[r][j])
-            m_start.append(dice[r][i]), m_future.append(dice[r][j]), task.append(task_of[r])
-        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        future = torch.stack(future)
-        noise = torch.randn(future.shape, generator=generator)
-        t = torch.randint(0, options["diffusion_steps"], (len(picks),), generator=generator)
-        noised = noise_schedule.add_noise(future, noise, t)
-        predicted = model(noised.to(dev), torch.stack(start).to(dev), t.to(dev), torch.tensor(task, device=dev),
-                          torch.stack(m_start).to(dev), torch.stack(m_future).to(dev))
-        loss = torch.nn.functional.mse_loss(predicted, future.to(dev))
+        j = rng.integers(counts[picks])
+        i = np.where(rng.random(len(picks)) < options["init_start_fraction"], 0, rng.integers(j + 1))
+        target_rows, start_rows = (torch.from_numpy(first[picks] + k).to(dev) for k in (j, i))
+        run_rows = torch.from_numpy(picks).to(dev)
+        target = x[target_rows]
+        noise = torch.randn(target.shape, generator=generator, device=dev)
+        t = torch.randint(0, options["diffusion_steps"], (len(picks),), generator=generator, device=dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+            predicted = model(schedule.add_noise(target, noise, t), x[start_rows], origin[run_rows], t,
+                              task_of[run_rows], dice[start_rows], dice[target_rows])
+        loss = torch.nn.functional.mse_loss(predicted.float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        losses.append(float(loss.detach()))
+        ema.update_parameters(model)
+        losses.append(loss.detach())
+    losses = torch.stack(losses).cpu().numpy() if losses else np.zeros(0)
     seconds = time.perf_counter() - began
-    sidecar = {"tasks": tasks, "regions": zoo.regions, "layout": layout, "scale": scale, "options": options,
-               "seed": seed, "train_runs": runs, "heldout_seeds": zoo.heldout_seeds,
-               "train_checkpoints": int(sum(len(p) for p in params)), "seconds": seconds,
-               "parameters": sum(p.numel() for p in model.parameters()),
+    sidecar = {"tasks": tasks, "regions": zoo.regions, "layout": zoo.layout, "architecture": zoo.architecture,
+               "sigma": scale.sigma, "origin_sigma": origin_scale.sigma, "options": options, "seed": seed,
+               "train_runs": [r.name for r in runs], "train_checkpoints": len(x),
+               "seconds": seconds, "parameters": sum(p.numel() for p in model.parameters()),
                "final_loss": float(np.mean(losses[-max(1, len(losses) // 10):]))}
-    save_checkpoint(out, {k: v for k, v in model.state_dict().items()}, sidecar)
+    save_checkpoint(out, dict(ema.module.state_dict()), sidecar)
     curve = pd.DataFrame({"step": np.arange(1, len(losses) + 1), "loss": losses})
     write_text(Path(f"{out}_loss.csv"), curve.to_csv(index=False, float_format="%.6g"))
     return sidecar
 
 
-def load_gpt(stem: Path, device: str = "cpu") -> tuple[GPT, dict]:
+def load_gpt(stem: Path, device: str = "cpu") -> TrainedGPT:
     tensors, meta = load_checkpoint(stem)
-    o = meta["options"]
-    model = GPT(layer_sizes(meta["layout"]), len(meta["regions"]), len(meta["tasks"]), o["chunk"], o["width"],
-                o["layers"], o["heads"], o["diffusion_steps"])
+    model = GPT.from_options(meta["layout"], len(meta["regions"]), len(meta["tasks"]), meta["options"])
     model.load_state_dict(tensors)
-    return model.to(device).eval(), meta
+    return TrainedGPT(model.to(device).eval(), LayerScale(meta["layout"], meta["sigma"]),
+                      LayerScale(meta["layout"], meta["origin_sigma"]), meta["tasks"], meta["regions"], meta)

@@ -1,118 +1,148 @@
-"""``segzoo gpt-sample``: one-shot networks from G.pt with a few DDIM steps (MONAI ``DDIMScheduler``).
+"""``segzoo gpt-sample``: one-shot networks from G.pt (DDIM, MONAI ``DDIMScheduler``) for evaluation prompts.
 
-The evaluation prompts start from the random init of every held-out run (never seen in training):
+Every network is sampled from a run's start (the parent, or the run's random init) in one shot: the
+starting checkpoint is the start itself (x = 0) and its metrics are the start's validation Dice.
+Prompts, one table row each (all from the *validation* metrics of the training zoo; no test number):
 
-- ``align``  : the task's regions prompted at quantiles (10 %..100 %) of the training zoo's Dice
-  for that task; other regions keep the init's values;
-- ``best``   : the task's best training Dice, then recursive prompting: the output is scored and fed
-  back as the new start, ``recursions`` times (one row per round);
-- ``unify``  : every region at its best Dice anywhere in the training zoo, task ``all``, recursively;
-- ``seen``   : in-sample control, one *training* run per task: its own init, prompted with its own
-  final Dice (what G.pt can do on inits it has seen).
+- ``align``  per held-out run: its task's regions prompted at quantiles (10 %..100 %) of the training
+  checkpoints' Dice for that task;
+- ``best``   per held-out run: the best Dice of any training checkpoint of the task (the one-shot headline);
+- ``unify``  per held-out multi-task run: every region at its best Dice among the multi-task
+  training checkpoints, task ``all``;
+- ``stress`` per run of a held-out parent: ``best`` from that parent (G.pt never saw it).
 
-All prompts of a round are sampled in one batch. The noise of each prompt comes from the seed.
+A prompt names every region, but a single-task run never aims at the regions it does not train; so
+those are filled from the zoo: they take the values of the training checkpoint of the same task
+whose task Dice is nearest the prompt (the lookup memoriser's pick). Every prompt is then one that
+some checkpoint of the data actually has.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from monai.networks.schedulers import DDIMScheduler
 
-from segzoo.weightgen.gpt import GPT
-from segzoo.weightgen.zoo import ALL, task_regions
+from segzoo.errors import SegzooError
+from segzoo.io import write_text
+from segzoo.train.checkpoint import load_checkpoint, save_checkpoint
+from segzoo.weightgen.gpt import noise_schedule
+from segzoo.weightgen.gpt_train import TrainedGPT
+from segzoo.weightgen.zoo import ALL, Zoo, task_regions
+
+KINDS = ("align", "best", "unify", "stress")
 
 
 @torch.no_grad()
-def ddim_sample(model: GPT, scale: float, start: torch.Tensor, task: torch.Tensor, start_metrics: torch.Tensor,
-                target_metrics: torch.Tensor, steps: int, generator: torch.Generator) -> torch.Tensor:
-    """Parameters [B, P] (raw scale) for starting parameters ``start`` [B, P] and the prompts."""
-    ddim = DDIMScheduler(num_train_timesteps=model.diffusion_steps, schedule="linear_beta",
-                         prediction_type="sample", clip_sample=False)
-    ddim.set_timesteps(steps)
+def generate(gpt: TrainedGPT, start_params: torch.Tensor, tasks: list[str], start_metrics: torch.Tensor,
+             target_metrics: torch.Tensor, ddim_steps: int, generator: torch.Generator) -> torch.Tensor:
+    """Parameters [B, P] from starts ``start_params`` [B, P] for the prompts (metrics [B, R])."""
+    model = gpt.model
     dev = next(model.parameters()).device
-    start = start.to(dev) / scale
-    x = torch.randn(start.shape, generator=generator).to(dev)
-    for t in ddim.timesteps:
-        clean = model(x, start, torch.full((len(x),), int(t), device=dev), task.to(dev), start_metrics.to(dev),
-                      target_metrics.to(dev))
-        x, _ = ddim.step(clean, int(t), x)
-    return (x * scale).cpu()
+    sampler = noise_schedule(model.diffusion_steps, ddim_steps)
+    zero = torch.zeros(start_params.shape, device=dev)
+    origin = gpt.origin(start_params).to(dev)
+    task = gpt.task_ids(tasks).to(dev)
+    start_metrics, target_metrics = start_metrics.float().to(dev), target_metrics.float().to(dev)
+    x = torch.randn(start_params.shape, generator=generator).to(dev)
+    for t in sampler.timesteps:
+        clean = model(x, zero, origin, torch.full((len(x),), int(t), device=dev), task, start_metrics, target_metrics)
+        x, _ = sampler.step(clean, int(t), x)
+    return gpt.scale.decode(x.cpu(), start_params)
 
 
-def evaluation_prompts(zoo, tasks: list[str], count: int) -> pd.DataFrame:
-    """One row per first-round prompt: kind, held-out run, task, target Dice per region."""
-    train = zoo.index[zoo.index["run"].isin(zoo.train_runs)]
+def lookup(zoo: Zoo, task: str, target: np.ndarray) -> tuple[str, int]:
+    """The training checkpoint of ``task`` whose val Dice on the task's regions is nearest ``target`` [R]."""
+    regions = task_regions(task, zoo.regions)
+    best, pick = np.inf, None
+    for run in zoo.select("train", task):
+        distance = np.abs(run.dice[:, regions] - target[regions]).sum(1)
+        i = int(np.argmin(distance))
+        if distance[i] < best:
+            best, pick = distance[i], (run.name, i)
+    return pick
+
+
+def fill_untrained(zoo: Zoo, task: str, target: np.ndarray) -> np.ndarray:
+    """``target`` [R] with the regions ``task`` does not train taken from the lookup checkpoint."""
+    if task == ALL:
+        return target
+    run, i = lookup(zoo, task, target)
+    filled = zoo.runs[run].dice[i].astype(np.float64).copy()
+    regions = task_regions(task, zoo.regions)
+    filled[regions] = target[regions]
+    return filled
+
+
+def evaluation_prompts(zoo: Zoo, tasks: list[str], count: int) -> pd.DataFrame:
+    """One row per network to sample: kind, run (whose start it uses), task, quantile, prompt per region."""
     rows = []
-    for run in zoo.heldout_runs:
-        task = zoo.meta[run]["task"]
-        init = zoo.dice(run)[0]
-        trained = task_regions(task, zoo.regions)
-        of_task = train[train["task"] == task]
-        if of_task.empty:
+
+    def add(kind: str, run, task: str, quantile: float, target: np.ndarray):
+        rows.append({"kind": kind, "run": run.name, "task": task, "quantile": quantile,
+                     **{f"prompt_{n}": float(v) for n, v in zip(zoo.regions, fill_untrained(zoo, task, target))}})
+
+    def quantile_target(task: str, q: float) -> np.ndarray:
+        dice = np.concatenate([r.dice for r in zoo.select("train", task)])
+        return np.quantile(dice, q, axis=0)
+
+    for run in zoo.select("heldout"):
+        if run.task not in tasks:
             continue
-        for kind, quantiles in (("align", np.linspace(0.1, 1.0, count)), ("best", [1.0])):
-            for q in quantiles:
-                target = init.copy()
-                for r in trained:
-                    target[r] = of_task[f"dice_{zoo.regions[r]}"].quantile(q)
-                rows.append({"kind": kind, "run": run, "task": task, "quantile": float(q),
-                             **{f"prompt_{n}": float(v) for n, v in zip(zoo.regions, target)}})
-        if ALL in tasks:
-            rows.append({"kind": "unify", "run": run, "task": ALL, "quantile": 1.0,
-                         **{f"prompt_{n}": float(train[f"dice_{n}"].max()) for n in zoo.regions}})
-    for task in tasks:  # in-sample check: a training run's own init and final metrics
-        seen = sorted(r for r in zoo.train_runs if zoo.meta[r]["task"] == task)
-        if seen:
-            rows.append({"kind": "seen", "run": seen[0], "task": task, "quantile": np.nan,
-                         **{f"prompt_{n}": float(v) for n, v in zip(zoo.regions, zoo.dice(seen[0])[-1])}})
+        for q in np.linspace(0.1, 1.0, count):
+            add("align", run, run.task, float(q), quantile_target(run.task, q))
+        add("best", run, run.task, 1.0, _best_target(zoo, run.task))
+        if run.task == ALL:
+            add("unify", run, ALL, 1.0, quantile_target(ALL, 1.0))
+    for run in zoo.select("stress"):
+        if run.task in tasks:
+            add("stress", run, run.task, 1.0, _best_target(zoo, run.task))
     return pd.DataFrame(rows)
 
 
-def sample_prompts(model: GPT, meta: dict, zoo, prompts: pd.DataFrame, steps: int, recursions: int, seed: int,
-                   scorer) -> tuple[torch.Tensor, pd.DataFrame]:
-    """Sample every prompt (batched), then the recursive rounds of ``best``/``unify`` prompts.
-
-    ``scorer(vector) -> Dice per region`` measures a network (the start metrics of the next round).
-    Returns params [N, P] and a table with one row per generated network.
-    """
-    regions = meta["regions"]
-    target = torch.tensor(prompts[[f"prompt_{n}" for n in regions]].to_numpy(np.float32))
-    start = torch.stack([zoo.params[r][0] for r in prompts["run"]])
-    start_metrics = torch.tensor(np.stack([zoo.dice(r)[0] for r in prompts["run"]]))
-    task = torch.tensor([meta["tasks"].index(t) for t in prompts["task"]])
-    generator = torch.Generator().manual_seed(seed)
-    outputs, tables = [], []
-    active = np.ones(len(prompts), bool)
-    for round_ in range(1, max(1, recursions) + 1):
-        rows = np.flatnonzero(active)
-        began = time.perf_counter()
-        made = ddim_sample(model, meta["scale"], start[rows], task[rows], start_metrics[rows], target[rows], steps,
-                           generator)
-        seconds = (time.perf_counter() - began) / len(rows)
-        outputs.append(made)
-        table = prompts.iloc[rows].copy()
-        table.insert(1, "round", round_)
-        table["seconds_per_network"] = seconds
-        tables.append(table)
-        start[rows] = made
-        start_metrics[rows] = torch.tensor(np.stack([scorer(v) for v in made]), dtype=torch.float32)
-        active &= np.isin(prompts["kind"].to_numpy(), ["best", "unify"])
-        if not active.any():
-            break
-    return torch.cat(outputs), pd.concat(tables, ignore_index=True)
+def _best_target(zoo: Zoo, task: str) -> np.ndarray:
+    """The val Dice vector of the training checkpoint of ``task`` with the best task Dice."""
+    best = max(((r, int(np.argmax(zoo.task_dice(r.dice, task)))) for r in zoo.select("train", task)),
+               key=lambda pick: zoo.task_dice(pick[0].dice[pick[1]], task))
+    return best[0].dice[best[1]].astype(np.float64)
 
 
-def single_prompt_seconds(model: GPT, meta: dict, zoo, steps: int, seed: int) -> float:
-    """Wall time to sample one network alone (batch of one), the fair comparison with Adam."""
-    run = zoo.heldout_runs[0]
-    start = zoo.params[run][:1]
-    metrics = torch.tensor(zoo.dice(run)[:1])
-    task = torch.tensor([meta["tasks"].index(zoo.meta[run]["task"])])
-    generator = torch.Generator().manual_seed(seed)
-    began = time.perf_counter()
-    ddim_sample(model, meta["scale"], start, task, metrics, metrics, steps, generator)
-    return time.perf_counter() - began
+def sample_prompts(gpt: TrainedGPT, zoo: Zoo, prompts: pd.DataFrame, ddim_steps: int, seed: int) -> torch.Tensor:
+    """Every prompt in one batch: parameters [N, P], row k for prompt row k."""
+    runs = [zoo.runs[r] for r in prompts["run"]]
+    start = torch.stack([r.start_params for r in runs])
+    start_metrics = torch.tensor(np.stack([r.dice[0] for r in runs]))
+    target = torch.tensor(prompts[[f"prompt_{n}" for n in zoo.regions]].to_numpy(np.float32))
+    return generate(gpt, start, list(prompts["task"]), start_metrics, target, ddim_steps,
+                    torch.Generator().manual_seed(seed))
+
+
+def write_samples(gpt: TrainedGPT, zoo: Zoo, options: dict, seed: int, out: Path) -> dict:
+    """Sample every evaluation prompt; write ``<out>.safetensors|json`` (params [N, P]) and ``<out>.csv``
+    (one prompt row per network); return the sidecar."""
+    prompts = evaluation_prompts(zoo, gpt.tasks, options["prompts"])
+    if prompts.empty:
+        raise SegzooError("the zoo has no held-out run of a task G.pt was trained on; nothing to sample")
+    params = sample_prompts(gpt, zoo, prompts, options["ddim_steps"], seed)
+    began = time.perf_counter()  # one network alone: the fair comparison with Adam's wall time
+    sample_prompts(gpt, zoo, prompts.iloc[:1], options["ddim_steps"], seed)
+    sidecar = {"networks": len(params), "ddim_steps": options["ddim_steps"],
+               "single_network_seconds": time.perf_counter() - began}
+    save_checkpoint(out, {"params": params}, sidecar)
+    write_text(Path(f"{out}.csv"), prompts.to_csv(index=False, float_format="%.6g"))
+    return sidecar
+
+
+def load_samples(stem: Path) -> tuple[torch.Tensor, pd.DataFrame, dict]:
+    """What :func:`write_samples` wrote: params [N, P], the prompt table, the sidecar."""
+    tensors, sidecar = load_checkpoint(stem)
+    table = Path(f"{stem}.csv")
+    if not table.is_file():
+        raise SegzooError(f"{table}: missing (written by `segzoo gpt-sample` beside the samples)")
+    prompts = pd.read_csv(table)
+    if len(prompts) != len(tensors["params"]):
+        raise SegzooError(f"{table}: {len(prompts)} prompts for {len(tensors['params'])} sampled networks")
+    return tensors["params"], prompts, sidecar

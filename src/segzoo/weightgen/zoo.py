@@ -1,36 +1,49 @@
-"""The checkpoint zoo: many short runs of one small network, each keeping ~200 snapshots with metrics.
+"""The checkpoint zoo: where runs start, how a run is trained and stored, and the typed zoo G.pt reads.
 
-A zoo run is the pipeline's own training loop (``segzoo.train.loop.train``) with an observer that, at
-random steps drawn from the run's seed, copies the flat parameter vector and scores it on a fixed
-validation batch (the same for every run, drawn from the config seed). A run file holds
+Starts (``weightgen.init``); start k's random init is drawn from ``(config seed, k)``:
 
-    <run>.safetensors   params [n_checkpoints, P] float32 (row 0: the random init, last row: final)
-    <run>.json          task, lr, seed, steps, train/val loss, val Dice per region, layout, timing
+- ``spawn``    start k is a *parent*: the zoo network trained on every region for ``parent_steps`` from
+               init k. Every child run of the parent starts from its final weights.
+- ``shared``   start k is init k itself, untrained.
+- ``per_seed`` every run starts from its own seed's init (k = the run's seed): G.pt's own protocol.
 
-Tasks: one region name (single-task: only that output channel is trained, the other heads stay at
-their init) or ``all`` (multi-task). The index table (``index.csv``) has one row per checkpoint of
-the runs that stayed finite and bounded; the others are dropped and counted in ``zoo.json``.
+Starts 0 .. ``parents``-1 carry the zoo; the next ``stress.parents`` starts are *held-out parents*
+(grown the same way from new inits, with a few child runs) for the stress test. A run's seed drives
+only its data order, augmentation and snapshot steps.
+
+Files under ``results/zoo/<dataset>/``::
+
+    starts/<start>.safetensors|json          params [1, P]; sidecar: how it was made, val Dice
+    runs/<arm>/<task>_lr<lr>_g<group>/       one Snakemake job: several runs (one per seed)
+        seed<s>.safetensors|json             params [n, P] (row 0: the start, last row: final);
+                                             sidecar: task, lr, seed, start, val Dice per snapshot
+    index.csv, zoo.json                      one row per checkpoint of every kept run; what was dropped
+
+``<arm>`` is the start's name (``parent0``, ``init0``) or ``per_seed``. Single-task runs train one
+head (the others keep the start's values); their foreground patches are centred on that region's
+label values (lesion runs see lesions in every foreground patch). ``all`` trains every region.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from segzoo.data.loader import PatchBatches
 from segzoo.errors import SegzooError
-from segzoo.io import new_files, read_json, write_json, write_text
-from segzoo.models.registry import build_model
+from segzoo.io import new_files, output_dir, read_json, write_json, write_text
+from segzoo.models.registry import ZOO_NETWORK, build_model
 from segzoo.train.checkpoint import load_checkpoint, save_checkpoint
-from segzoo.train.loss import build_loss
-from segzoo.weightgen.params import flatten, layout_of
+from segzoo.weightgen.params import flatten, layout_of, load_vector, unflatten
+from segzoo.weightgen.plan import ALL, start_index, start_name
+from segzoo.weightgen.scoring import Batch, score
 
-ALL = "all"
+ROLES = ("train", "heldout", "stress")
 
 
 def task_regions(task: str, region_names: list[str]) -> list[int]:
@@ -43,53 +56,81 @@ def task_regions(task: str, region_names: list[str]) -> list[int]:
     return [region_names.index(task)]
 
 
-def validation_batch(preprocessed: Path, splits: Path, patch_size: list[int], count: int, seed: int) -> dict:
-    """The fixed batch every zoo checkpoint is scored on: ``count`` patches of the val cases,
-    three in four centred on a labelled voxel. ``{"image": [N, C, *patch], "label": [N, R, *patch]}``."""
-    cases = read_json(splits)["val"]
-    if not cases:
-        raise SegzooError(f"{splits}: no validation cases; the zoo scores its checkpoints on them")
-    return PatchBatches(preprocessed, cases, patch_size, count, 0.75, seed)[0]
+def network_options(settings: dict) -> dict:
+    return {"features": settings["features"], "n_conv_per_stage": settings["n_conv_per_stage"]}
 
 
-@torch.no_grad()
-def score(model: torch.nn.Module, batch: dict, device: torch.device) -> tuple[float, list[float]]:
-    """(val loss over every region, pooled Dice per region) of ``model`` on ``batch``.
+def zoo_model(meta: dict, settings: dict) -> torch.nn.Module:
+    """The zoo network for a preprocessed dataset (``preprocess.json``): its channels in, one head per region."""
+    return build_model(ZOO_NETWORK, len(meta["channels"]), len(meta["regions"]), **network_options(settings))
 
-    Dice pools all patches of the batch (2 TP / (|pred| + |ref|)); a region absent from both
-    reference and prediction scores 1.
-    """
-    was_training = model.training
-    model.eval()
-    logits = model(batch["image"].to(device)).float()
-    model.train(was_training)
-    label = batch["label"].to(device)
-    loss = float(build_loss()(logits, label))
-    pred = (logits > 0).float()
-    dims = (0, 2, 3, 4)
-    tp, size = (pred * label).sum(dims), pred.sum(dims) + label.sum(dims)
-    dice = torch.where(size > 0, 2 * tp / size.clamp(min=1), torch.ones_like(size))
-    return loss, [float(d) for d in dice.cpu()]
+
+def random_init(settings: dict, meta: dict, data_seed: int, k: int) -> torch.Tensor:
+    """Start k's random init [P]: the zoo network as nnU-Net initialises it, under seed (data_seed, k)."""
+    torch.manual_seed(int(np.random.SeedSequence([data_seed, k, 5]).generate_state(1)[0]))
+    return flatten(zoo_model(meta, settings))
 
 
 def snapshot_steps(steps: int, count: int, seed: int, task_index: int) -> list[int]:
-    """0 (the init), ``count`` distinct random steps in 1..steps-1, and ``steps`` (the final one)."""
+    """0 (the start), ``count`` distinct random steps in 1..steps-1, and ``steps`` (the final one)."""
     rng = np.random.default_rng([seed, task_index, 11])
     inner = rng.choice(np.arange(1, steps), size=min(count, steps - 1), replace=False)
     return [0, *sorted(int(s) for s in inner), steps]
 
 
-def train_zoo_run(preprocessed: Path, splits: Path, task: str, lr: float, seed: int, options: dict,
-                  out: Path, device: str, threads: int, data_seed: int) -> dict:
-    """Train one zoo run and write ``<out>.safetensors|json``; return the sidecar."""
+def adam_from(pre: Path, splits: Path, task: str, lr: float, seed: int, start: torch.Tensor, steps: int,
+              settings: dict, observe, device: str, threads: int) -> float:
+    """Adam on the zoo network from ``start`` [P] for ``steps`` on ``task`` (the pipeline's training loop);
+    ``observe(step, model, train_loss)`` sees every step; returns the loop's seconds."""
     from segzoo.train.loop import Run, train
 
-    meta = read_json(preprocessed / "preprocess.json")
+    meta = read_json(pre / "preprocess.json")
+    trained = task_regions(task, list(meta["regions"]))
+    centre = None if task == ALL else list(meta["regions"][task])
+    initial = unflatten(start.clone(), layout_of(zoo_model(meta, settings)))
+    loop = {**settings["train"], "steps": steps, "batch_size": settings["batch_size"],
+            "patch_size": settings["patch_size"], "lr": lr, "optimizer": "adam", "weight_decay": 0.0,
+            "schedule": "constant", "warmup_steps": 0, "val_every": steps, "checkpoint_every": steps}
+    with tempfile.TemporaryDirectory(prefix="segzoo-zoo-") as work:
+        train(Run(preprocessed=pre, splits=splits, model=ZOO_NETWORK, model_options=network_options(settings),
+                  seed=seed, out=Path(work), settings=loop, device=device, threads=threads, progress=False,
+                  loss_regions=trained, centre_values=centre, initial_parameters=initial, observer=observe))
+        return read_json(Path(work) / "timing.json")["seconds"]
+
+
+def train_start(pre: Path, splits: Path, mode: str, k: int, settings: dict, out: Path, device: str, threads: int,
+                data_seed: int) -> dict:
+    """Write start k (``<out>.safetensors|json``): init k, trained on every region for ``parent_steps`` (spawn)."""
+    meta = read_json(pre / "preprocess.json")
+    regions = list(meta["regions"])
+    init = random_init(settings, meta, data_seed, k)
+    batch = Batch.of(pre, splits, "val", settings, data_seed)
+    final = {}
+
+    def keep(step, model, loss):
+        if step == settings["parent_steps"]:
+            final["params"], final["dice"] = flatten(model), score(model, batch, torch.device(device))[1]
+
+    if mode == "spawn":
+        adam_from(pre, splits, ALL, settings["parent_lr"], k, init, settings["parent_steps"], settings, keep, device,
+                  threads)
+    else:
+        model = load_vector(zoo_model(meta, settings), init).to(device)
+        final = {"params": init, "dice": score(model, batch, torch.device(device))[1]}
+    sidecar = {"start": start_name(mode, k), "init": mode, "init_index": k, "regions": regions,
+               "steps": settings["parent_steps"] if mode == "spawn" else 0, "val_dice": final["dice"]}
+    save_checkpoint(out, {"params": final["params"][None]}, sidecar)
+    return sidecar
+
+
+def train_zoo_run(pre: Path, splits: Path, task: str, lr: float, seed: int, start: torch.Tensor, start_label: str,
+                  settings: dict, out: Path, device: str, threads: int, batch: Batch) -> dict:
+    """Train one zoo run from ``start`` [P] and write ``<out>.safetensors|json``; return the sidecar."""
+    meta = read_json(pre / "preprocess.json")
     region_names = list(meta["regions"])
     trained = task_regions(task, region_names)
-    batch = validation_batch(preprocessed, splits, options["patch_size"], options["val_patches"], data_seed)
-    steps = options["steps"]
-    wanted = set(snapshot_steps(steps, options["checkpoints"], seed, trained[0] if task != ALL else len(trained)))
+    steps = settings["steps"]
+    wanted = set(snapshot_steps(steps, settings["checkpoints"], seed, trained[0] if task != ALL else len(trained)))
     rows, params, spent, layout = [], [], [0.0], []
     dev = torch.device(device)
 
@@ -104,21 +145,38 @@ def train_zoo_run(preprocessed: Path, splits: Path, task: str, lr: float, seed: 
                      "val_loss": val_loss, **{f"dice_{n}": d for n, d in zip(region_names, dice)}})
         spent[0] += time.perf_counter() - began
 
-    settings = {**options["train"], "steps": steps, "batch_size": options["batch_size"],
-                "patch_size": options["patch_size"], "lr": lr, "optimizer": "adam", "weight_decay": 0.0,
-                "schedule": "constant", "warmup_steps": 0, "val_every": steps, "checkpoint_every": steps}
-    with tempfile.TemporaryDirectory(prefix="segzoo-zoo-") as work:
-        train(Run(preprocessed=preprocessed, splits=splits, model="small_unet",
-                  model_options={"filters": options["filters"]}, seed=seed, out=Path(work), settings=settings,
-                  device=device, threads=threads, progress=False, loss_regions=trained, observer=observe))
-        seconds = read_json(Path(work) / "timing.json")["seconds"]
-    stacked = torch.stack(params)
-    sidecar = {"task": task, "lr": lr, "seed": seed, "regions": region_names, "trained_regions": trained,
-               "filters": options["filters"], "layout": layout,
+    seconds = adam_from(pre, splits, task, lr, seed, start, steps, settings, observe, device, threads)
+    if not torch.equal(params[0], start):
+        raise SegzooError(f"{out}: the run did not start from its start (internal error)")
+    sidecar = {"task": task, "lr": lr, "seed": seed, "start": start_label, "regions": region_names,
+               "trained_regions": trained, "architecture": zoo_model(meta, settings).architecture, "layout": layout,
                "seconds_per_step": (seconds - spent[0]) / steps,
                "checkpoints": pd.DataFrame(rows).replace({np.nan: None}).to_dict(orient="list")}
-    save_checkpoint(out, {"params": stacked}, sidecar)
+    save_checkpoint(out, {"params": torch.stack(params)}, sidecar)
     return sidecar
+
+
+def train_zoo_job(pre: Path, splits: Path, task: str, lr: float, seeds: list[int], start_file: Path | None,
+                  settings: dict, out: Path, device: str, threads: int, data_seed: int) -> list[dict]:
+    """Several runs in one job (one per seed) into the new folder ``out``: ``seed<s>.safetensors|json``.
+
+    ``start_file``: the start every run begins at (spawn, shared); None: each seed's own init (per_seed).
+    """
+    meta = read_json(pre / "preprocess.json")
+    task_regions(task, list(meta["regions"]))  # refuse an unknown task before any training
+    batch = Batch.of(pre, splits, "val", settings, data_seed)
+    if start_file is not None:
+        tensors, start_meta = load_checkpoint(start_file)
+        starts = {s: (tensors["params"][0], start_meta["start"]) for s in seeds}
+    else:
+        starts = {s: (random_init(settings, meta, data_seed, s), f"init{s}") for s in seeds}
+    sidecars = []
+    with output_dir(out) as tmp:
+        for seed in seeds:
+            vector, label = starts[seed]
+            sidecars.append(train_zoo_run(pre, splits, task, lr, seed, vector, label, settings, tmp / f"seed{seed}",
+                                          device, threads, batch))
+    return sidecars
 
 
 def load_run(path: Path) -> tuple[torch.Tensor, dict]:
@@ -129,51 +187,112 @@ def load_run(path: Path) -> tuple[torch.Tensor, dict]:
     return tensors["params"], meta
 
 
-def write_index(run_files: list[Path], out_csv: Path, out_summary: Path, max_abs: float) -> dict:
+def run_name(path: Path) -> str:
+    """``<arm>/<task>_lr<lr>/seed<s>`` from ``.../runs/<arm>/<task>_lr<lr>_g<group>/seed<s>.safetensors``."""
+    path = Path(path)
+    job = path.parent.name.rsplit("_g", 1)[0]
+    return f"{path.parent.parent.name}/{job}/{path.name.removesuffix('.safetensors')}"
+
+
+def role_of(arm: str, seed: int, heldout_seeds: list[int], parents: int) -> str:
+    """train, heldout (a held-out data seed; under per_seed also a new init) or stress (a child of a
+    held-out parent: arm k >= ``parents``)."""
+    if arm != "per_seed" and start_index(arm) >= parents:
+        return "stress"
+    return "heldout" if seed in heldout_seeds else "train"
+
+
+def write_index(job_dirs: list[Path], out_csv: Path, out_summary: Path, max_abs: float, heldout_seeds: list[int],
+                parents: int) -> dict:
     """One row per checkpoint of every kept run; runs with non-finite or huge weights are dropped."""
     frames, dropped = [], []
-    for path in sorted(run_files):
+    for path in sorted(p for d in job_dirs for p in Path(d).glob("seed*.safetensors")):
         params, meta = load_run(path)
+        name = run_name(path)
         finite = bool(torch.isfinite(params).all())
         largest = float(params.abs().max()) if finite else float("inf")
         if not finite or largest > max_abs:
             reason = "non-finite weights" if not finite else f"max |w| {largest:.3g} > {max_abs}"
-            dropped.append({"run": run_name(path), "reason": reason})
+            dropped.append({"run": name, "reason": reason})
             continue
+        arm = Path(path).parent.parent.name
         table = pd.DataFrame(meta["checkpoints"])
         table.insert(0, "index", range(len(table)))
-        for key in ("seed", "lr", "task"):
-            table.insert(0, key, meta[key])
-        table.insert(0, "run", run_name(path))
+        for key, value in (("seed", meta["seed"]), ("lr", meta["lr"]), ("task", meta["task"]),
+                           ("start", meta["start"]), ("role", role_of(arm, meta["seed"], heldout_seeds, parents)),
+                           ("file", str(Path(path).relative_to(Path(path).parents[2]))), ("run", name)):
+            table.insert(0, key, value)
         frames.append(table)
     if not frames:
         raise SegzooError(f"every zoo run was dropped ({'; '.join(d['run'] + ': ' + d['reason'] for d in dropped)})")
     index = pd.concat(frames, ignore_index=True)
+    runs = index.drop_duplicates("run")
     summary = {"runs_kept": len(frames), "runs_dropped": len(dropped), "dropped": dropped,
-               "checkpoints": len(index), "checkpoints_per_task": index.groupby("task").size().to_dict()}
+               "checkpoints": len(index), "runs_per_role": runs.groupby("role").size().to_dict(),
+               "checkpoints_per_task": index[index["role"] == "train"].groupby("task").size().to_dict()}
     with new_files(out_csv, out_summary):
         write_text(out_csv, index.to_csv(index=False, float_format="%.6g"))
         write_json(out_summary, summary)
     return summary
 
 
-def run_name(path: Path) -> str:
-    return Path(path).name.removesuffix(".safetensors").removesuffix(".json")
+@dataclass
+class ZooRun:
+    """One run: its checkpoints ``params`` [n, P] (row 0 the start) and their val Dice ``dice`` [n, R]."""
+
+    name: str
+    role: str
+    task: str
+    lr: float
+    seed: int
+    start: str
+    params: torch.Tensor
+    dice: np.ndarray
+    steps: list[int]
+    seconds_per_step: float
+
+    @property
+    def start_params(self) -> torch.Tensor:
+        return self.params[0]
 
 
-def make_scorer(preprocessed: Path, splits: Path, options: dict, data_seed: int, device: str = "cpu"):
-    """``scorer(vector [P]) -> Dice per region`` of a zoo-network parameter vector, on the zoo's
-    validation batch (the very batch every zoo checkpoint was scored on)."""
-    from segzoo.weightgen.params import load_vector
+@dataclass
+class Zoo:
+    """The kept runs of a zoo (index.csv + run files), with the facts every consumer needs."""
 
-    meta = read_json(Path(preprocessed) / "preprocess.json")
-    batch = validation_batch(preprocessed, splits, options["patch_size"], options["val_patches"], data_seed)
-    model = build_model("small_unet", len(meta["channels"]), len(meta["regions"]), filters=options["filters"])
-    dev = torch.device(device)
-    model.to(dev)
+    regions: list[str]
+    layout: list[list]
+    architecture: dict
+    runs: dict[str, ZooRun] = field(default_factory=dict)
 
-    def scorer(vector: torch.Tensor) -> list[float]:
-        load_vector(model, vector.to(dev))
-        return score(model, batch, dev)[1]
+    def select(self, role: str, task: str | None = None) -> list[ZooRun]:
+        return [r for _, r in sorted(self.runs.items()) if r.role == role and (task is None or r.task == task)]
 
-    return scorer
+    @property
+    def tasks(self) -> list[str]:
+        return sorted({r.task for r in self.runs.values()}, key=lambda t: (t == ALL, t))
+
+    def task_dice(self, dice: np.ndarray, task: str) -> np.ndarray:
+        """Mean Dice over the task's regions, for ``dice`` [..., R]."""
+        return np.asarray(dice)[..., task_regions(task, self.regions)].mean(-1)
+
+
+def load_zoo(index_csv: Path, roles: tuple[str, ...] = ROLES) -> Zoo:
+    """The runs of ``index.csv`` whose role is in ``roles`` (their files sit beside it under ``runs/``)."""
+    if not Path(index_csv).is_file():
+        raise SegzooError(f"{index_csv}: missing (run `segzoo zoo-index` first)")
+    index = pd.read_csv(index_csv)
+    zoo = None
+    for name, rows in index.groupby("run", sort=True):
+        first = rows.iloc[0]
+        if first["role"] not in roles:
+            continue
+        params, meta = load_run(Path(index_csv).parent / "runs" / first["file"])
+        if zoo is None:
+            zoo = Zoo(meta["regions"], meta["layout"], meta["architecture"])
+        dice = np.array([meta["checkpoints"][f"dice_{r}"] for r in zoo.regions], dtype=np.float32).T
+        zoo.runs[name] = ZooRun(name, first["role"], meta["task"], float(meta["lr"]), int(meta["seed"]), meta["start"],
+                                params, dice, list(meta["checkpoints"]["step"]), meta["seconds_per_step"])
+    if zoo is None or not zoo.select("train"):
+        raise SegzooError(f"{index_csv}: no training runs (every run is held out or dropped)")
+    return zoo

@@ -1,0 +1,98 @@
+"""Which zoo jobs a configuration asks for, and what each job reads (rules/common.smk and the benches ask here).
+
+A job trains several runs one after another: one arm (a start), one task, one learning rate, one group
+of ``runs_per_job`` seeds. Its folder is ``runs/<arm>/<task>_lr<lr>_g<group>``.
+"""
+
+from __future__ import annotations
+
+ALL = "all"
+
+# The training options a zoo run inherits; the rest of `train` (steps, lr, ...) is the zoo's own.
+INHERITED_TRAIN_KEYS = ("augment", "foreground_fraction", "workers", "bf16", "sw_batch_size")
+# The weightgen keys a zoo job reads (a change reruns the zoo); G.pt, sampling and evaluation keys do not.
+ZOO_KEYS = ("features", "n_conv_per_stage", "steps", "checkpoints", "batch_size", "patch_size", "val_patches",
+            "parent_steps", "parent_lr")
+INDEX_KEYS = ("heldout_seeds", "parents", "max_abs_weight")
+
+
+def start_name(mode: str, k: int) -> str:
+    """Start k's name: ``parent<k>`` (spawn) or ``init<k>`` (shared)."""
+    return f"parent{k}" if mode == "spawn" else f"init{k}"
+
+
+def start_index(name: str) -> int:
+    return int(name.removeprefix("parent").removeprefix("init"))
+
+
+def tasks(weightgen: dict, regions: list[str] | None) -> list[str]:
+    """The zoo's tasks: as configured, or (null) every region of the dataset and ``all``."""
+    return weightgen["tasks"] or [*(regions or []), ALL]
+
+
+def problems(weightgen: dict, regions: list[str] | None, dataset: str) -> list[str]:
+    """Values of the weightgen section that do not fit the dataset (``regions``; None: unknown) or each
+    other, one line each; checked when the workflow starts, before any job runs."""
+    if not weightgen["enabled"]:
+        return []
+    found = []
+    if regions is not None:
+        unknown = [t for t in tasks(weightgen, regions) if t != ALL and t not in regions]
+        if unknown:
+            found.append(f"weightgen.tasks: {', '.join(map(repr, unknown))} not a region of {dataset} "
+                         f"(its regions: {', '.join(regions)}; or 'all'); null takes them all")
+    missing = sorted(set(weightgen["heldout_seeds"]) - set(weightgen["seeds"]))
+    if missing:
+        found.append(f"weightgen.heldout_seeds: {missing} not in weightgen.seeds {weightgen['seeds']}")
+    if not set(weightgen["seeds"]) - set(weightgen["heldout_seeds"]):
+        found.append(f"weightgen.heldout_seeds: every seed of weightgen.seeds {weightgen['seeds']} is held out")
+    if weightgen["init"] != "per_seed" and weightgen["stress"]["parents"] and not weightgen["stress"]["seeds"]:
+        found.append("weightgen.stress.seeds: empty, but stress.parents asks for held-out parents")
+    return found
+
+
+def arms(weightgen: dict) -> list[tuple[str, list[int]]]:
+    """(arm, seeds): each training start with every seed, each held-out parent with the stress seeds;
+    per_seed has one arm whose runs start from their own seed's init."""
+    if weightgen["init"] == "per_seed":
+        return [("per_seed", list(weightgen["seeds"]))]
+    n, stress = weightgen["parents"], weightgen["stress"]
+    return ([(start_name(weightgen["init"], k), list(weightgen["seeds"])) for k in range(n)]
+            + [(start_name(weightgen["init"], k), list(stress["seeds"])) for k in range(n, n + stress["parents"])])
+
+
+def seed_groups(weightgen: dict, seeds: list[int]) -> list[list[int]]:
+    size = weightgen["runs_per_job"]
+    return [seeds[i:i + size] for i in range(0, len(seeds), size)]
+
+
+def jobs(weightgen: dict, tasks: list[str]) -> list[dict]:
+    """Every zoo job: ``{"arm", "task", "lr", "group", "seeds", "folder"}`` (folder relative to the zoo)."""
+    out = []
+    for arm, seeds in arms(weightgen):
+        for task in tasks:
+            for lr in weightgen["lrs"]:
+                for group, chunk in enumerate(seed_groups(weightgen, seeds)):
+                    out.append({"arm": arm, "task": task, "lr": lr, "group": group, "seeds": chunk,
+                                "folder": f"runs/{arm}/{task}_lr{lr}_g{group}"})
+    return out
+
+
+def job_seeds(weightgen: dict, arm: str, group: int) -> list[int]:
+    return seed_groups(weightgen, dict(arms(weightgen))[arm])[group]
+
+
+def zoo_settings(config: dict) -> dict:
+    """What zoo-start and zoo jobs read: the zoo's weightgen keys and the inherited training options."""
+    weightgen = config["weightgen"]
+    return {"init": weightgen["init"], "zoo": {**{k: weightgen[k] for k in ZOO_KEYS},
+                                               "train": {k: config["train"][k] for k in INHERITED_TRAIN_KEYS}}}
+
+
+def evaluate_settings(config: dict) -> dict:
+    weightgen = config["weightgen"]
+    return {**zoo_settings(config), "test_patches": weightgen["test_patches"], "audit": weightgen["audit"]}
+
+
+def index_settings(config: dict) -> dict:
+    return {k: config["weightgen"][k] for k in INDEX_KEYS}

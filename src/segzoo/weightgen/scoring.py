@@ -1,0 +1,99 @@
+"""How zoo networks are scored: Dice per region pooled over a fixed batch of patches.
+
+Two batches, both fixed by the config seed: ``val`` (patches of the validation cases: every zoo
+checkpoint's metrics, G.pt's prompts, every selection) and ``test`` (patches of the test cases: every
+number the evaluation reports). They share no case. Headline networks are also scored on the whole
+test volumes with the pipeline's sliding-window inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segzoo.data.loader import PatchBatches
+from segzoo.errors import SegzooError
+from segzoo.io import read_json
+from segzoo.train.loss import build_loss
+
+FOREGROUND_SHARE = 0.75  # of a scoring batch's patches centred on a labelled voxel
+
+
+@dataclass
+class Batch:
+    """``image`` [N, C, *patch], ``label`` [N, R, *patch] of one split's cases."""
+
+    split: str
+    image: torch.Tensor
+    label: torch.Tensor
+
+    @classmethod
+    def of(cls, pre: Path, splits: Path, split: str, settings: dict, data_seed: int) -> Batch:
+        cases = read_json(splits)[split]
+        if not cases:
+            raise SegzooError(f"{splits}: no {split} cases; the zoo scores its networks on them")
+        count = settings["val_patches"] if split == "val" else settings["test_patches"]
+        batch = PatchBatches(pre, cases, settings["patch_size"], count, FOREGROUND_SHARE, data_seed)[0]
+        return cls(split, batch["image"], batch["label"])
+
+
+def pooled_dice(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Dice per region [R] pooled over the batch: 2 TP / (|pred| + |ref|); 1 where both are empty."""
+    dims = (0, *range(2, prediction.ndim))
+    tp, size = (prediction * label).sum(dims), prediction.sum(dims) + label.sum(dims)
+    return torch.where(size > 0, 2 * tp / size.clamp(min=1), torch.ones_like(size))
+
+
+@torch.no_grad()
+def score(model: torch.nn.Module, batch: Batch, device: torch.device) -> tuple[float, list[float]]:
+    """(loss over every region, pooled Dice per region) of ``model`` on ``batch``."""
+    was_training = model.training
+    model.eval()
+    logits = model(batch.image.to(device)).float()
+    model.train(was_training)
+    label = batch.label.to(device)
+    loss = float(build_loss()(logits, label))
+    return loss, [float(d) for d in pooled_dice((logits > 0).float(), label).cpu()]
+
+
+class Scorer:
+    """Scores flat parameter vectors of the zoo network on the val and test batches."""
+
+    def __init__(self, pre: Path, splits: Path, settings: dict, data_seed: int, device: str = "cpu"):
+        from segzoo.weightgen.zoo import zoo_model
+
+        meta = read_json(Path(pre) / "preprocess.json")
+        self.pre, self.splits, self.settings = Path(pre), Path(splits), settings
+        self.regions = list(meta["regions"])
+        self.device = torch.device(device)
+        self.model = zoo_model(meta, settings).to(self.device).eval()
+        self.batches = {s: Batch.of(pre, splits, s, settings, data_seed) for s in ("val", "test")}
+
+    def load(self, vector: torch.Tensor) -> torch.nn.Module:
+        from segzoo.weightgen.params import load_vector
+
+        return load_vector(self.model, vector.to(self.device))
+
+    def dice(self, vector: torch.Tensor, split: str = "test", masks: torch.Tensor | None = None) -> np.ndarray:
+        """Pooled Dice per region [R] on the split's batch (of ``masks`` when they are already predicted)."""
+        masks = self.masks(vector, split) if masks is None else masks
+        return pooled_dice(masks, self.batches[split].label).numpy()
+
+    @torch.no_grad()
+    def masks(self, vector: torch.Tensor, split: str = "test") -> torch.Tensor:
+        """Binary predictions [N, R, *patch] on the split's batch."""
+        return (self.load(vector)(self.batches[split].image.to(self.device)) > 0).float().cpu()
+
+    def volume_dice(self, vector: torch.Tensor) -> np.ndarray:
+        """Mean Dice per region [R] over the whole test volumes (sliding window; NaN where a region is absent
+        from a case and not predicted is left out of the mean)."""
+        from segzoo.train.validate import validation_dice
+
+        regions = list(read_json(self.pre / "preprocess.json")["regions"].values())
+        per_case = validation_dice(self.load(vector), self.pre, read_json(self.splits)["test"], regions,
+                                   self.settings["patch_size"], 4, self.device)
+        with np.errstate(all="ignore"):
+            return np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in per_case.T])
