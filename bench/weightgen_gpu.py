@@ -1,0 +1,179 @@
+"""The weight-generation stage on one GPU machine without Snakemake: the CLI verbs the rules run, zoo jobs
+several at a time on the one GPU, and the init-scaling arm (G.pt trained on 16, 64, ... per_seed inits).
+
+    # on a machine with the project installed: the resolved configuration, as JSON
+    .venv/bin/python bench/weightgen_gpu.py --resolve config.yaml presets/gpu.yaml presets/gpu_lent.yaml > wg.json
+    # on the GPU machine (segzoo importable, e.g. PYTHONPATH=src):
+    python bench/weightgen_gpu.py --config wg.json --workdir /tmp/wg --parallel 8 --device cuda
+    python bench/weightgen_gpu.py --config wg.json --workdir /tmp/wg --init-scaling 16,64,256,1024
+
+Snakemake gives each GPU job a GPU of its own; here every job shares the one GPU
+(``CUDA_VISIBLE_DEVICES=0``), which is what a small zoo network wants. Prints the time of each phase and
+the criteria table (as bench/weightgen.py), for bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from segzoo.weightgen import plan  # noqa: E402
+
+
+def resolve(paths: list[str]) -> None:
+    from segzoo.config import load_config
+
+    print(json.dumps(load_config(*paths, schema_path=REPO / "schemas" / "config.schema.yaml"), indent=1))
+
+
+class Stage:
+    def __init__(self, config: dict, workdir: Path, device: str, parallel: int):
+        self.config, self.work, self.device, self.parallel = config, workdir, device, parallel
+        self.wg = config["weightgen"]
+        self.pre, self.splits = workdir / "pre", workdir / "splits.json"
+        self.zoo = workdir / "zoo"
+        path = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
+        self.env = {**os.environ, "PYTHONPATH": path, "CUDA_VISIBLE_DEVICES": "0",
+                    "PYTHONUNBUFFERED": "1"}
+        self.seconds: dict[str, float] = {}
+
+    def segzoo(self, *args, log: str) -> None:
+        with open(self.work / "logs" / f"{log}.log", "w") as out:
+            code = subprocess.run([sys.executable, "-m", "segzoo", *map(str, args)], env=self.env, stdout=out,
+                                  stderr=subprocess.STDOUT).returncode
+        if code:
+            sys.exit(f"segzoo {args[0]} failed; see {self.work / 'logs' / f'{log}.log'}:\n"
+                     + (self.work / "logs" / f"{log}.log").read_text()[-3000:])
+
+    def timed(self, name: str, fn, *args) -> None:
+        began = time.perf_counter()
+        fn(*args)
+        self.seconds[name] = time.perf_counter() - began
+        print(f"{name}: {self.seconds[name]:.0f} s", file=sys.stderr, flush=True)
+
+    def data(self) -> None:
+        c, p = self.config, self.config["phantom"]
+        self.segzoo("phantom", "--out", self.work / "raw", "--cases", p["cases"], "--seed", c["seed"], "--shape",
+                    *p["shape"], "--spacing", *p["spacing"], log="phantom")
+        self.segzoo("preprocess", self.work / "raw", "--out", self.pre, log="preprocess")
+        self.segzoo("splits", self.pre, "--out", self.splits, "--seed", c["seed"], "--val-fraction",
+                    c["splits"]["val_fraction"], "--test-fraction", c["splits"]["test_fraction"], log="splits")
+
+    def common(self, settings: dict) -> list:
+        return ["--data", self.pre, "--splits", self.splits, "--data-seed", self.config["seed"], "--settings",
+                json.dumps(settings), "--device", self.device]
+
+    def starts(self) -> None:
+        names = [arm for arm, _ in plan.arms(self.wg) if arm != "per_seed"]
+        settings = plan.zoo_settings(self.config)
+        with ThreadPoolExecutor(self.parallel) as pool:
+            list(pool.map(lambda n: self.segzoo("zoo-start", *self.common(settings), "--start", n, "--out",
+                                                self.zoo / "starts" / n, log=f"start_{n}"), names))
+
+    def jobs(self) -> None:
+        regions = list(json.loads((self.pre / "preprocess.json").read_text())["regions"])
+        settings = plan.zoo_settings(self.config)
+
+        def one(job):
+            start = [] if job["arm"] == "per_seed" else ["--start", self.zoo / "starts" / f"{job['arm']}.safetensors"]
+            self.segzoo("zoo", *self.common(settings), "--task", job["task"], "--lr", job["lr"], "--seeds",
+                        *job["seeds"], *start, "--out", self.zoo / job["folder"],
+                        log=job["folder"].replace("/", "_"))
+
+        with ThreadPoolExecutor(self.parallel) as pool:
+            list(pool.map(one, plan.jobs(self.wg, plan.tasks(self.wg, regions))))
+        self.job_dirs = [self.zoo / j["folder"] for j in plan.jobs(self.wg, plan.tasks(self.wg, regions))]
+
+    def index(self) -> None:
+        self.segzoo("zoo-index", *self.job_dirs, "--settings", json.dumps(plan.index_settings(self.config)),
+                    "--index", self.zoo / "index.csv", "--summary", self.zoo / "zoo.json", log="index")
+
+    def gpt(self, index: Path, out: Path) -> None:
+        seed = self.config["seed"]
+        self.segzoo("gpt-train", "--index", index, "--seed", seed, "--settings", json.dumps({"gpt": self.wg["gpt"]}),
+                    "--out", out / "gpt", "--device", self.device, log=f"gpt_train_{out.name}")
+        self.segzoo("gpt-sample", "--gpt", out / "gpt", "--index", index, "--seed", seed, "--settings",
+                    json.dumps({"sample": self.wg["sample"]}), "--out", out / "samples", "--device", self.device,
+                    log=f"gpt_sample_{out.name}")
+        self.segzoo("gpt-evaluate", *self.common(plan.evaluate_settings(self.config)), "--gpt", out / "gpt",
+                    "--samples", out / "samples", "--index", index, "--seed", seed, "--out", out / "evaluation",
+                    log=f"gpt_evaluate_{out.name}")
+
+
+def subset_index(stage: Stage, n: int) -> Path:
+    """index.csv with the training runs of the first ``n`` training seeds (held-out runs kept), beside the runs."""
+    import pandas as pd
+
+    index = pd.read_csv(stage.zoo / "index.csv")
+    seeds = sorted(s for s in stage.wg["seeds"] if s not in stage.wg["heldout_seeds"])[:n]
+    kept = index[(index["role"] != "train") | index["seed"].isin(seeds)]
+    folder = stage.work / f"inits{n}"
+    folder.mkdir()
+    (folder / "runs").symlink_to(stage.zoo / "runs")
+    kept.to_csv(folder / "index.csv", index=False)
+    return folder
+
+
+def report(stage: Stage, evaluation: Path) -> None:
+    import pandas as pd
+
+    print("\n| phase | seconds |\n| --- | ---: |")
+    for name, value in stage.seconds.items():
+        print(f"| {name} | {value:.0f} |")
+    print(f"\nzoo: {json.loads((stage.zoo / 'zoo.json').read_text())}")
+    print("\n| | criterion | task | measured |\n| --- | --- | --- | --- |")
+    for c in pd.read_csv(evaluation / "criteria.csv").itertuples():
+        print(f"| {'PASS' if c.passed else 'FAIL'} | {c.criterion} | {c.task} | {c.detail} |")
+    shots = pd.read_csv(evaluation / "oneshot.csv")
+    print("\n" + shots.groupby("task")[["oneshot_dice", "best_checkpoint_dice", "own_final_dice", "noise_dice",
+                                          "lookup_dice", "novelty_ratio"]].mean().to_markdown(floatfmt=".3f"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resolve", nargs="+", help="config files to merge and validate; prints the JSON")
+    parser.add_argument("--config", type=Path, help="resolved configuration (JSON from --resolve)")
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--parallel", type=int, default=8, help="zoo jobs at once")
+    parser.add_argument("--init-scaling", help="comma-separated numbers of training inits (per_seed zoo)")
+    args = parser.parse_args()
+    if args.resolve:
+        return resolve(args.resolve)
+    if args.workdir.exists():
+        sys.exit(f"{args.workdir}: already exists; give a new folder")
+    stage = Stage(json.loads(args.config.read_text()), args.workdir, args.device, args.parallel)
+    (args.workdir / "logs").mkdir(parents=True)
+    stage.timed("data", stage.data)
+    stage.timed("zoo starts", stage.starts)
+    stage.timed("zoo jobs", stage.jobs)
+    stage.timed("zoo index", stage.index)
+    if not args.init_scaling:
+        stage.timed("G.pt train + sample + evaluate", stage.gpt, stage.zoo / "index.csv", stage.work / "gpt")
+        return report(stage, stage.work / "gpt" / "evaluation")
+    import pandas as pd
+
+    rows = []
+    for n in map(int, args.init_scaling.split(",")):
+        folder = subset_index(stage, n)
+        stage.timed(f"G.pt on {n} inits", stage.gpt, folder / "index.csv", folder)
+        shots = pd.read_csv(folder / "evaluation" / "oneshot.csv")
+        for task, group in shots.groupby("task"):
+            rows.append({"inits": n, "task": task, "oneshot_dice": group["oneshot_dice"].mean(),
+                         "best_checkpoint_dice": group["best_checkpoint_dice"].mean(),
+                         "own_final_dice": group["own_final_dice"].mean(), "d_nearest": group["d_nearest"].mean()})
+    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"))
+    print("\n" + "\n".join(f"{k}: {v:.0f} s" for k, v in stage.seconds.items()))
+
+
+if __name__ == "__main__":
+    main()
