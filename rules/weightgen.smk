@@ -100,7 +100,7 @@ rule gpt_train:
         settings=json.dumps({"gpt": WG["gpt"]}, sort_keys=True),
         seed=config["seed"],
         device=DEVICE,
-    threads: WG["threads"]
+    threads: WG["gpt"]["threads"]
     resources:
         gpu=GPUS_PER_JOB,
     log:
@@ -130,7 +130,7 @@ rule gpt_sample:
         settings=json.dumps({"sample": WG["sample"]}, sort_keys=True),
         seed=config["seed"],
         device=DEVICE,
-    threads: WG["threads"]
+    threads: WG["gpt"]["threads"]
     resources:
         gpu=GPUS_PER_JOB,
     log:
@@ -170,7 +170,7 @@ rule gpt_evaluate:
         settings=json.dumps(zoo_plan.evaluate_settings(config), sort_keys=True),
         seed=config["seed"],
         device=DEVICE,
-    threads: WG["threads"]
+    threads: WG["gpt"]["threads"]
     resources:
         gpu=GPUS_PER_JOB,
     log:
