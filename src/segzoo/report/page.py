@@ -72,8 +72,9 @@ def weightgen_section(folder: Path, rel) -> list[str]:
              + criteria + "</table>",
              f"<p>G.pt ({s['gpt_parameters']:,} parameters) was trained on {s['train_checkpoints']} checkpoints of "
              f"{s['train_runs']} zoo runs in {s['gpt_train_seconds']:.0f} s; it is evaluated on {s['heldout_runs']} "
-             f"held-out runs (new data seeds) and {s['stress_runs']} runs of a held-out parent it never saw; one "
-             f"network takes {s['sample_seconds_one_network']:.2f} s to sample. Prompts and every selection use the "
+             f"held-out runs (new data seeds) and {s['stress_runs']} runs of a held-out start (a parent, or an init "
+             f"under <code>shared</code>) it never saw; one network takes {s['sample_seconds_one_network']:.2f} s to "
+             "sample. Prompts and every selection use the "
              "zoo's validation patches; every Dice below is measured on test-case patches (the headline one-shot "
              "networks also on the whole test volumes). "
              + (f"Not learned by any zoo run (best validation Dice below 0.3), so left out of the headline numbers: "
@@ -85,7 +86,7 @@ def weightgen_section(folder: Path, rel) -> list[str]:
              "<h3>Prompt alignment</h3>", _table(folder / "alignment.csv"),
              "<h3>The one-shot network as an initialisation</h3>", _table(folder / "finetune.csv"),
              "<h3>One network for every region</h3>", _table(folder / "unification.csv"),
-             "<h3>Stress test: a held-out parent</h3>", _table(folder / "stress.csv")]
+             "<h3>Stress test: a held-out start</h3>", _table(folder / "stress.csv")]
     for fig in read_json(folder / "figures.json"):
         parts.append(f"<figure><img src='{rel(folder / fig['file'])}' alt='{html.escape(fig['caption'])}'>"
                      f"<figcaption>{html.escape(fig['caption'])}</figcaption></figure>")
