@@ -17,6 +17,7 @@ import torch
 
 from segzoo.data.phantom import PhantomSpec, write_phantom_dataset
 from segzoo.data.preprocess import preprocess_dataset
+from segzoo.data.preprocessed import Preprocessed
 from segzoo.data.splits import splits_for_preprocessed
 from segzoo.data.verify import verify_dataset
 
@@ -33,7 +34,7 @@ def main() -> None:
             ("phantom", lambda: write_phantom_dataset(raw, args.cases, 42, PhantomSpec(shape=tuple(args.shape)))),
             ("verify", lambda: verify_dataset(raw)),
             ("preprocess (verify included)", lambda: preprocess_dataset(raw, pre)),
-            ("splits", lambda: splits_for_preprocessed(pre, 42, 0.2, 0.2)),
+            ("splits", lambda: splits_for_preprocessed(Preprocessed(pre), 42, 0.2, 0.2)),
         ]
         for name, step in steps:
             start = time.perf_counter()

@@ -30,9 +30,11 @@ def measure(args: argparse.Namespace) -> dict:
 
     from segzoo.config import load_config
     from segzoo.data.loader import PatchBatches
+    from segzoo.data.preprocessed import Preprocessed
     from segzoo.models.registry import build_model
-    from segzoo.train.gpu import acquire
-    from segzoo.train.loop import build_optimizer, make_deterministic
+    from segzoo.devices import acquire
+    from segzoo.determinism import make_deterministic
+    from segzoo.train.loop import build_optimizer
     from segzoo.train.loss import build_loss
 
     config = load_config(REPO / "config.yaml", schema_path=REPO / "schemas" / "config.schema.yaml")
@@ -42,15 +44,14 @@ def measure(args: argparse.Namespace) -> dict:
     make_deterministic(0, args.threads)  # time what training pays for determinism
     device = torch.device(args.device)
     patch = [int(p) for p in args.one[1].split(",")]
-    pre = Path(args.data)
-    meta = json.loads((pre / "preprocess.json").read_text())
-    ids = [c["id"] for c in meta["cases"]]
-    model = build_model(args.one[0], len(meta["channels"]), len(meta["regions"]), **config["models"][args.one[0]])
+    pre = Preprocessed(args.data)
+    ids = pre.case_ids()
+    model = build_model(args.one[0], len(pre.channels), len(pre.regions), **config["models"][args.one[0]])
     model.to(device).train()
     optimizer = build_optimizer(model, settings)
     loss_fn = build_loss()
-    batches = PatchBatches(pre, ids, patch, settings["batch_size"], settings["foreground_fraction"], 0,
-                           settings["augment"])
+    batches = PatchBatches(pre, ids, patch, settings["batch_size"], foreground_fraction=settings["foreground_fraction"],
+                           seed=0, augment=settings["augment"])
     loader = iter(DataLoader(batches, batch_size=None, sampler=range(args.steps + args.warmup),
                              num_workers=args.workers, pin_memory=device.type == "cuda"))
     bf16 = device.type == "cuda" and settings["bf16"]
@@ -101,7 +102,8 @@ def main() -> None:
         pre = preprocess_dataset(raw, Path(tmp) / "pre" / "D")
         for model in args.models:
             for patch in args.patches:
-                cmd = [sys.executable, __file__, "--one", model, patch, "--data", str(pre), "--device", args.device,
+                cmd = [sys.executable, __file__, "--one", model, patch, "--data", str(pre.folder), "--device",
+                       args.device,
                        "--steps", str(args.steps), "--warmup", str(args.warmup), "--workers", str(args.workers),
                        "--threads", str(args.threads)]
                 out = subprocess.run(cmd, capture_output=True, text=True)

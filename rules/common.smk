@@ -1,4 +1,4 @@
-# Shared helpers: config validation, dataset naming, paths, source-file inputs, wildcard constraints.
+# Shared helpers: config validation, dataset naming, the results layout, source-file inputs, input functions.
 import json
 import os
 import re
@@ -14,8 +14,9 @@ SRC = REPO / "src" / "segzoo"
 sys.path.insert(0, str(SRC.parent))  # this checkout's segzoo, whatever is installed
 
 from segzoo.config import validate_config
+from segzoo.devices import resolve_device
 from segzoo.errors import SegzooError
-from segzoo.train.gpu import resolve_device
+from segzoo.weightgen import plan as zoo_plan
 
 try:  # one line per bad key; fills in the schema's defaults
     config.update(validate_config(config, REPO / "schemas" / "config.schema.yaml"))
@@ -34,6 +35,21 @@ PHANTOM_NAME = "Dataset001_SpinalPhantom"
 RAW = config["dataset"]["raw"]
 DATASET = config["dataset"]["name"] or (Path(RAW).name if RAW else PHANTOM_NAME)
 
+# The results layout, named once. Rules write these paths (later rules read them through rules.<name>.output);
+# targets, input functions and the closing summary expand them.
+PHANTOM = "results/raw/{dataset}"
+VERIFY_REPORT = "results/verify/{dataset}.json"
+PREPROCESSED = "results/preprocessed/{dataset}"
+SPLITS = "results/splits/{dataset}/splits.json"
+TRAIN_RUN = "results/train/{dataset}/{model}/seed{seed}"
+PREDICTIONS = "results/infer/{dataset}/{model}/seed{seed}"
+SCORES = "results/evaluate/{dataset}/{model}/seed{seed}.csv"
+TABLES = "results/tables/{dataset}"
+METRICS = "results/metrics/{dataset}"
+FIGURES = "results/figures/{dataset}"
+ZOO = "results/zoo/{dataset}"
+WEIGHTGEN = "results/weightgen/{dataset}"
+PAGE = "results/index.html"
 
 DEVICE = resolve_device(config["device"])
 GPUS_PER_JOB = 1 if DEVICE == "cuda" else 0  # CPU runs ask for no GPU, so --resources gpu=2 still runs them
@@ -48,12 +64,19 @@ def train_launcher():
     return f"torchrun --standalone --nproc-per-node {TRAIN_PROCESSES} -m segzoo"
 
 
+# The segzoo modules each kind of job runs: as inputs, an edit to them reruns the job.
+INFRASTRUCTURE = ("checkpoint.py", "devices.py", "determinism.py", "provenance.py", "errors.py")
+DATA_CODE = ("data/dataset.py", "data/verify.py", "data/nifti.py")
+TRAIN_CODE = ("data/loader.py", "data/preprocessed.py", "models/*", "train/*", *INFRASTRUCTURE)
+WEIGHTGEN_CODE = ("weightgen/*", *TRAIN_CODE)
+
+
 def sources(*patterns):
     """Source files of the segzoo code a job runs; as inputs, an edit to them reruns the job."""
     files = []
     for pattern in ("cli.py", "io.py", *patterns):
         files += sorted(os.path.relpath(p) for p in SRC.glob(pattern) if p.suffix == ".py")
-    return files
+    return sorted(set(files), key=files.index)
 
 
 def train_settings(wildcards):
@@ -72,22 +95,20 @@ def run_outputs(pattern):
     return expand_runs
 
 
+def runs_json(wildcards):
+    """Every training run of the config with its folder and its predictions, for the figures (JSON)."""
+    return json.dumps([{"model": m, "seed": s, "run": TRAIN_RUN.format(dataset=wildcards.dataset, model=m, seed=s),
+                        "predictions": PREDICTIONS.format(dataset=wildcards.dataset, model=m, seed=s)}
+                       for m in config["train"]["models"] for s in config["train"]["seeds"]])
+
+
 def train_targets():
-    return expand(
-        "results/train/{dataset}/{model}/seed{seed}/best.safetensors",
-        dataset=DATASET,
-        model=config["train"]["models"],
-        seed=config["train"]["seeds"],
-    )
+    return expand(f"{TRAIN_RUN}/best.safetensors", dataset=DATASET, model=config["train"]["models"],
+                  seed=config["train"]["seeds"])
 
 
 def evaluate_targets():
-    return [f"results/tables/{DATASET}"]
-
-
-from segzoo.weightgen import plan as zoo_plan
-
-ZOO_TRAIN_KEYS = zoo_plan.INHERITED_TRAIN_KEYS
+    return [TABLES.format(dataset=DATASET)]
 
 
 def dataset_regions():
@@ -114,7 +135,7 @@ if _problems:
 
 def zoo_jobs(wildcards):
     """Every zoo job folder of the config: arm x task x lr x group of seeds."""
-    return [f"results/zoo/{wildcards.dataset}/{job['folder']}" for job in zoo_plan.jobs(WG, WG_TASKS)]
+    return [f"{ZOO.format(dataset=wildcards.dataset)}/{job['folder']}" for job in zoo_plan.jobs(WG, WG_TASKS)]
 
 
 def zoo_job_seeds(wildcards):
@@ -127,12 +148,14 @@ def zoo_start_option(wildcards, input):
 
 def get_zoo_start(wildcards):
     """A job's start file (spawn, shared); per_seed runs start from their own inits."""
-    return [] if wildcards.arm == "per_seed" else [f"results/zoo/{wildcards.dataset}/starts/{wildcards.arm}.safetensors"]
+    if wildcards.arm == "per_seed":
+        return []
+    return [f"{ZOO.format(dataset=wildcards.dataset)}/starts/{wildcards.arm}.safetensors"]
 
 
 def weightgen_targets():
     """The G.pt evaluation folder, when the weight-generation stage is on."""
-    return [f"results/weightgen/{DATASET}/evaluation"] if WG["enabled"] else []
+    return [f"{WEIGHTGEN.format(dataset=DATASET)}/evaluation"] if WG["enabled"] else []
 
 
 def dvc_stages():
@@ -144,8 +167,8 @@ def dvc_stages():
         "train": (train_targets(), ["seed", "device", "models", "train"]),
         "evaluate": (evaluate_targets(), ["seed", "device", "train.sw_batch_size", "evaluate"]),
         "weightgen": (weightgen_targets(), ["seed", "device", "dataset", "weightgen",
-                                            *(f"train.{k}" for k in ZOO_TRAIN_KEYS)]),
-        "report": (["results/index.html"], sorted(config)),  # figures and page read the whole config
+                                            *(f"train.{k}" for k in zoo_plan.INHERITED_TRAIN_KEYS)]),
+        "report": ([PAGE], sorted(config)),  # figures and page read the whole config
     }
     return {name: {"targets": targets, "params": params} for name, (targets, params) in stages.items() if targets}
 
@@ -157,11 +180,11 @@ def spacing_option():
 
 def raw_dataset(wildcards):
     """The phantom the pipeline writes, or the user's own dataset (read, never written)."""
-    return RAW if RAW else f"results/raw/{wildcards.dataset}"
+    return RAW if RAW else PHANTOM.format(dataset=wildcards.dataset)
 
 
 def data_targets():
-    return [f"results/verify/{DATASET}.json", f"results/splits/{DATASET}/splits.json"]
+    return [VERIFY_REPORT.format(dataset=DATASET), SPLITS.format(dataset=DATASET)]
 
 
 def record_in_dvc():
@@ -174,17 +197,18 @@ def record_in_dvc():
 
 
 def print_outputs():
+    at = lambda pattern: pattern.format(dataset=DATASET, model="<model>", seed="<seed>")  # noqa: E731
     print(f"\nsegzoo: done for {DATASET}")
-    print(f"  verification report : results/verify/{DATASET}.json")
-    print(f"  preprocessed arrays : results/preprocessed/{DATASET}/")
-    print(f"  splits              : results/splits/{DATASET}/splits.json")
-    print(f"  checkpoints         : results/train/{DATASET}/<model>/seed<seed>/(best|final).safetensors")
+    print(f"  verification report : {at(VERIFY_REPORT)}")
+    print(f"  preprocessed arrays : {at(PREPROCESSED)}/")
+    print(f"  splits              : {at(SPLITS)}")
+    print(f"  checkpoints         : {at(TRAIN_RUN)}/(best|final).safetensors")
     print(f"  training logs       : results/logs/train/{DATASET}/<model>/seed<seed>.log")
-    print(f"  learning curves     : results/train/{DATASET}/<model>/seed<seed>/dvclive/")
-    print(f"  test predictions    : results/infer/{DATASET}/<model>/seed<seed>/")
-    print(f"  comparison tables   : results/tables/{DATASET}/ (dice.md, comparison.csv, per_case.csv)")
-    print(f"  figures             : results/figures/{DATASET}/")
-    if config["weightgen"]["enabled"]:
-        print(f"  checkpoint zoo      : results/zoo/{DATASET}/ (index.csv, runs/)")
-        print(f"  G.pt evaluation     : results/weightgen/{DATASET}/evaluation/ (oneshot.csv, alignment.csv, ...)")
-    print(f"\n  open the report     : {os.path.abspath('results/index.html')}")
+    print(f"  learning curves     : {at(TRAIN_RUN)}/dvclive/")
+    print(f"  test predictions    : {at(PREDICTIONS)}/")
+    print(f"  comparison tables   : {at(TABLES)}/ (dice.md, comparison.csv, per_case.csv)")
+    print(f"  figures             : {at(FIGURES)}/")
+    if WG["enabled"]:
+        print(f"  checkpoint zoo      : {at(ZOO)}/ (index.csv, runs/)")
+        print(f"  G.pt evaluation     : {at(WEIGHTGEN)}/evaluation/ (oneshot.csv, alignment.csv, ...)")
+    print(f"\n  open the report     : {os.path.abspath(PAGE)}")

@@ -3,7 +3,7 @@
 
 rule phantom:
     output:
-        directory("results/raw/{dataset}"),
+        directory(PHANTOM),
     input:
         sources("data/phantom.py"),
     params:
@@ -32,10 +32,10 @@ rule phantom:
 
 rule verify:
     output:
-        "results/verify/{dataset}.json",
+        VERIFY_REPORT,
     input:
         raw=raw_dataset,
-        code=sources("data/dataset.py", "data/verify.py"),
+        code=sources(*DATA_CODE),
     log:
         "results/logs/verify/{dataset}.log",
     benchmark:
@@ -48,11 +48,11 @@ rule verify:
 
 rule preprocess:
     output:
-        directory("results/preprocessed/{dataset}"),
+        directory(PREPROCESSED),
     input:
         raw=raw_dataset,
-        report="results/verify/{dataset}.json",
-        code=sources("data/dataset.py", "data/verify.py", "data/preprocess.py"),
+        report=rules.verify.output[0],
+        code=sources(*DATA_CODE, "data/preprocess.py", "data/preprocessed.py"),
     params:
         spacing=spacing_option(),
     log:
@@ -67,10 +67,10 @@ rule preprocess:
 
 rule splits:
     output:
-        "results/splits/{dataset}/splits.json",
+        SPLITS,
     input:
-        data="results/preprocessed/{dataset}",
-        code=sources("data/splits.py"),
+        data=rules.preprocess.output[0],
+        code=sources("data/splits.py", "data/preprocessed.py"),
     params:
         seed=config["seed"],
         val=config["splits"]["val_fraction"],

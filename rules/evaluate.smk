@@ -3,12 +3,13 @@
 
 rule infer:
     output:
-        directory("results/infer/{dataset}/{model}/seed{seed}"),
+        directory(PREDICTIONS),
     input:
-        checkpoint="results/train/{dataset}/{model}/seed{seed}/best.safetensors",
-        data="results/preprocessed/{dataset}",
-        splits="results/splits/{dataset}/splits.json",
-        code=sources("infer.py", "models/*", "train/checkpoint.py", "train/validate.py", "data/preprocess.py"),
+        checkpoint=rules.train.output.best,
+        data=rules.preprocess.output[0],
+        splits=rules.splits.output[0],
+        code=sources("infer.py", "models/*", "train/validate.py", "data/preprocess.py", "data/preprocessed.py",
+                     "data/nifti.py", *INFRASTRUCTURE),
     params:
         device=DEVICE,
         sw_batch_size=config["train"]["sw_batch_size"],
@@ -27,13 +28,13 @@ rule infer:
 
 rule evaluate:
     output:
-        "results/evaluate/{dataset}/{model}/seed{seed}.csv",
+        SCORES,
     input:
-        predictions="results/infer/{dataset}/{model}/seed{seed}",
+        predictions=rules.infer.output[0],
         raw=raw_dataset,
-        data="results/preprocessed/{dataset}",
-        splits="results/splits/{dataset}/splits.json",
-        code=sources("evaluate/cases.py", "evaluate/metrics.py"),
+        data=rules.preprocess.output[0],
+        splits=rules.splits.output[0],
+        code=sources("evaluate/cases.py", "evaluate/metrics.py", "data/preprocessed.py", "data/nifti.py"),
     params:
         tolerance=config["evaluate"]["tolerance_mm"],
     log:
@@ -51,15 +52,15 @@ rule evaluate:
 rule compare:
     output:
         tables=report(
-            directory("results/tables/{dataset}"),
+            directory(TABLES),
             patterns=["{name}.html"],
             caption="report/tables.rst",
             category="Tables",
         ),
-        metrics="results/metrics/{dataset}/comparison.json",
+        metrics=f"{METRICS}/comparison.json",
     input:
-        scores=run_outputs("results/evaluate/{dataset}/{model}/seed{seed}.csv"),
-        code=sources("evaluate/stats.py", "evaluate/report_tables.py"),
+        scores=run_outputs(SCORES),
+        code=sources("evaluate/stats.py", "evaluate/report_tables.py", "evaluate/metrics.py"),
     params:
         metrics=" ".join(config["evaluate"]["metrics"]),
         seed=config["seed"],

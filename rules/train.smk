@@ -3,18 +3,18 @@
 
 rule train:
     output:
-        best="results/train/{dataset}/{model}/seed{seed}/best.safetensors",
-        best_meta="results/train/{dataset}/{model}/seed{seed}/best.json",
-        final="results/train/{dataset}/{model}/seed{seed}/final.safetensors",
-        final_meta="results/train/{dataset}/{model}/seed{seed}/final.json",
-        metrics="results/train/{dataset}/{model}/seed{seed}/metrics.json",
+        best=f"{TRAIN_RUN}/best.safetensors",
+        best_sidecar=f"{TRAIN_RUN}/best.json",
+        final=f"{TRAIN_RUN}/final.safetensors",
+        final_sidecar=f"{TRAIN_RUN}/final.json",
+        metrics=f"{TRAIN_RUN}/metrics.json",
     input:
-        data="results/preprocessed/{dataset}",
-        splits="results/splits/{dataset}/splits.json",
-        code=sources("data/loader.py", "models/*", "train/*"),
+        data=rules.preprocess.output[0],
+        splits=rules.splits.output[0],
+        code=sources(*TRAIN_CODE),
     params:
-        run="results/train/{dataset}/{model}/seed{seed}",
-        curves="results/train/{dataset}/{model}/seed{seed}/dvclive/plots",  # for dvc-sync: DVC plots
+        run=TRAIN_RUN,
+        curves=f"{TRAIN_RUN}/dvclive/plots",  # for dvc-sync: DVC plots
         settings=train_settings,
         device=DEVICE,
         launch=train_launcher(),

@@ -1,21 +1,15 @@
 # Weight generation (G.pt): zoo starts -> zoo jobs on the GPU pool -> index -> G.pt -> one-shot samples
 # -> evaluation. Helpers (arms, seed groups, settings) live in common.smk.
 
-ZOO = "results/zoo/{dataset}"
-WG_OUT = "results/weightgen/{dataset}"
-WG_CODE = ("weightgen/*", "models/*", "train/*", "data/loader.py")
-PREPROCESSED = "results/preprocessed/{dataset}"
-SPLITS = "results/splits/{dataset}/splits.json"
-
 
 rule zoo_start:
     output:
         weights=f"{ZOO}/starts/{{start}}.safetensors",
-        meta=f"{ZOO}/starts/{{start}}.json",
+        sidecar=f"{ZOO}/starts/{{start}}.json",
     input:
-        data=PREPROCESSED,
-        splits=SPLITS,
-        code=sources(*WG_CODE),
+        data=rules.preprocess.output[0],
+        splits=rules.splits.output[0],
+        code=sources(*WEIGHTGEN_CODE),
     params:
         stem=lambda w, output: output.weights.removesuffix(".safetensors"),
         settings=json.dumps(zoo_plan.zoo_settings(config), sort_keys=True),
@@ -40,10 +34,10 @@ rule zoo_job:
     output:
         runs=directory(f"{ZOO}/runs/{{arm}}/{{task}}_lr{{lr}}_g{{group}}"),
     input:
-        data=PREPROCESSED,
-        splits=SPLITS,
+        data=rules.preprocess.output[0],
+        splits=rules.splits.output[0],
         start=get_zoo_start,
-        code=sources(*WG_CODE),
+        code=sources(*WEIGHTGEN_CODE),
     params:
         seeds=zoo_job_seeds,
         start=zoo_start_option,
@@ -72,7 +66,7 @@ rule zoo_index:
         summary=f"{ZOO}/zoo.json",
     input:
         jobs=zoo_jobs,
-        code=sources(*WG_CODE),
+        code=sources(*WEIGHTGEN_CODE),
     params:
         settings=json.dumps(zoo_plan.index_settings(config), sort_keys=True),
     log:
@@ -88,13 +82,13 @@ rule zoo_index:
 
 rule gpt_train:
     output:
-        weights=f"{WG_OUT}/gpt.safetensors",
-        meta=f"{WG_OUT}/gpt.json",
-        curves=f"{WG_OUT}/gpt_loss.csv",
+        weights=f"{WEIGHTGEN}/gpt.safetensors",
+        sidecar=f"{WEIGHTGEN}/gpt.json",
+        curves=f"{WEIGHTGEN}/gpt_loss.csv",
     input:
         index=rules.zoo_index.output.index,
         jobs=zoo_jobs,
-        code=sources(*WG_CODE),
+        code=sources(*WEIGHTGEN_CODE),
     params:
         stem=lambda w, output: output.weights.removesuffix(".safetensors"),
         settings=json.dumps({"gpt": WG["gpt"]}, sort_keys=True),
@@ -116,14 +110,14 @@ rule gpt_train:
 
 rule gpt_sample:
     output:
-        weights=f"{WG_OUT}/samples.safetensors",
-        meta=f"{WG_OUT}/samples.json",
-        table=f"{WG_OUT}/samples.csv",
+        weights=f"{WEIGHTGEN}/samples.safetensors",
+        sidecar=f"{WEIGHTGEN}/samples.json",
+        table=f"{WEIGHTGEN}/samples.csv",
     input:
         gpt=rules.gpt_train.output.weights,
         index=rules.zoo_index.output.index,
         jobs=zoo_jobs,
-        code=sources(*WG_CODE),
+        code=sources(*WEIGHTGEN_CODE),
     params:
         gpt=lambda w, input: input.gpt.removesuffix(".safetensors"),
         stem=lambda w, output: output.weights.removesuffix(".safetensors"),
@@ -148,12 +142,12 @@ rule gpt_sample:
 rule gpt_evaluate:
     output:
         evaluation=report(
-            directory(f"{WG_OUT}/evaluation"),
+            directory(f"{WEIGHTGEN}/evaluation"),
             patterns=["{name}.png"],
             caption="report/weightgen.rst",
             category="Weight generation",
         ),
-        metrics="results/metrics/{dataset}/weightgen.json",
+        metrics=f"{METRICS}/weightgen.json",
     input:
         gpt=rules.gpt_train.output.weights,
         curves=rules.gpt_train.output.curves,
@@ -161,9 +155,9 @@ rule gpt_evaluate:
         table=rules.gpt_sample.output.table,
         index=rules.zoo_index.output.index,
         jobs=zoo_jobs,
-        data=PREPROCESSED,
-        splits=SPLITS,
-        code=sources(*WG_CODE),
+        data=rules.preprocess.output[0],
+        splits=rules.splits.output[0],
+        code=sources(*WEIGHTGEN_CODE),
     params:
         gpt=lambda w, input: input.gpt.removesuffix(".safetensors"),
         samples=lambda w, input: input.samples.removesuffix(".safetensors"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from segzoo.errors import SegzooError
-from segzoo.train.checkpoint import (flatten_state, load_checkpoint, paths, save_checkpoint,
+from segzoo.checkpoint import (flatten_state, load_checkpoint, paths, save_checkpoint,
                                      unflatten_state)
 
 from conftest import REPO

@@ -17,7 +17,7 @@ from segzoo.data.preprocess import preprocess_dataset
 from segzoo.data.splits import splits_for_preprocessed
 from segzoo.io import write_json
 from segzoo.models.registry import build_model
-from segzoo.train.checkpoint import load_checkpoint
+from segzoo.checkpoint import load_checkpoint
 from segzoo.train.loss import PooledRegionDiceCE, RegionDiceCE
 
 TOLERANCE = 1e-4  # per-step loss and validation Dice: float sums in another order (measured: 3e-6)
@@ -35,7 +35,7 @@ def prepared(tmp_path_factory):
                                                                                        spacing=(1.0, 1.0, 3.0)))
     pre = preprocess_dataset(raw, root / "pre" / "D")
     write_json(root / "splits.json", splits_for_preprocessed(pre, 0, 0.2, 0.2))
-    return pre, root / "splits.json"
+    return pre.folder, root / "splits.json"
 
 
 def _train(prepared, out: Path, processes: int) -> subprocess.CompletedProcess:

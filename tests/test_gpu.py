@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from segzoo.train.gpu import COUNT_ENV, acquire, resolve_device
+from segzoo.devices import COUNT_ENV, acquire, resolve_device
 
 HOLD = """
 import json, os, sys, time
-from segzoo.train.gpu import acquire
+from segzoo.devices import acquire
 lease = acquire(lock_dir=sys.argv[1], count=2, poll_seconds=0.02)
 start = time.time()
 time.sleep(float(sys.argv[2]))
@@ -49,7 +49,7 @@ def test_eight_processes_never_share_one_of_two_devices(tmp_path):
 
 HOLDER = """
 import sys, time
-from segzoo.train.gpu import acquire
+from segzoo.devices import acquire
 acquire(lock_dir=sys.argv[1], count=1)
 print("held", flush=True)
 time.sleep(600)
@@ -75,7 +75,7 @@ def test_killed_holder_frees_its_device(tmp_path):
 
 FORKING_HOLDER = """
 import os, sys, time
-from segzoo.train.gpu import acquire
+from segzoo.devices import acquire
 acquire(lock_dir=sys.argv[1], count=1)
 child = os.fork()  # like a DataLoader worker
 if child == 0:

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from segzoo.evaluate.metrics import ece, nll, score
+from segzoo.evaluate.metrics import ece, nll, score_region
 
 
 def cube(shape, start, size):
@@ -25,7 +25,7 @@ def test_cubes_shifted_by_k_voxels(k):
     a = 10
     ref = cube((24, 24, 24), (5, 5, 5), a)
     pred = cube((24, 24, 24), (5 + k, 5, 5), a)
-    s = score(pred, ref, pred.astype(float), spacing=(1, 1, 1))
+    s = score_region(pred, ref, pred.astype(float), spacing=(1, 1, 1))
     assert s["dice"] == pytest.approx((a - k) / a)
     assert s["iou"] == pytest.approx((a - k) / (a + k))
     assert s["volume_diff_ml"] == 0.0
@@ -35,29 +35,29 @@ def test_cubes_shifted_by_k_voxels(k):
                                                    ((0.5, 0.5, 2.5), 1, 2.5)])
 def test_hd95_and_surface_dice_are_in_mm(spacing, k, expected_mm):
     ref, pred = plate((20, 20, 12), 3), plate((20, 20, 12), 3 + k)  # every surface point k slices away
-    s = score(pred, ref, pred.astype(float), spacing=spacing, tolerance_mm=expected_mm + 0.01)
+    s = score_region(pred, ref, pred.astype(float), spacing=spacing, tolerance_mm=expected_mm + 0.01)
     assert s["hd95_mm"] == pytest.approx(expected_mm)
     assert s["surface_dice"] == pytest.approx(1.0)
-    assert score(pred, ref, pred.astype(float), spacing=spacing, tolerance_mm=expected_mm - 0.01)["surface_dice"] == 0
+    assert score_region(pred, ref, pred.astype(float), spacing=spacing, tolerance_mm=expected_mm - 0.01)["surface_dice"] == 0
 
 
 def test_volume_difference_in_ml_uses_spacing():
     ref = cube((20, 20, 20), (2, 2, 2), 10)  # 1000 voxels
     pred = cube((20, 20, 20), (2, 2, 2), 5)  # 125 voxels
-    s = score(pred, ref, pred.astype(float), spacing=(1.0, 1.0, 2.0))
+    s = score_region(pred, ref, pred.astype(float), spacing=(1.0, 1.0, 2.0))
     assert s["volume_diff_ml"] == pytest.approx(875 * 2.0 / 1000)
 
 
 def test_empty_reference_and_prediction():
     empty = np.zeros((10, 10, 10), bool)
-    both = score(empty, empty, np.zeros((10, 10, 10)), spacing=(1, 1, 2))
+    both = score_region(empty, empty, np.zeros((10, 10, 10)), spacing=(1, 1, 2))
     assert math.isnan(both["dice"]) and math.isnan(both["iou"]) and math.isnan(both["hd95_mm"])
     assert math.isnan(both["surface_dice"]) and both["volume_diff_ml"] == 0.0
     pred = cube((10, 10, 10), (2, 2, 2), 3)
-    one = score(pred, empty, pred.astype(float), spacing=(1, 1, 2))
+    one = score_region(pred, empty, pred.astype(float), spacing=(1, 1, 2))
     assert one["dice"] == 0.0 and one["surface_dice"] == 0.0
     assert one["hd95_mm"] == pytest.approx(math.sqrt(10**2 + 10**2 + 20**2))  # the image diagonal
-    missed = score(empty, pred, np.zeros((10, 10, 10)), spacing=(1, 1, 2))
+    missed = score_region(empty, pred, np.zeros((10, 10, 10)), spacing=(1, 1, 2))
     assert missed["dice"] == 0.0 and missed["volume_diff_ml"] == pytest.approx(27 * 2 / 1000)
 
 

@@ -9,7 +9,7 @@ from segzoo.errors import SegzooError
 from segzoo.models.blocks import count_parameters, ops_for
 from segzoo.models.diffnet import DiffusionLayer
 from segzoo.models.pyramid import image_pyramid
-from segzoo.models.registry import MODELS, build_model, divisor
+from segzoo.models.registry import MODELS, build_model
 
 SMALL = {
     "unet3plus": {"base": 4, "levels": 4},
@@ -36,8 +36,8 @@ def test_registry_is_one_dict_of_the_four_models_and_the_zoo_network():
 @pytest.mark.parametrize("size", [(16, 16, 16), (32, 16, 24), (48, 32, 8)])
 def test_output_shape_matches_input(name, size):
     model = small(name, in_channels=2).eval()
-    if any(s % divisor(model) for s in size):
-        pytest.skip(f"{name} needs sides divisible by {divisor(model)}")
+    if any(s % model.divisor for s in size):
+        pytest.skip(f"{name} needs sides divisible by {model.divisor}")
     with torch.no_grad():
         out = model(torch.randn(1, 2, *size))
     assert out.shape == (1, 3, *size)

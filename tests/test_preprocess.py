@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from segzoo.data.phantom import PhantomSpec, write_phantom_dataset
-from segzoo.data.preprocess import label_to_original_grid, load_properties, preprocess_dataset, to_original_grid
+from segzoo.data.preprocess import label_to_original_grid, preprocess_dataset, to_original_grid
 from segzoo.errors import SegzooError
 
 from test_verify import make_msd, nan_in_image
@@ -25,8 +25,8 @@ def dice(a, b):
 
 
 def _round_trip(raw: Path, pre: Path, case: str) -> tuple[np.ndarray, np.ndarray]:
-    props = load_properties(pre / f"{case}.json")
-    back = label_to_original_grid(np.load(pre / f"{case}_seg.npy"), props, LABELS)
+    props = pre.properties(case)
+    back = label_to_original_grid(pre.label(case), props, LABELS)
     original = np.asarray(nib.load(raw / "labelsTr" / f"{case}.nii.gz").dataobj)
     return original, back
 
@@ -42,14 +42,13 @@ def jittered(tmp_path_factory):
 
 def test_outputs_are_ras_at_median_spacing_and_z_scored(jittered):
     raw, pre = jittered
-    meta = json.loads((pre / "preprocess.json").read_text())
+    meta = json.loads((pre.folder / "preprocess.json").read_text())
     spacings = [nib.load(p).header.get_zooms() for p in sorted((raw / "imagesTr").iterdir())]
     # Median over cases in RAS order; the phantom flips only in-plane axes, so the z spacing stays last.
     assert meta["target_spacing"][2] == pytest.approx(float(np.median([s[2] for s in spacings])), rel=1e-5)
     for case in meta["cases"]:
-        props = load_properties(pre / f"{case['id']}.json")
-        image = np.load(pre / f"{case['id']}.npy", mmap_mode="r")
-        seg = np.load(pre / f"{case['id']}_seg.npy", mmap_mode="r")
+        loaded = pre.case(case["id"], mmap=True)
+        props, image, seg = loaded.properties, loaded.image, loaded.label
         assert image.dtype == np.float32 and seg.dtype == np.uint8
         assert image.shape[0] == 1 and seg.shape == image.shape
         assert nib.aff2axcodes(np.asarray(props["preprocessed"]["affine"])) == ("R", "A", "S")
@@ -88,7 +87,7 @@ def test_crop_to_nonzero_and_inverse_pads_with_zero(tmp_path):
     data[:4] = 0  # an empty border, as outside a scanner's field of view
     nib.save(nib.Nifti1Image(data, img.affine), path)
     pre = preprocess_dataset(raw, tmp_path / "pre" / "D")
-    props = load_properties(pre / "phantom_000.json")
+    props = pre.properties("phantom_000")
     assert props["preprocessed"]["shape"][0] == 28 and props["resampled_shape"][0] == 32
     ones = np.ones([1, *props["preprocessed"]["shape"]], np.float32)
     back = to_original_grid(ones, props)[0]
@@ -99,7 +98,7 @@ def test_crop_to_nonzero_and_inverse_pads_with_zero(tmp_path):
 def test_decathlon_multichannel_dataset(tiny_dataset, tmp_path):
     raw = make_msd(tiny_dataset, tmp_path / "Task09_Spine", channels=2)
     pre = preprocess_dataset(raw, tmp_path / "pre")
-    image = np.load(pre / "spine_0.npy")
+    image = pre.image("spine_0")
     assert image.shape[0] == 2
     assert image.std(axis=(1, 2, 3)) == pytest.approx([1.0, 1.0], abs=1e-3)  # z-score per channel
 

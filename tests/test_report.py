@@ -95,7 +95,9 @@ def test_page_written_elsewhere_still_links_to_every_file(ci_run, tmp_path):
     wf, _ = ci_run
     config = load_config(REPO / "config.yaml", REPO / "presets" / "ci.yaml", schema_path=REPO / "schemas" / "config.schema.yaml")
     out = tmp_path / "elsewhere" / "index.html"
-    result = run_segzoo("page", "--dataset", PHANTOM, "--config-json", json.dumps(config), "--out", out, cwd=wf)
+    result = run_segzoo("page", "--dataset", PHANTOM, "--figures", f"results/figures/{PHANTOM}", "--tables",
+                        f"results/tables/{PHANTOM}", "--weightgen", f"results/weightgen/{PHANTOM}/evaluation",
+                        "--config-json", json.dumps(config), "--out", out, cwd=wf)
     assert result.returncode == 0, result.stderr
     links = re.findall(r"(?:src|href)='([^']+)'", out.read_text())
     assert links and all((out.parent / link).is_file() for link in links)

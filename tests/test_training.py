@@ -160,7 +160,7 @@ def test_a_patch_the_model_cannot_take_is_a_clear_error(prepared, tmp_path, patc
 def test_cli_rejects_malformed_settings(prepared, tmp_path):
     from conftest import run_segzoo
     pre, splits = prepared
-    result = run_segzoo("train", "--data", pre, "--splits", splits, "--model", "unet3plus", "--seed", "0",
+    result = run_segzoo("train", "--data", pre.folder, "--splits", splits, "--model", "unet3plus", "--seed", "0",
                         "--out", tmp_path / "r", "--settings", "{not json", "--device", "cpu")
     assert result.returncode == 1 and "--settings: not a JSON object" in result.stderr
     assert "Traceback" not in result.stderr
@@ -179,7 +179,7 @@ def test_cli_errors_are_one_line(prepared, tmp_path, monkeypatch, change, messag
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     pre, splits = prepared
     settings = change.get("settings") or json.dumps({"train": SETTINGS, "model": change.get("options", {})})
-    result = run_segzoo("train", "--data", change.get("data", pre), "--splits", splits, "--model",
+    result = run_segzoo("train", "--data", change.get("data", pre.folder), "--splits", splits, "--model",
                         change.get("model", "unet3plus"), "--seed", "0", "--out", tmp_path / "r", "--settings",
                         settings, "--device", change.get("device", "cpu"))
     assert result.returncode == 1 and message in result.stderr, result.stderr

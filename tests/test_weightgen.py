@@ -17,7 +17,7 @@ from segzoo.data.splits import splits_for_preprocessed
 from segzoo.errors import SegzooError
 from segzoo.io import read_json, write_json
 from segzoo.models.registry import ZOO_NETWORK, build_model
-from segzoo.train.checkpoint import load_checkpoint, save_checkpoint
+from segzoo.checkpoint import load_checkpoint, save_checkpoint
 from segzoo.weightgen import merge
 from segzoo.weightgen.audit import Audit
 from segzoo.weightgen.evaluate import r_squared
@@ -50,6 +50,12 @@ def prepared(tmp_path_factory):
     pre = preprocess_dataset(raw, root / "pre" / "D")
     write_json(root / "splits.json", splits_for_preprocessed(pre, 0, 0.2, 0.2))
     return pre, root / "splits.json"
+
+
+def _job(pre, splits, task, lr, seeds, start, settings, out):
+    """A zoo job on the CPU, one thread, data seed 0."""
+    return train_zoo_job(pre, splits, task, lr, seeds, start, settings=settings, out=out, device="cpu", threads=1,
+                         data_seed=0)
 
 
 def _toy_run(name: str, task: str, dice: np.ndarray, params: torch.Tensor, role: str = "train", start="parent0"):
@@ -127,13 +133,12 @@ def test_lookup_memoriser_aligns_perfectly_on_a_toy_zoo():
 def test_audit_distances_and_novelty_on_a_hand_made_zoo(prepared):
     pre, splits = prepared
     settings = _settings()
-    meta = read_json(pre / "preprocess.json")
-    start = random_init(settings, meta, 0, 0)
+    start = random_init(settings, pre, 0, 0)
     torch.manual_seed(1)
     rows = start + torch.randn(5, start.numel()) * 0.01
     rows[0] = start
     layout = layout_of(build_model(ZOO_NETWORK, 1, 3, features=settings["features"]))
-    zoo = Zoo(list(meta["regions"]), layout, {}, {"a": _toy_run("a", "sc", np.zeros((5, 3)), rows)})
+    zoo = Zoo(pre.region_names, layout, {}, {"a": _toy_run("a", "sc", np.zeros((5, 3)), rows)})
     scale = LayerScale.fit(layout, [rows - start])
     audit = Audit(zoo, scale, Scorer(pre, splits, settings, 0), k=2, seed=0)
     keys, d = audit.nearest(rows[3].clone())
@@ -157,8 +162,8 @@ def test_merges_on_hand_made_task_vectors():
 def test_lesion_runs_centre_their_foreground_patches_on_lesions(prepared):
     pre, splits = prepared
     cases = read_json(splits)["train"]
-    lesion = PatchBatches(pre, cases, [16, 16, 8], 4, 1.0, 0, centre_values=[3])
-    anywhere = PatchBatches(pre, cases, [16, 16, 8], 4, 1.0, 0)
+    lesion = PatchBatches(pre, cases, [16, 16, 8], 4, foreground_fraction=1.0, seed=0, centre_values=[3])
+    anywhere = PatchBatches(pre, cases, [16, 16, 8], 4, foreground_fraction=1.0, seed=0)
     with_lesion = lambda batches: [bool(batches[k]["label"][i, 2].any()) for k in range(6) for i in range(4)]  # noqa: E731
     assert all(with_lesion(lesion))  # channels: canal, sc, lesion
     assert not all(with_lesion(anywhere))  # centred on any label, some patches miss the lesion
@@ -167,29 +172,29 @@ def test_lesion_runs_centre_their_foreground_patches_on_lesions(prepared):
 def test_init_modes_start_where_they_promise(prepared, tmp_path):
     pre, splits = prepared
     settings = _settings(steps=4, checkpoints=2, parent_steps=3)
-    meta = read_json(pre / "preprocess.json")
-    parent = train_start(pre, splits, "spawn", 0, settings, tmp_path / "parent0", "cpu", 1, 0)
+    parent = train_start(pre, splits, "spawn", 0, settings=settings, out=tmp_path / "parent0", device="cpu", threads=1,
+                         data_seed=0)
     parent_params = load_checkpoint(tmp_path / "parent0")[0]["params"][0]
-    assert parent["steps"] == 3 and not torch.equal(parent_params, random_init(settings, meta, 0, 0))
-    train_zoo_job(pre, splits, "sc", 0.01, [0, 1], tmp_path / "parent0.safetensors", settings, tmp_path / "spawn",
-                  "cpu", 1, 0)
+    assert parent["steps"] == 3 and not torch.equal(parent_params, random_init(settings, pre, 0, 0))
+    _job(pre, splits, "sc", 0.01, [0, 1], tmp_path / "parent0.safetensors", settings, tmp_path / "spawn")
     for seed in (0, 1):  # spawn: every child's row 0 is the parent's final weights
         assert torch.equal(load_checkpoint(tmp_path / "spawn" / f"seed{seed}")[0]["params"][0], parent_params)
-    train_start(pre, splits, "shared", 2, settings, tmp_path / "init2", "cpu", 1, 0)
+    train_start(pre, splits, "shared", 2, settings=settings, out=tmp_path / "init2", device="cpu", threads=1,
+                data_seed=0)
     shared = load_checkpoint(tmp_path / "init2")[0]["params"][0]
-    assert torch.equal(shared, random_init(settings, meta, 0, 2))  # shared: the untrained init itself
-    train_zoo_job(pre, splits, "sc", 0.01, [0, 1], None, settings, tmp_path / "own", "cpu", 1, 0)
+    assert torch.equal(shared, random_init(settings, pre, 0, 2))  # shared: the untrained init itself
+    _job(pre, splits, "sc", 0.01, [0, 1], None, settings, tmp_path / "own")
     rows = [load_checkpoint(tmp_path / "own" / f"seed{s}")[0]["params"][0] for s in (0, 1)]
-    assert all(torch.equal(rows[s], random_init(settings, meta, 0, s)) for s in (0, 1))
+    assert all(torch.equal(rows[s], random_init(settings, pre, 0, s)) for s in (0, 1))
     assert not torch.equal(rows[0], rows[1])  # per_seed: each seed its own init
     with pytest.raises(SegzooError, match="already exists"):  # a job never overwrites a folder
-        train_zoo_job(pre, splits, "sc", 0.01, [0], None, settings, tmp_path / "own", "cpu", 1, 0)
+        _job(pre, splits, "sc", 0.01, [0], None, settings, tmp_path / "own")
 
 
 def test_zoo_run_keeps_its_start_and_untrained_heads_and_is_reproducible(prepared, tmp_path):
     pre, splits = prepared
     settings = _settings()
-    meta = train_zoo_job(pre, splits, "sc", 0.01, [0], None, settings, tmp_path / "a", "cpu", 1, 0)[0]
+    meta = _job(pre, splits, "sc", 0.01, [0], None, settings, tmp_path / "a")[0]
     params = load_checkpoint(tmp_path / "a" / "seed0")[0]["params"]
     steps = meta["checkpoints"]["step"]
     assert steps[0] == 0 and steps[-1] == WG["steps"] and len(steps) == WG["checkpoints"] + 2
@@ -200,7 +205,7 @@ def test_zoo_run_keeps_its_start_and_untrained_heads_and_is_reproducible(prepare
     assert torch.equal(heads[others], heads0[others])  # single-task: the other heads stay at the start
     assert not torch.equal(heads[sc], heads0[sc])
     assert meta["architecture"]["network_class_name"].endswith("PlainConvUNet")
-    train_zoo_job(pre, splits, "sc", 0.01, [0], None, settings, tmp_path / "b", "cpu", 1, 0)
+    _job(pre, splits, "sc", 0.01, [0], None, settings, tmp_path / "b")
     assert (tmp_path / "a" / "seed0.safetensors").read_bytes() == (tmp_path / "b" / "seed0.safetensors").read_bytes()
 
 
@@ -209,7 +214,7 @@ def _zoo_dirs(root, pre, splits, settings, tasks=("all",), seeds=(0, 1), arm="pa
     dirs = []
     for task in tasks:
         d = root / "runs" / arm / f"{task}_lr0.02_g0"
-        train_zoo_job(pre, splits, task, 0.02, list(seeds), start, settings, d, "cpu", 1, 0)
+        _job(pre, splits, task, 0.02, list(seeds), start, settings, d)
         dirs.append(d)
     return dirs
 
@@ -255,8 +260,8 @@ def test_gpt_overfits_a_tiny_zoo_from_its_start(prepared, tmp_path):
     run = zoo.select("train")[0]
     final = torch.tensor(run.dice[-1])
     assert final.max() > 0.5  # the run learned something worth prompting for
-    sample = generate(gpt, run.params[:1], ["all"], torch.tensor(run.dice[:1]), final[None], 10,
-                      torch.Generator().manual_seed(0))
+    sample = generate(gpt, run.params[:1], ["all"], start_metrics=torch.tensor(run.dice[:1]),
+                      target_metrics=final[None], ddim_steps=10, generator=torch.Generator().manual_seed(0))
     achieved = Scorer(pre, splits, settings, 0).dice(sample[0], "val")
     assert np.abs(achieved - final.numpy()).max() <= 0.1, (achieved, final)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from segzoo.data.phantom import PhantomSpec
 from segzoo.errors import SegzooError
+from segzoo.evaluate.metrics import METRICS
 
 
 def _phantom(args: argparse.Namespace) -> None:
@@ -38,22 +39,29 @@ def _preprocess(args: argparse.Namespace) -> None:
     from segzoo.data.preprocess import preprocess_dataset
 
     out = preprocess_dataset(args.dataset, args.out, spacing=args.spacing)
-    print(f"preprocessed {args.dataset} into {out}")
+    print(f"preprocessed {args.dataset} into {out.folder}")
 
 
 def _splits(args: argparse.Namespace) -> None:
     from segzoo.data.splits import splits_for_preprocessed
     from segzoo.io import write_json
 
-    splits = splits_for_preprocessed(args.preprocessed, args.seed, args.val_fraction, args.test_fraction)
+    splits = splits_for_preprocessed(_preprocessed(args.preprocessed), args.seed, args.val_fraction,
+                                     args.test_fraction)
     write_json(args.out, splits)
     print(f"wrote {args.out}: {len(splits['train'])} train, {len(splits['val'])} val, "
           f"{len(splits['test'])} test ({splits['test_source']})")
 
 
+def _preprocessed(folder: Path):
+    from segzoo.data.preprocessed import Preprocessed
+
+    return Preprocessed(folder)
+
+
 def _claim_device(requested: str) -> str:
     """Resolve ``auto``; for CUDA take a GPU from the pool before torch initialises CUDA."""
-    from segzoo.train.gpu import acquire, resolve_device
+    from segzoo.devices import acquire, resolve_device
 
     device = resolve_device(requested)
     if device == "cuda":
@@ -79,7 +87,7 @@ def _train(args: argparse.Namespace) -> None:
     device = _claim_device(args.device)
     from segzoo.train.loop import Run, train
 
-    metrics = train(Run(preprocessed=args.data, splits=args.splits, model=args.model, seed=args.seed,
+    metrics = train(Run(preprocessed=_preprocessed(args.data), splits=args.splits, model=args.model, seed=args.seed,
                         out=args.out, settings=settings["train"], model_options=settings["model"],
                         device=device, threads=args.threads, progress=not args.no_progress))
     if not metrics:  # a DDP process other than 0: process 0 writes and reports
@@ -92,7 +100,8 @@ def _infer(args: argparse.Namespace) -> None:
     device = _claim_device(args.device)
     from segzoo.infer import infer_run
 
-    cases = infer_run(args.checkpoint, args.data, args.splits, args.out, device, args.sw_batch_size, args.overlap)
+    cases = infer_run(args.checkpoint, _preprocessed(args.data), args.splits, args.out, device=device,
+                      sw_batch_size=args.sw_batch_size, overlap=args.overlap)
     print(f"predicted {len(cases)} test case(s) into {args.out}")
 
 
@@ -101,7 +110,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     from segzoo.io import refuse_existing, write_text
 
     refuse_existing(args.out)
-    table = evaluate_run(args.predictions, args.raw, args.data, args.splits, args.tolerance_mm, args.model, args.seed)
+    table = evaluate_run(args.predictions, args.raw, _preprocessed(args.data), args.splits,
+                         tolerance_mm=args.tolerance_mm, model=args.model, seed=args.seed)
     write_text(args.out, table.to_csv(index=False, float_format="%.6g"))
     print(f"scored {table['case'].nunique()} case(s) x {table['region'].nunique()} region(s) into {args.out}")
 
@@ -118,7 +128,12 @@ def _figures(args: argparse.Namespace) -> None:
 
     from segzoo.report.figures import write_figures
 
-    figures = write_figures(args.results, args.dataset, args.raw, json.loads(args.config_json), args.out)
+    try:
+        runs = json.loads(args.runs)
+    except json.JSONDecodeError as e:
+        raise SegzooError(f"--runs: not JSON ({e})") from None
+    figures = write_figures(args.tables, _preprocessed(args.data), args.raw, runs=runs,
+                            config=json.loads(args.config_json), out=args.out)
     print(f"wrote {len(figures)} figures to {args.out}")
 
 
@@ -127,23 +142,25 @@ def _page(args: argparse.Namespace) -> None:
 
     from segzoo.report.page import write_page
 
-    out = write_page(args.results, args.dataset, json.loads(args.config_json), args.out, Path.cwd())
+    out = write_page(args.dataset, figures_dir=args.figures, tables=args.tables, weightgen=args.weightgen,
+                     config=json.loads(args.config_json), out=args.out, repo=Path.cwd())
     print(f"report page: {out.resolve()}")
 
 
 def _zoo_start(args: argparse.Namespace) -> None:
     from segzoo.io import new_files
-    from segzoo.train.checkpoint import paths
+    from segzoo.checkpoint import paths
 
     settings = _json_settings(args.settings, "zoo", "init")
     with new_files(*paths(args.out)):
         device = _claim_device(args.device)
         from segzoo.weightgen.zoo import start_index, train_start
 
-        meta = train_start(args.data, args.splits, settings["init"], start_index(args.start), settings["zoo"], args.out,
-                           device, args.threads, args.data_seed)
-    print(f"zoo start {meta['start']} ({meta['init']}, {meta['steps']} steps): val Dice "
-          + ", ".join(f"{r} {d:.3f}" for r, d in zip(meta["regions"], meta["val_dice"])))
+        sidecar = train_start(_preprocessed(args.data), args.splits, settings["init"], start_index(args.start),
+                           settings=settings["zoo"], out=args.out, device=device, threads=args.threads,
+                           data_seed=args.data_seed)
+    print(f"zoo start {sidecar['start']} ({sidecar['init']}, {sidecar['steps']} steps): val Dice "
+          + ", ".join(f"{r} {d:.3f}" for r, d in zip(sidecar["regions"], sidecar["val_dice"])))
 
 
 def _zoo(args: argparse.Namespace) -> None:
@@ -151,13 +168,14 @@ def _zoo(args: argparse.Namespace) -> None:
     device = _claim_device(args.device)
     from segzoo.weightgen.zoo import train_zoo_job
 
-    runs = train_zoo_job(args.data, args.splits, args.task, args.lr, args.seeds, args.start, settings["zoo"], args.out,
-                         device, args.threads, args.data_seed)
-    for meta in runs:
-        dice = {k.removeprefix("dice_"): round(v[-1], 3) for k, v in meta["checkpoints"].items()
+    runs = train_zoo_job(_preprocessed(args.data), args.splits, args.task, args.lr, args.seeds, args.start,
+                         settings=settings["zoo"], out=args.out, device=device, threads=args.threads,
+                         data_seed=args.data_seed)
+    for sidecar in runs:
+        dice = {k.removeprefix("dice_"): round(v[-1], 3) for k, v in sidecar["checkpoints"].items()
                 if k.startswith("dice_")}
-        print(f"zoo run {meta['task']} lr {meta['lr']} seed {meta['seed']} from {meta['start']}: "
-              f"{len(meta['checkpoints']['step'])} checkpoints, final val Dice {dice}")
+        print(f"zoo run {sidecar['task']} lr {sidecar['lr']} seed {sidecar['seed']} from {sidecar['start']}: "
+              f"{len(sidecar['checkpoints']['step'])} checkpoints, final val Dice {dice}")
 
 
 def _zoo_index(args: argparse.Namespace) -> None:
@@ -172,34 +190,35 @@ def _zoo_index(args: argparse.Namespace) -> None:
 
 def _gpt_train(args: argparse.Namespace) -> None:
     from segzoo.io import new_files
-    from segzoo.train.checkpoint import paths
+    from segzoo.checkpoint import paths
 
-    options = _json_settings(args.settings, "gpt")
+    settings = _json_settings(args.settings, "gpt")
     with new_files(*paths(args.out), args.out.with_name(args.out.name + "_loss.csv")):
         device = _claim_device(args.device)
         from segzoo.weightgen.gpt_train import train_gpt
         from segzoo.weightgen.zoo import load_zoo
 
-        meta = train_gpt(load_zoo(args.index, roles=("train",)), options["gpt"], args.seed, args.out, device,
+        sidecar = train_gpt(load_zoo(args.index, roles=("train",)), settings["gpt"], args.seed, args.out, device,
                          args.threads)
-    print(f"G.pt ({meta['parameters']} parameters) trained on {meta['train_checkpoints']} checkpoints of "
-          f"{len(meta['train_runs'])} runs in {meta['seconds']:.1f} s; final loss {meta['final_loss']:.4f}")
+    print(f"G.pt ({sidecar['parameters']} parameters) trained on {sidecar['train_checkpoints']} checkpoints of "
+          f"{len(sidecar['train_runs'])} runs in {sidecar['seconds']:.1f} s; final loss {sidecar['final_loss']:.4f}")
 
 
 def _gpt_sample(args: argparse.Namespace) -> None:
     from segzoo.io import new_files
-    from segzoo.train.checkpoint import paths
+    from segzoo.checkpoint import paths
 
-    options = _json_settings(args.settings, "sample")
+    settings = _json_settings(args.settings, "sample")
     with new_files(*paths(args.out), args.out.with_name(args.out.name + ".csv")):
         device = _claim_device(args.device)
         from segzoo.weightgen.gpt_train import load_gpt
         from segzoo.weightgen.sample import write_samples
         from segzoo.weightgen.zoo import load_zoo
 
-        meta = write_samples(load_gpt(args.gpt, device), load_zoo(args.index), options["sample"], args.seed, args.out)
-    print(f"sampled {meta['networks']} networks with {meta['ddim_steps']} DDIM steps "
-          f"({meta['single_network_seconds']:.2f} s for one network alone)")
+        sidecar = write_samples(load_gpt(args.gpt, device), load_zoo(args.index), settings["sample"], args.seed,
+                                args.out)
+    print(f"sampled {sidecar['networks']} networks with {sidecar['ddim_steps']} DDIM steps "
+          f"({sidecar['single_network_seconds']:.2f} s for one network alone)")
 
 
 def _gpt_evaluate(args: argparse.Namespace) -> None:
@@ -210,8 +229,9 @@ def _gpt_evaluate(args: argparse.Namespace) -> None:
         device = _claim_device(args.device)
         from segzoo.weightgen.evaluate import evaluate_samples
 
-        summary = evaluate_samples(args.gpt, args.samples, args.index, args.data, args.splits, settings,
-                                   args.data_seed, args.seed, device, args.threads, args.out, args.summary)
+        summary = evaluate_samples(args.gpt, args.samples, args.index, _preprocessed(args.data), args.splits,
+                                   settings=settings, data_seed=args.data_seed, seed=args.seed, device=device,
+                                   threads=args.threads, out=args.out, summary_path=args.summary)
     for c in summary["criteria"]:
         print(f"{'PASS' if c['passed'] else 'FAIL'}  {c['criterion']} [{c['task']}]: {c['detail']}")
     print(f"written to {args.out}")
@@ -318,23 +338,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("compare", help="tables of models x regions: mean, bootstrap CI, Wilcoxon vs U-Net 3+")
     p.add_argument("scores", type=Path, nargs="+", help="per-case CSVs from `segzoo evaluate`")
     p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--metrics", nargs="+", default=["dice", "iou", "hd95_mm", "surface_dice", "volume_diff_ml",
-                                                     "nll", "ece"])
+    p.add_argument("--metrics", nargs="+", default=list(METRICS), choices=list(METRICS), metavar="METRIC",
+                   help=f"default: all of {', '.join(METRICS)}")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--summary", type=Path, help="also write the means as JSON (model -> region -> metric)")
     p.set_defaults(run=_compare)
 
     p = verbs.add_parser("figures", help="every figure of the report for one dataset")
-    p.add_argument("--results", type=Path, default=Path("results"))
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--tables", type=Path, required=True, help="the comparison tables folder (segzoo compare)")
+    p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
     p.add_argument("--raw", type=Path, required=True, help="raw dataset (images and reference labels)")
+    p.add_argument("--runs", required=True,
+                   help='JSON list of {"model", "seed", "run": training folder, "predictions": infer folder}')
     p.add_argument("--config-json", required=True, help="the resolved pipeline configuration as JSON")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(run=_figures)
 
     p = verbs.add_parser("page", help="write the static results page (index.html)")
-    p.add_argument("--results", type=Path, default=Path("results"))
     p.add_argument("--dataset", required=True)
+    p.add_argument("--figures", type=Path, required=True, help="the figures folder (segzoo figures)")
+    p.add_argument("--tables", type=Path, required=True, help="the comparison tables folder (segzoo compare)")
+    p.add_argument("--weightgen", type=Path, help="the G.pt evaluation folder, when that stage ran")
     p.add_argument("--config-json", required=True)
     p.add_argument("--out", type=Path, default=Path("results/index.html"))
     p.set_defaults(run=_page)

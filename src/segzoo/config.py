@@ -57,9 +57,26 @@ def validate_config(config: dict, schema_path: str | Path, source: str | None = 
     """
     schema = load_schema(schema_path)
     problems = config_problems(config, schema)
+    filled = fill_defaults(config, schema) if not problems else config
+    if not problems:
+        problems = _resolve_metrics(filled)
     if problems:
         raise SegzooError([f"{source}: {p}" if source else p for p in problems])
-    return fill_defaults(config, schema)
+    return filled
+
+
+def _resolve_metrics(config: dict) -> list[str]:
+    """``evaluate.metrics``: null becomes every known metric; unknown names are problems."""
+    from segzoo.evaluate.metrics import METRICS
+
+    evaluate = config.get("evaluate")
+    if not isinstance(evaluate, dict):
+        return []
+    if evaluate.get("metrics") is None:
+        evaluate["metrics"] = list(METRICS)
+        return []
+    return [f"evaluate.metrics: {name!r} is not a metric segzoo knows ({', '.join(METRICS)})"
+            for name in evaluate["metrics"] if name not in METRICS]
 
 
 def load_config(*paths: str | Path, schema_path: str | Path) -> dict:

@@ -18,20 +18,20 @@ import numpy as np
 import torch
 
 from segzoo.data.nifti import save_nifti
-from segzoo.data.preprocess import load_properties, to_original_grid
-from segzoo.errors import SegzooError
+from segzoo.data.preprocess import to_original_grid
+from segzoo.data.preprocessed import Preprocessed
 from segzoo.io import output_dir, read_json
 from segzoo.models.registry import build_model
-from segzoo.train.checkpoint import load_checkpoint
+from segzoo.checkpoint import load_checkpoint
 from segzoo.train.validate import sliding_window_logits
 
 
 def load_model(checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """A model rebuilt from its sidecar and loaded from safetensors, in eval mode."""
-    tensors, meta = load_checkpoint(checkpoint)
-    model = build_model(meta["model"], len(meta["channels"]), len(meta["regions"]), **meta["model_options"])
+    """A model rebuilt from its checkpoint's sidecar and loaded from safetensors, in eval mode; and the sidecar."""
+    tensors, sidecar = load_checkpoint(checkpoint)
+    model = build_model(sidecar["model"], len(sidecar["channels"]), len(sidecar["regions"]), **sidecar["model_options"])
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    return model.to(device).eval(), meta
+    return model.to(device).eval(), sidecar
 
 
 @torch.no_grad()
@@ -43,21 +43,18 @@ def predict_probabilities(model: torch.nn.Module, image: np.ndarray, patch_size:
     return torch.sigmoid(logits.float())[0].cpu().numpy()
 
 
-def infer_run(checkpoint: str | Path, preprocessed: str | Path, splits: str | Path, out: str | Path,
+def infer_run(checkpoint: str | Path, pre: Preprocessed, splits: str | Path, out: str | Path, *,
               device: str = "cpu", sw_batch_size: int = 4, overlap: float = 0.5) -> list[str]:
     """Predict every test case of ``splits`` with the model in ``checkpoint``; write NIfTI files to ``out``."""
     dev = torch.device(device)
-    model, meta = load_model(checkpoint, dev)
-    pre = Path(preprocessed)
+    model, sidecar = load_model(checkpoint, dev)
     cases = read_json(splits)["test"]
-    regions = list(meta["regions"])
+    regions = list(sidecar["regions"])
     with output_dir(out) as tmp:
         for case in cases:
-            props = load_properties(pre / f"{case}.json")
-            if not (pre / f"{case}.npy").is_file():
-                raise SegzooError(f"{pre / f'{case}.npy'}: missing; is {pre} the preprocessed folder of this split?")
-            prob = predict_probabilities(model, np.load(pre / f"{case}.npy"), meta["patch_size"], dev,
-                                         sw_batch_size, overlap)
+            image = pre.image(case)
+            props = pre.properties(case)
+            prob = predict_probabilities(model, image, sidecar["patch_size"], dev, sw_batch_size, overlap)
             prob = np.clip(to_original_grid(prob, props, mode="bilinear"), 0.0, 1.0).astype(np.float32)
             affine = np.asarray(props["original"]["affine"])
             save_nifti(np.moveaxis(prob, 0, -1), affine, tmp / f"{case}_prob.nii.gz")

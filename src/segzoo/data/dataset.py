@@ -79,40 +79,41 @@ def read_dataset(root: str | Path) -> RawDataset:
     root = Path(root)
     if not root.is_dir():
         raise SegzooError(f"{root}: not a directory")
-    meta_path = root / "dataset.json"
-    meta = read_json(meta_path)
-    if not isinstance(meta, dict):
-        raise SegzooError(f"{meta_path}: must hold a JSON object, found {type(meta).__name__}")
-    if "training" in meta or "modality" in meta:
-        return _read_msd(root, meta_path, meta)
-    return _read_nnunet(root, meta_path, meta)
+    json_path = root / "dataset.json"
+    dataset_json = read_json(json_path)
+    if not isinstance(dataset_json, dict):
+        raise SegzooError(f"{json_path}: must hold a JSON object, found {type(dataset_json).__name__}")
+    if "training" in dataset_json or "modality" in dataset_json:
+        return _read_msd(root, json_path, dataset_json)
+    return _read_nnunet(root, json_path, dataset_json)
 
 
-def _check_keys(meta_path: Path, meta: dict, required: dict[str, type]) -> None:
+def _check_keys(json_path: Path, dataset_json: dict, required: dict[str, type]) -> None:
     problems = []
     for key, kind in required.items():
-        if key not in meta:
-            problems.append(f"{meta_path}: missing key '{key}'")
-        elif not isinstance(meta[key], kind) or (kind is int and isinstance(meta[key], bool)):
-            problems.append(f"{meta_path}: key '{key}' must be {kind.__name__}, found {type(meta[key]).__name__}")
+        if key not in dataset_json:
+            problems.append(f"{json_path}: missing key '{key}'")
+        elif not isinstance(dataset_json[key], kind) or (kind is int and isinstance(dataset_json[key], bool)):
+            found = type(dataset_json[key]).__name__
+            problems.append(f"{json_path}: key '{key}' must be {kind.__name__}, found {found}")
     if problems:
         raise SegzooError(problems)
 
 
-def _parse_nnunet_labels(meta_path: Path, meta: dict) -> tuple[dict[str, list[int]], set[int], int | None]:
+def _parse_nnunet_labels(json_path: Path, dataset_json: dict) -> tuple[dict[str, list[int]], set[int], int | None]:
     """nnU-Net ``labels``: name -> int (a class) or list of ints (a region), as nnU-Net v2 checks them.
 
     ``background`` is 0; values are consecutive; regions (lists) need ``regions_class_order``; an
     ``ignore`` label must hold the highest value and is not a region.
     """
-    labels = meta["labels"]
+    labels = dataset_json["labels"]
     problems, regions, values = [], {}, {0}
     if labels.get("background") != 0:
-        problems.append(f"{meta_path}: 'labels' must map 'background' to 0")
+        problems.append(f"{json_path}: 'labels' must map 'background' to 0")
     for name, value in labels.items():
         members = value if isinstance(value, list) else [value]
         if not members or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in members):
-            problems.append(f"{meta_path}: label '{name}' must be a non-negative integer or a list of them, "
+            problems.append(f"{json_path}: label '{name}' must be a non-negative integer or a list of them, "
                             f"found {value!r}")
             continue
         values.update(members)
@@ -120,50 +121,51 @@ def _parse_nnunet_labels(meta_path: Path, meta: dict) -> tuple[dict[str, list[in
             regions[name] = sorted(members)
     ignore = labels.get("ignore")
     if ignore is not None and (not isinstance(ignore, int) or ignore != max(values)):
-        problems.append(f"{meta_path}: the 'ignore' label must be one integer, the highest label value")
-    if any(isinstance(v, list) for v in labels.values()) and not isinstance(meta.get("regions_class_order"), list):
-        problems.append(f"{meta_path}: 'labels' uses regions (lists) but 'regions_class_order' is missing")
+        problems.append(f"{json_path}: the 'ignore' label must be one integer, the highest label value")
+    uses_regions = any(isinstance(v, list) for v in labels.values())
+    if uses_regions and not isinstance(dataset_json.get("regions_class_order"), list):
+        problems.append(f"{json_path}: 'labels' uses regions (lists) but 'regions_class_order' is missing")
     if not regions:
-        problems.append(f"{meta_path}: 'labels' declares no foreground label")
-    problems += _consecutive(meta_path, values - {ignore})
+        problems.append(f"{json_path}: 'labels' declares no foreground label")
+    problems += _consecutive(json_path, values - {ignore})
     if problems:
         raise SegzooError(problems)
     return regions, values, ignore
 
 
-def _consecutive(meta_path: Path, values: set[int]) -> list[str]:
+def _consecutive(json_path: Path, values: set[int]) -> list[str]:
     missing = sorted(set(range(max(values) + 1)) - values) if values else []
     if missing:
-        return [f"{meta_path}: label values must be consecutive from 0 (nnU-Net's rule); missing {missing}"]
+        return [f"{json_path}: label values must be consecutive from 0 (nnU-Net's rule); missing {missing}"]
     return []
 
 
-def _read_nnunet(root: Path, meta_path: Path, meta: dict) -> RawDataset:
-    _check_keys(meta_path, meta, NNUNET_KEYS)
-    channels = _channels(meta_path, meta, "channel_names")
-    ending = meta["file_ending"]
+def _read_nnunet(root: Path, json_path: Path, dataset_json: dict) -> RawDataset:
+    _check_keys(json_path, dataset_json, NNUNET_KEYS)
+    channels = _channels(json_path, dataset_json, "channel_names")
+    ending = dataset_json["file_ending"]
     if not ending.startswith("."):
-        raise SegzooError(f"{meta_path}: 'file_ending' must start with '.', found {ending!r}")
-    regions, values, ignore = _parse_nnunet_labels(meta_path, meta)
+        raise SegzooError(f"{json_path}: 'file_ending' must start with '.', found {ending!r}")
+    regions, values, ignore = _parse_nnunet_labels(json_path, dataset_json)
     ds = RawDataset(root, "nnunet", channels, regions, values, ending, ignore)
     for images_dir, labels_dir, test in (("imagesTr", "labelsTr", False), ("imagesTs", "labelsTs", True)):
         _list_nnunet_cases(ds, root / images_dir, root / labels_dir, test)
     if not ds.training and not ds.problems:
         ds.problems.append(f"{root / 'imagesTr'}: no training images ending in {ending}")
-    if meta["numTraining"] != len(ds.training):
-        ds.problems.append(f"{meta_path}: 'numTraining' is {meta['numTraining']} but imagesTr holds "
+    if dataset_json["numTraining"] != len(ds.training):
+        ds.problems.append(f"{json_path}: 'numTraining' is {dataset_json['numTraining']} but imagesTr holds "
                            f"{len(ds.training)} cases")
     return ds
 
 
-def _channels(meta_path: Path, meta: dict, key: str) -> list[str]:
-    """Channel names in index order from ``meta[key]`` ({"0": "T2", "1": "T1"})."""
-    mapping = meta[key]
+def _channels(json_path: Path, dataset_json: dict, key: str) -> list[str]:
+    """Channel names in index order from ``dataset_json[key]`` ({"0": "T2", "1": "T1"})."""
+    mapping = dataset_json[key]
     if not mapping:
-        raise SegzooError(f"{meta_path}: '{key}' is empty")
+        raise SegzooError(f"{json_path}: '{key}' is empty")
     bad = [k for k in mapping if not str(k).isdigit()]
     if bad:
-        raise SegzooError(f"{meta_path}: '{key}' keys must be channel indices '0', '1', ..., found {bad[0]!r}")
+        raise SegzooError(f"{json_path}: '{key}' keys must be channel indices '0', '1', ..., found {bad[0]!r}")
     return [mapping[k] for k in sorted(mapping, key=int)]
 
 
@@ -209,53 +211,53 @@ def _list_nnunet_cases(ds: RawDataset, images_dir: Path, labels_dir: Path, test:
                 ds.problems.append(f"{f}: label has no image in {images_dir.name}")
 
 
-def _read_msd(root: Path, meta_path: Path, meta: dict) -> RawDataset:
-    _check_keys(meta_path, meta, MSD_KEYS)
-    channels = _channels(meta_path, meta, "modality")
-    labels = meta["labels"]
+def _read_msd(root: Path, json_path: Path, dataset_json: dict) -> RawDataset:
+    _check_keys(json_path, dataset_json, MSD_KEYS)
+    channels = _channels(json_path, dataset_json, "modality")
+    labels = dataset_json["labels"]
     if not all(str(k).isdigit() for k in labels):
-        raise SegzooError(f"{meta_path}: Decathlon 'labels' keys must be label values '0', '1', ..., "
+        raise SegzooError(f"{json_path}: Decathlon 'labels' keys must be label values '0', '1', ..., "
                           f"found {sorted(labels)}")
     values = {int(k) for k in labels} | {0}
     regions = {str(name): [int(k)] for k, name in labels.items() if int(k) != 0}
-    problems = _consecutive(meta_path, values)
+    problems = _consecutive(json_path, values)
     if not regions:
-        problems.append(f"{meta_path}: 'labels' declares no foreground label")
-    if not isinstance(meta.get("test", []), list):
-        problems.append(f"{meta_path}: key 'test' must be list, found {type(meta['test']).__name__}")
+        problems.append(f"{json_path}: 'labels' declares no foreground label")
+    if not isinstance(dataset_json.get("test", []), list):
+        problems.append(f"{json_path}: key 'test' must be list, found {type(dataset_json['test']).__name__}")
     if problems:
         raise SegzooError(problems)
     ds = RawDataset(root, "msd", channels, regions, values, ".nii.gz")
-    for i, entry in enumerate(meta["training"]):
-        if not (isinstance(entry, dict) and isinstance(entry.get("image"), str) and isinstance(entry.get("label"), str)):
-            ds.problems.append(f"{meta_path}: training[{i}] must be an object with 'image' and 'label' paths")
+    for i, entry in enumerate(dataset_json["training"]):
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("image", "label"))):
+            ds.problems.append(f"{json_path}: training[{i}] must be an object with 'image' and 'label' paths")
             continue
         image, label = root / entry["image"], root / entry["label"]
         case = _strip_ending(image.name)
         ok = case not in {c.id for c in ds.cases}
         if not ok:
-            ds.problems.append(f"{meta_path}: training[{i}] repeats case {case}; case ids must be unique")
+            ds.problems.append(f"{json_path}: training[{i}] repeats case {case}; case ids must be unique")
         for path, what in ((image, "image"), (label, "label")):
             if not path.is_file():
                 ds.problems.append(f"{path}: missing {what} listed in dataset.json training[{i}]")
                 ok = False
         if ok:
             ds.cases.append(Case(case, (image,), label))
-    for i, entry in enumerate(meta.get("test", [])):
+    for i, entry in enumerate(dataset_json.get("test", [])):
         image = root / entry if isinstance(entry, str) else None
         if image is None or not image.is_file():
-            ds.problems.append(f"{meta_path}: test[{i}] does not name an existing image ({entry!r})")
+            ds.problems.append(f"{json_path}: test[{i}] does not name an existing image ({entry!r})")
             continue
         if _strip_ending(image.name) in {c.id for c in ds.cases}:
-            ds.problems.append(f"{meta_path}: test[{i}] repeats case {_strip_ending(image.name)}; case ids must "
+            ds.problems.append(f"{json_path}: test[{i}] repeats case {_strip_ending(image.name)}; case ids must "
                                f"be unique")
             continue
         ds.cases.append(Case(_strip_ending(image.name), (image,), None, test=True))
     if not ds.training and not ds.problems:
-        ds.problems.append(f"{meta_path}: 'training' lists no cases")
-    if meta["numTraining"] != len(meta["training"]):
-        ds.problems.append(f"{meta_path}: 'numTraining' is {meta['numTraining']} but 'training' lists "
-                           f"{len(meta['training'])} cases")
+        ds.problems.append(f"{json_path}: 'training' lists no cases")
+    if dataset_json["numTraining"] != len(dataset_json["training"]):
+        ds.problems.append(f"{json_path}: 'numTraining' is {dataset_json['numTraining']} but 'training' lists "
+                           f"{len(dataset_json['training'])} cases")
     return ds
 
 

@@ -7,15 +7,13 @@ an uninterrupted run would, and DataLoader workers need no seeding of their own.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from monai.transforms import (Compose, RandAdjustContrastd, RandAffined, RandFlipd, RandGaussianNoised,
                               RandScaleIntensityd)
 from torch.utils.data import Dataset
 
-from segzoo.io import read_json
+from segzoo.data.preprocessed import Preprocessed
 
 MAX_FOREGROUND_POINTS = 20_000  # per case and label value, like nnU-Net's class locations
 
@@ -26,22 +24,22 @@ def regions_to_channels(seg: np.ndarray, regions: list[list[int]]) -> np.ndarray
     return np.stack([np.isin(seg, values) for values in regions]).astype(np.float32)
 
 
-def build_augmentation(options: dict) -> Compose | None:
+def build_augmentation(augment: dict) -> Compose | None:
     """MONAI transforms from the config's ``train.augment`` section (None when all are off)."""
     keys = ["image", "label"]
     transforms = []
-    for axis in options.get("flip_axes", []):
+    for axis in augment.get("flip_axes", []):
         transforms.append(RandFlipd(keys, prob=0.5, spatial_axis=axis))
-    if options.get("rotate_deg", 0) or options.get("scale", 0):
-        angle = np.deg2rad(options.get("rotate_deg", 0))
-        transforms.append(RandAffined(keys, prob=options.get("prob", 0.2), rotate_range=(angle, angle, angle),
-                                      scale_range=options.get("scale", 0), mode=("bilinear", "nearest"),
+    if augment.get("rotate_deg", 0) or augment.get("scale", 0):
+        angle = np.deg2rad(augment.get("rotate_deg", 0))
+        transforms.append(RandAffined(keys, prob=augment.get("prob", 0.2), rotate_range=(angle, angle, angle),
+                                      scale_range=augment.get("scale", 0), mode=("bilinear", "nearest"),
                                       padding_mode="zeros"))
-    if options.get("intensity", 0):
-        transforms.append(RandScaleIntensityd("image", factors=options["intensity"], prob=options.get("prob", 0.2)))
-        transforms.append(RandAdjustContrastd("image", gamma=(0.8, 1.25), prob=options.get("prob", 0.2)))
-    if options.get("noise", 0):
-        transforms.append(RandGaussianNoised("image", std=options["noise"], prob=options.get("prob", 0.2)))
+    if augment.get("intensity", 0):
+        transforms.append(RandScaleIntensityd("image", factors=augment["intensity"], prob=augment.get("prob", 0.2)))
+        transforms.append(RandAdjustContrastd("image", gamma=(0.8, 1.25), prob=augment.get("prob", 0.2)))
+    if augment.get("noise", 0):
+        transforms.append(RandGaussianNoised("image", std=augment["noise"], prob=augment.get("prob", 0.2)))
     return Compose(transforms) if transforms else None
 
 
@@ -54,14 +52,12 @@ class PatchBatches(Dataset):
     values only, in a case that has some (cases without them are not drawn for those samples).
     """
 
-    def __init__(self, preprocessed: str | Path, case_ids: list[str], patch_size: list[int], batch_size: int,
+    def __init__(self, pre: Preprocessed, case_ids: list[str], patch_size: list[int], batch_size: int, *,
                  foreground_fraction: float, seed: int, augment: dict | None = None,
                  centre_values: list[int] | None = None):
-        pre = Path(preprocessed)
-        meta = read_json(pre / "preprocess.json")
-        self.regions = list(meta["regions"].values())
-        self.images = [np.load(pre / f"{c}.npy", mmap_mode="r") for c in case_ids]
-        self.segs = [np.load(pre / f"{c}_seg.npy", mmap_mode="r") for c in case_ids]
+        self.regions = list(pre.regions.values())
+        self.images = [pre.image(c, mmap=True) for c in case_ids]
+        self.segs = [pre.label(c, mmap=True) for c in case_ids]
         self.patch = np.asarray(patch_size)
         self.batch_size, self.seed = batch_size, seed
         self.n_forced = int(round(batch_size * foreground_fraction))

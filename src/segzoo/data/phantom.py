@@ -115,7 +115,7 @@ def make_case(rng: np.random.Generator, spec: PhantomSpec) -> tuple[np.ndarray, 
         lesion |= ((x - lx) / ax) ** 2 + ((y - ly) / ay) ** 2 + ((z - lz) / az) ** 2 <= 1
     lesion &= cord
 
-    vertebra, disc, posterior = _bones(rng, x, y, z, cx, cy + canal_dy, canal_rx, canal_ry)
+    vertebra, disc, posterior = _bones(rng, x, y, z, cx=cx, cy=cy + canal_dy, canal_rx=canal_rx, canal_ry=canal_ry)
 
     label = np.zeros(spec.shape, np.uint8)
     label[canal] = CSF
@@ -155,7 +155,7 @@ def _grid_mm(shape, spacing):
     return np.meshgrid(*axes, indexing="ij")
 
 
-def _bones(rng, x, y, z, cx, cy, canal_rx, canal_ry):
+def _bones(rng, x, y, z, *, cx, cy, canal_rx, canal_ry):
     """Vertebral bodies and discs in front of the canal (anterior = +y), posterior elements behind it."""
     body_height = rng.uniform(14.0, 18.0)
     disc_height = rng.uniform(4.0, 6.0)

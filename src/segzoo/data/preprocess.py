@@ -2,13 +2,8 @@
 
 Per case: reorient to RAS, resample to the dataset's median spacing (cubic spline; label maps as
 one-hot channels, each resampled the same way, then argmax), z-score each channel, crop to the box
-where any channel is non-zero. Output folder::
-
-    preprocess.json          dataset facts: channels, regions, target spacing, case list
-    <case>.npy               float32 [C, X, Y, Z]   (read with mmap_mode="r" in training)
-    <case>_seg.npy           uint8   [1, X, Y, Z]   label values as in the raw data (uint16 if a value
-                                                    exceeds 255; absent if unlabelled)
-    <case>.json              properties: original shape/affine, preprocessed shape/affine, crop box
+where any channel is non-zero. The output folder's layout (file names, the plan ``preprocess.json``)
+belongs to :mod:`segzoo.data.preprocessed`, which writes and reads it.
 
 Mapping a prediction back (:func:`to_original_grid`) resamples from the preprocessed affine to the
 original one, so it undoes reorientation, resampling and cropping in one step; where spacing and
@@ -27,8 +22,10 @@ from monai.transforms import NormalizeIntensity, Orientation, Spacing, SpatialRe
 from monai.transforms.utils import generate_spatial_bounding_box
 
 from segzoo.data.dataset import read_dataset
-from segzoo.data.verify import load_volume, verify
-from segzoo.io import output_dir, read_json, write_json
+from segzoo.data.nifti import load_volume
+from segzoo.data.verify import verify
+from segzoo.data.preprocessed import Preprocessed, write_case, write_plan
+from segzoo.io import output_dir
 
 IMAGE_ORDER = 3  # cubic spline for images (nnU-Net's choice) and one-hot labels (best round-trip Dice)
 
@@ -39,8 +36,8 @@ def median_spacing(summary: dict) -> list[float]:
     return [float(s) for s in np.median(np.asarray(spacings), axis=0)]
 
 
-def preprocess_dataset(raw: str | Path, out: str | Path, spacing: list[float] | None = None) -> Path:
-    """Verify ``raw``, then write its preprocessed cases to ``out`` (all or nothing)."""
+def preprocess_dataset(raw: str | Path, out: str | Path, spacing: list[float] | None = None) -> Preprocessed:
+    """Verify ``raw``, then write its preprocessed cases to ``out`` (all or nothing); return the folder."""
     ds = read_dataset(raw)
     summary = verify(ds)
     target = [float(s) for s in spacing] if spacing else median_spacing(summary)
@@ -48,11 +45,11 @@ def preprocess_dataset(raw: str | Path, out: str | Path, spacing: list[float] | 
     with output_dir(out) as tmp:
         cases = []
         for case in ds.cases:
-            props = preprocess_case(case.images, case.label, target, len(ds.channels),
-                                    sorted(ds.label_values), tmp, case.id)
+            props = preprocess_case(case.images, case.label, target, n_channels=len(ds.channels),
+                                    label_values=sorted(ds.label_values), out_dir=tmp, case_id=case.id)
             cases.append({"id": case.id, "test": case.test, "labelled": case.label is not None,
                           "shape": props["preprocessed"]["shape"]})
-        write_json(tmp / "preprocess.json", {
+        write_plan(tmp, {
             "dataset": ds.name,
             "raw": str(raw),  # as given: results stay the same wherever the checkout lives
             "layout": ds.layout,
@@ -64,7 +61,7 @@ def preprocess_dataset(raw: str | Path, out: str | Path, spacing: list[float] | 
             "image_order": IMAGE_ORDER,
             "cases": cases,
         })
-    return out
+    return Preprocessed(out)
 
 
 def _as_metatensor(data: np.ndarray, affine: np.ndarray) -> MetaTensor:
@@ -90,9 +87,9 @@ def _argmax_values(onehot: np.ndarray, values: list[int]) -> np.ndarray:
     return np.asarray(values, dtype=label_dtype(values))[np.argmax(onehot, axis=0)]
 
 
-def preprocess_case(images: tuple[Path, ...], label: Path | None, target_spacing: list[float],
+def preprocess_case(images: tuple[Path, ...], label: Path | None, target_spacing: list[float], *,
                     n_channels: int, label_values: list[int], out_dir: Path, case_id: str) -> dict:
-    """Preprocess one case into ``out_dir``; return its properties (also written as ``<case>.json``)."""
+    """Preprocess one case into ``out_dir``; return its properties (written beside its arrays)."""
     vols = [load_volume(p) for p in images]
     first = vols[0]
     if len(vols) == 1 and n_channels > 1:  # Decathlon: one file, channels last
@@ -117,9 +114,6 @@ def preprocess_case(images: tuple[Path, ...], label: Path | None, target_spacing
     crop_affine[:3, 3] = crop_affine[:3, :3] @ np.asarray(start, dtype=np.float64) + crop_affine[:3, 3]
     array = NormalizeIntensity(channel_wise=True)(image[(slice(None), *box)])
 
-    np.save(out_dir / f"{case_id}.npy", np.asarray(array.numpy(), dtype=np.float32))
-    if seg is not None:
-        np.save(out_dir / f"{case_id}_seg.npy", seg[(slice(None), *box)].numpy().astype(label_dtype(label_values)))
     props = {
         "id": case_id,
         "original": {
@@ -136,13 +130,9 @@ def preprocess_case(images: tuple[Path, ...], label: Path | None, target_spacing
             "spacing": [float(s) for s in target_spacing],
         },
     }
-    write_json(out_dir / f"{case_id}.json", props)
+    label_array = None if seg is None else seg[(slice(None), *box)].numpy().astype(label_dtype(label_values))
+    write_case(out_dir, case_id, np.asarray(array.numpy(), dtype=np.float32), label_array, props)
     return props
-
-
-def load_properties(path: str | Path) -> dict:
-    """A case's ``<case>.json`` (what maps its arrays back to the original grid)."""
-    return read_json(path)
 
 
 def to_original_grid(array: np.ndarray, props: dict, mode: str = "nearest") -> np.ndarray:

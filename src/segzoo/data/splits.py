@@ -8,12 +8,10 @@ feed those.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
-from segzoo.io import read_json
 
 
 def make_splits(case_ids: list[str], labelled_test_ids: list[str], seed: int,
@@ -38,14 +36,10 @@ def make_splits(case_ids: list[str], labelled_test_ids: list[str], seed: int,
     return {"seed": seed, "test_source": source, "train": train, "val": val, "test": test}
 
 
-def splits_for_preprocessed(preprocessed: str | Path, seed: int, val_fraction: float,
-                            test_fraction: float) -> dict:
-    """Split the labelled cases listed in ``<preprocessed>/preprocess.json``."""
-    meta_path = Path(preprocessed) / "preprocess.json"
-    cases = read_json(meta_path)["cases"]
-    train_ids = [c["id"] for c in cases if c["labelled"] and not c["test"]]
-    test_ids = [c["id"] for c in cases if c["labelled"] and c["test"]]
+def splits_for_preprocessed(pre: Preprocessed, seed: int, val_fraction: float, test_fraction: float) -> dict:
+    """Split the labelled cases of a preprocessed folder."""
     try:
-        return make_splits(train_ids, test_ids, seed, val_fraction, test_fraction)
+        return make_splits(pre.case_ids(labelled=True, test=False), pre.case_ids(labelled=True, test=True), seed,
+                           val_fraction, test_fraction)
     except SegzooError as e:
-        raise SegzooError(f"{meta_path}: {e}") from None
+        raise SegzooError(f"{pre.folder}: {e}") from None

@@ -8,17 +8,18 @@ import numpy as np
 import pandas as pd
 
 from segzoo.data.dataset import read_dataset
-from segzoo.data.verify import load_volume
+from segzoo.data.nifti import load_volume
+from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
-from segzoo.evaluate.metrics import METRICS, score
+from segzoo.evaluate.metrics import METRICS, score_region
 from segzoo.io import read_json
 
 
-def evaluate_run(predictions: str | Path, raw: str | Path, preprocessed: str | Path, splits: str | Path,
+def evaluate_run(predictions: str | Path, raw: str | Path, pre: Preprocessed, splits: str | Path, *,
                  tolerance_mm: float, model: str, seed: int) -> pd.DataFrame:
     """Rows ``model, seed, case, region, <metrics>`` for every test case in ``splits``."""
     predictions = Path(predictions)
-    regions = read_json(Path(preprocessed) / "preprocess.json")["regions"]
+    regions = pre.regions
     labels = {c.id: c.label for c in read_dataset(raw).cases}
     rows = []
     for case in read_json(splits)["test"]:
@@ -31,7 +32,7 @@ def evaluate_run(predictions: str | Path, raw: str | Path, preprocessed: str | P
             prob = prob[..., None]
         for r, (name, values) in enumerate(regions.items()):
             pred = _prediction(predictions / f"{case}_{name}.nii.gz", ref).data > 0
-            row = score(pred, np.isin(ref.data, values), prob[..., r], ref.spacing, tolerance_mm)
+            row = score_region(pred, np.isin(ref.data, values), prob[..., r], ref.spacing, tolerance_mm)
             rows.append({"model": model, "seed": seed, "case": case, "region": name, **row})
     return pd.DataFrame(rows, columns=["model", "seed", "case", "region", *METRICS])
 

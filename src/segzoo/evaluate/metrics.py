@@ -23,21 +23,52 @@ Empty masks, as nnU-Net does and stated here once:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-import torch
-from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou, compute_surface_dice
 
 EPS = 1e-7
-METRICS = ["dice", "iou", "hd95_mm", "surface_dice", "volume_diff_ml", "nll", "ece"]
 
 
-def _t(mask: np.ndarray) -> torch.Tensor:
+@dataclass(frozen=True)
+class Metric:
+    """One score of the comparison: its column ``key``, its ``name`` for people, which way is better, its unit."""
+
+    key: str
+    name: str
+    better: str  # "higher" or "lower"
+    unit: str = ""
+
+    @property
+    def label(self) -> str:
+        """Axis and heading label: the name with its unit."""
+        return f"{self.name} ({self.unit})" if self.unit else self.name
+
+
+# The one list of metrics: evaluation columns, the compare verb's default, plot labels, the page, and the
+# names `evaluate.metrics` in the config may hold (null there means all of these). Config.yaml need not list them.
+METRICS = {m.key: m for m in (
+    Metric("dice", "Dice", "higher"),
+    Metric("iou", "IoU", "higher"),
+    Metric("hd95_mm", "HD95", "lower", "mm"),
+    Metric("surface_dice", "surface Dice", "higher"),
+    Metric("volume_diff_ml", "|volume difference|", "lower", "ml"),
+    Metric("nll", "NLL per voxel", "lower"),
+    Metric("ece", "ECE", "lower"),
+)}
+
+
+def _t(mask: np.ndarray):
+    import torch
+
     return torch.as_tensor(np.asarray(mask, dtype=bool)[None, None].astype(np.float32))
 
 
-def score(pred: np.ndarray, ref: np.ndarray, prob: np.ndarray, spacing, tolerance_mm: float = 1.0,
-          bins: int = 10) -> dict[str, float]:
-    """All metrics for one region of one case."""
+def score_region(pred: np.ndarray, ref: np.ndarray, prob: np.ndarray, spacing, tolerance_mm: float = 1.0,
+                 bins: int = 10) -> dict[str, float]:
+    """Every metric (a value per :data:`METRICS` key) for one region of one case."""
+    from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou, compute_surface_dice
+
     pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
     spacing = [float(s) for s in spacing]
     voxel_ml = float(np.prod(spacing)) / 1000.0

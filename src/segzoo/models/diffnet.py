@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from segzoo.models.blocks import ConvNormAct, Ops, ops_for, upsample
+from segzoo.models.contract import SegmentationModelDefaults
 from segzoo.models.pyramid import image_pyramid
 
 
@@ -55,10 +56,10 @@ class DiffusionLayer(nn.Module):
         return u + self.dt * change
 
 
-class DiffNet(nn.Module):
+class DiffNet(SegmentationModelDefaults, nn.Module):
     """Lift → K diffusion layers → 1×1 head. See the module docstring for shapes."""
 
-    def __init__(self, in_channels: int, out_channels: int, channels: int = 8, layers: int = 6,
+    def __init__(self, in_channels: int, out_channels: int, *, channels: int = 8, layers: int = 6,
                  hidden: int = 8, dims: int = 3):
         super().__init__()
         ops = ops_for(dims)
@@ -82,14 +83,14 @@ class Lift(nn.Sequential):
         super().__init__(ConvNormAct(ops, c_in, hidden), ops.conv(hidden, channels, 3, padding=1))
 
 
-class MSDiffNet(nn.Module):
+class MSDiffNet(SegmentationModelDefaults, nn.Module):
     """Coarse to fine: run at 1/2^(S-1), upsample, join with the finer image, run, ... full resolution.
 
     Each scale has its own lift and ``layers`` diffusion layers; the lift at a finer scale sees the
     image there concatenated with the upsampled state from the coarser one.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, channels: int = 8, layers: int = 3,
+    def __init__(self, in_channels: int, out_channels: int, *, channels: int = 8, layers: int = 3,
                  hidden: int = 8, scales: int = 3, dims: int = 3):
         super().__init__()
         ops = ops_for(dims)

@@ -18,12 +18,33 @@ from __future__ import annotations
 
 import copy
 
+from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
 from torch import nn
 
 from segzoo.errors import SegzooError
+from segzoo.models.contract import SegmentationModelDefaults
+
+
+class NnUNetNetwork(SegmentationModelDefaults):
+    """What segzoo adds to an nnU-Net network (as a mixin, so parameter names stay nnU-Net's): the
+    ``architecture`` block it was built from and the ``divisor`` its strides impose."""
+
+    def describe(self, architecture: dict, strides) -> None:
+        self.architecture = copy.deepcopy(architecture)
+        self.divisor = _divisor(strides)
+
+
+class SegzooPlainConvUNet(NnUNetNetwork, PlainConvUNet):
+    pass
+
+
+class SegzooResidualEncoderUNet(NnUNetNetwork, ResidualEncoderUNet):
+    pass
+
 
 UNET = "dynamic_network_architectures.architectures.unet"
-NETWORK_CLASSES = (f"{UNET}.PlainConvUNet", f"{UNET}.ResidualEncoderUNet")
+NETWORK_CLASSES = {f"{UNET}.PlainConvUNet": SegzooPlainConvUNet,
+                   f"{UNET}.ResidualEncoderUNet": SegzooResidualEncoderUNet}
 
 _OPS = [nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.BatchNorm1d,
         nn.BatchNorm2d, nn.BatchNorm3d, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.LeakyReLU, nn.ReLU,
@@ -71,7 +92,7 @@ def build_network(architecture: dict, input_channels: int, num_classes: int, dee
         raise SegzooError(f"{source}: not an nnU-Net architecture block (missing {e})") from None
     if class_name not in NETWORK_CLASSES:
         raise SegzooError(f"{source}: network_class_name {class_name!r} is not allowed (segzoo builds only "
-                          f"{', '.join(NETWORK_CLASSES)}; it never imports a class named in a file)")
+                          f"{', '.join(sorted(NETWORK_CLASSES))}; it never imports a class named in a file)")
     for key in needs_import:
         value = kwargs.get(key)
         if value is None:
@@ -81,25 +102,13 @@ def build_network(architecture: dict, input_channels: int, num_classes: int, dee
                               f"(allowed: {', '.join(sorted(n for n in OPS if n.startswith('torch.nn.modules')))})")
         kwargs[key] = OPS[value]
     try:
-        network = _network_class(class_name)(input_channels=input_channels, num_classes=num_classes,
-                                             deep_supervision=deep_supervision, **kwargs)
+        network = NETWORK_CLASSES[class_name](input_channels=input_channels, num_classes=num_classes,
+                                              deep_supervision=deep_supervision, **kwargs)
     except (TypeError, AssertionError, ValueError) as e:
         raise SegzooError(f"{source}: arch_kwargs do not build {class_name.rsplit('.', 1)[-1]} ({e})") from None
     network.apply(network.initialize)
-    strides = kwargs.get("strides", [])
-    network.divisor = _divisor(strides)
-    network.architecture = copy.deepcopy(architecture)
+    network.describe(architecture, kwargs.get("strides", []))
     return network
-
-
-def _network_class(name: str) -> type[nn.Module]:
-    """One of the allowlisted classes (dynamic-network-architectures is imported here, when first needed)."""
-    try:
-        from dynamic_network_architectures.architectures import unet
-    except ImportError as e:
-        raise SegzooError(f"nnU-Net's networks need dynamic-network-architectures ({e}); install it without its "
-                          "dependencies: pip install --no-deps dynamic-network-architectures==0.4.4") from None
-    return {f"{UNET}.PlainConvUNet": unet.PlainConvUNet, f"{UNET}.ResidualEncoderUNet": unet.ResidualEncoderUNet}[name]
 
 
 def _divisor(strides) -> int:

@@ -1,7 +1,7 @@
 """The one place that names the models: ``MODELS[name](in_channels, out_channels, **options)``.
 
 Options are the config's ``models.<name>`` section (widths, depths); every model returns logits
-[B, regions, *spatial] in eval mode. ``divisor`` tells the patch sides a model needs.
+[B, regions, *spatial] in eval mode, and every model keeps :class:`segzoo.models.contract.SegmentationModel`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from functools import partial
 from torch import nn
 
 from segzoo.errors import SegzooError
+from segzoo.models.contract import SegmentationModel
 from segzoo.models.diffnet import DiffNet, MSDiffNet
 from segzoo.models.nnunet import zoo_network
 from segzoo.models.unet3plus import UNet3Plus
@@ -27,14 +28,14 @@ MODELS = {
 
 
 def build_model(name: str, in_channels: int, out_channels: int, **options) -> nn.Module:
+    """The model ``name`` with its options; it keeps the :class:`SegmentationModel` contract."""
     if name not in MODELS:
         raise SegzooError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     try:
-        return MODELS[name](in_channels, out_channels, **options)
+        model = MODELS[name](in_channels, out_channels, **options)
     except TypeError as e:  # a misspelled or unknown option
         raise SegzooError(f"models.{name}: {e}") from None
-
-
-def divisor(model: nn.Module) -> int:
-    """Patch and sliding-window sides must be multiples of this."""
-    return getattr(model, "divisor", 1)
+    if not isinstance(model, SegmentationModel):
+        raise SegzooError(f"model {name}: {type(model).__name__} lacks the SegmentationModel contract "
+                          "(divisor, auxiliary_loss)")
+    return model

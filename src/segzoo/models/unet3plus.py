@@ -30,11 +30,12 @@ import torch
 from torch import nn
 
 from segzoo.models.blocks import ConvNormAct, DoubleConv, ops_for, upsample
+from segzoo.models.contract import SegmentationModelDefaults
 from segzoo.models.pyramid import image_pyramid
 
 
-class UNet3Plus(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, base: int = 16, levels: int = 5,
+class UNet3Plus(SegmentationModelDefaults, nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, *, base: int = 16, levels: int = 5,
                  pyramid: bool = False, deep_supervision: bool = True, cgm: bool = False, dims: int = 3):
         super().__init__()
         if levels < 2:

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from segzoo.models.blocks import count_parameters  # noqa: E402
-from segzoo.models.registry import build_model, divisor  # noqa: E402
+from segzoo.models.registry import build_model  # noqa: E402
 
 
 def trace(model: torch.nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
@@ -51,7 +51,7 @@ def architecture_figure(name: str, options: dict, in_channels: int, out_channels
                         size: tuple[int, int, int] = (64, 64, 32)) -> Path:
     """One horizontal bar per component (parameters, log scale) labelled with its output shape(s)."""
     model = build_model(name, in_channels, out_channels, **options)
-    d = divisor(model)
+    d = model.divisor
     size = tuple(max(d, (s // d) * d) for s in size)
     components = trace(model, (1, in_channels, *size))
     fig, ax = plt.subplots(figsize=(10, 0.22 * len(components) + 1.4))

@@ -13,20 +13,26 @@ import numpy as np
 import pandas as pd
 
 from segzoo.data.dataset import read_dataset
-from segzoo.io import output_dir, read_json, write_json
+from segzoo.data.preprocessed import Preprocessed
+from segzoo.evaluate.metrics import METRICS
+from segzoo.io import output_dir, write_json
 from segzoo.report import plots
 from segzoo.report.architecture import architecture_figure
 
 
-def write_figures(results: Path, dataset: str, raw: Path, config: dict, out: Path) -> list[dict]:
+def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict], config: dict,
+                  out: Path) -> list[dict]:
     """Learning curves, per-case box/strip plots, overlays (best/median/worst per model), reliability,
-    and one architecture figure per model. Returns the figure list (also ``figures.json``)."""
-    scores = pd.read_csv(results / "tables" / dataset / "per_case.csv")
-    meta = read_json(results / "preprocessed" / dataset / "preprocess.json")
-    regions = meta["regions"]
+    and one architecture figure per model. Returns the figure list (also ``figures.json``).
+
+    ``runs``: ``[{"model", "seed", "run": training folder, "predictions": inference folder}]`` (from the rule).
+    """
+    scores = pd.read_csv(Path(tables) / "per_case.csv")
+    regions = pre.regions
     cases = {c.id: c for c in read_dataset(raw).cases}
-    runs = {f"{m} seed {s}": results / "train" / dataset / m / f"seed{s}"
-            for m in config["train"]["models"] for s in config["train"]["seeds"]}
+    models = list(dict.fromkeys(r["model"] for r in runs))
+    first = {m: next(r for r in runs if r["model"] == m) for m in models}  # overlays and calibration: first seed
+    curves = {f"{r['model']} seed {r['seed']}": Path(r["run"]) for r in runs}
     labels: dict[str, np.ndarray] = {}
 
     def label_map(case_id: str) -> np.ndarray:  # each reference is read once, whatever the number of models
@@ -39,17 +45,17 @@ def write_figures(results: Path, dataset: str, raw: Path, config: dict, out: Pat
         def add(png: Path, caption: str, section: str):
             figures.append({"file": png.name, "caption": caption, "section": section})
 
-        add(plots.learning_curves(runs, tmp / "learning_curves.png"),
+        add(plots.learning_curves(curves, tmp / "learning_curves.png"),
             "Training loss (mean over the steps since the previous validation) and validation Dice (mean over "
             "regions, sliding window on the validation cases) against training step, one line per run.",
             "Learning curves")
         for metric in config["evaluate"]["metrics"]:
             add(plots.per_case_scores(scores, metric, tmp / f"scores_{metric}.png"),
-                f"{plots.LABELS[metric]} per test case (points; all seeds) and its distribution (box: quartiles, "
+                f"{METRICS[metric].label} per test case (points; all seeds) and its distribution (box: quartiles, "
                 f"whiskers: 1.5 IQR) for each model and region.", "Per-case scores")
         focus = "sc" if "sc" in regions else next(iter(regions))
-        for model in config["train"]["models"]:
-            seed = config["train"]["seeds"][0]
+        for model in models:
+            seed = first[model]["seed"]
             dice = scores[(scores["model"] == model) & (scores["seed"] == seed) & (scores["region"] == focus)]
             dice = dice.dropna(subset=["dice"]).sort_values("dice")
             if dice.empty:
@@ -57,7 +63,7 @@ def write_figures(results: Path, dataset: str, raw: Path, config: dict, out: Pat
             picks = {"worst": dice.iloc[0], "median": dice.iloc[len(dice) // 2], "best": dice.iloc[-1]}
             for label, row in picks.items():
                 case = cases[row["case"]]
-                pred = nib.load(results / "infer" / dataset / model / f"seed{seed}" / f"{row['case']}_{focus}.nii.gz")
+                pred = nib.load(Path(first[model]["predictions"]) / f"{row['case']}_{focus}.nii.gz")
                 reference = np.isin(label_map(row["case"]), regions[focus])
                 add(plots.overlay(case.images[0], reference, np.asarray(pred.dataobj) > 0,
                                   tmp / f"overlay_{model}_{label}.png",
@@ -65,12 +71,10 @@ def write_figures(results: Path, dataset: str, raw: Path, config: dict, out: Pat
                     f"{model}: the {label} test case by {focus} Dice ({row['case']}, Dice {row['dice']:.3f}); "
                     f"three orthogonal slices through the reference's centre.", "Qualitative results")
         probs = {}
-        for model in config["train"]["models"]:
-            seed = config["train"]["seeds"][0]
+        for model in models:
             p, y = [], []
             for case_id in scores[(scores["model"] == model)]["case"].unique():
-                prob = np.asarray(nib.load(results / "infer" / dataset / model / f"seed{seed}" /
-                                           f"{case_id}_prob.nii.gz").dataobj)
+                prob = np.asarray(nib.load(Path(first[model]["predictions"]) / f"{case_id}_prob.nii.gz").dataobj)
                 label = label_map(case_id)
                 for r, values in enumerate(regions.values()):
                     p.append(prob[..., r].ravel())
@@ -79,8 +83,8 @@ def write_figures(results: Path, dataset: str, raw: Path, config: dict, out: Pat
         add(plots.reliability(probs, tmp / "reliability.png"),
             "Reliability diagram: observed foreground frequency against predicted probability (10 bins) over all "
             "test voxels and regions; the lower panel counts voxels per bin.", "Calibration")
-        for model in config["train"]["models"]:
-            add(architecture_figure(model, config["models"][model], len(meta["channels"]), len(regions),
+        for model in models:
+            add(architecture_figure(model, config["models"][model], len(pre.channels), len(regions),
                                     tmp / f"architecture_{model}.png"),
                 f"{model} as built from the model object: every component in the order a forward pass calls it, "
                 f"with its output shape and parameter count.", "Architectures")

@@ -17,7 +17,7 @@ import yaml
 from segzoo import __version__
 from segzoo.errors import SegzooError
 from segzoo.io import read_json, write_text
-from segzoo.train.loop import source_digest
+from segzoo.provenance import source_digest
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1150px; color: #222; }
@@ -93,11 +93,11 @@ def weightgen_section(folder: Path, rel) -> list[str]:
     return parts
 
 
-def write_page(results: Path, dataset: str, config: dict, out: Path, repo: Path) -> Path:
-    """Write ``out`` (normally ``results/index.html``); links are relative to its folder."""
-    figures_dir = results / "figures" / dataset
+def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path | None, config: dict, out: Path,
+               repo: Path) -> Path:
+    """Write ``out`` (normally ``results/index.html``) from the figures folder, the comparison tables and (when
+    the stage ran) the G.pt evaluation folder; links are relative to ``out``'s folder."""
     figures = read_json(figures_dir / "figures.json")
-    tables = results / "tables" / dataset
     rel = lambda p: Path(os.path.relpath(Path(p).resolve(), out.parent.resolve())).as_posix()  # noqa: E731
     parts = [f"<h1>segzoo results: {html.escape(dataset)}</h1>",
              f"<p>Code: {html.escape(code_version(repo))}. Models: {', '.join(config['train']['models'])}; "
@@ -120,8 +120,8 @@ def write_page(results: Path, dataset: str, config: dict, out: Path, repo: Path)
             parts.append(f"<h2>{html.escape(section)}</h2>")
         parts.append(f"<figure><img src='{rel(figures_dir / fig['file'])}' alt='{html.escape(fig['caption'])}'>"
                      f"<figcaption>{html.escape(fig['caption'])}</figcaption></figure>")
-    if config.get("weightgen", {}).get("enabled"):
-        parts += weightgen_section(results / "weightgen" / dataset / "evaluation", rel)
+    if weightgen is not None:
+        parts += weightgen_section(weightgen, rel)
     parts.append("<h2>Configuration</h2><pre>" + html.escape(yaml.safe_dump(config, sort_keys=False)) + "</pre>")
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>segzoo: {html.escape(dataset)}</title><style>{STYLE}</style><script>{CHECK}</script></head>"

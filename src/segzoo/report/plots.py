@@ -12,11 +12,8 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from segzoo.evaluate.metrics import calibration_bins  # noqa: E402
+from segzoo.evaluate.metrics import METRICS, calibration_bins  # noqa: E402
 from segzoo.report.slices import draw_orthogonal, save_figure  # noqa: E402
-
-LABELS = {"dice": "Dice", "iou": "IoU", "hd95_mm": "HD95 (mm)", "surface_dice": "surface Dice",
-          "volume_diff_ml": "|volume difference| (ml)", "nll": "NLL per voxel", "ece": "ECE"}
 
 
 def _save(fig, png: Path) -> Path:
@@ -56,7 +53,7 @@ def per_case_scores(scores: pd.DataFrame, metric: str, png: Path) -> Path:
         for i, values in enumerate(data, start=1):
             ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=12, alpha=0.7, color="k")
         ax.set_xticks(range(1, len(models) + 1), models, rotation=30, ha="right", fontsize=8)
-        ax.set(title=region, ylabel=LABELS.get(metric, metric))
+        ax.set(title=region, ylabel=METRICS[metric].label)
     return _save(fig, png)
 
 

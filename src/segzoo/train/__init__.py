@@ -1,1 +1,1 @@
-"""Training: one loop for every model, checkpoints, GPU assignment."""
+"""Training: one loop for every model, its loss, validation and several processes per job (DDP)."""

@@ -16,11 +16,8 @@ from ``(seed, k)``, so a resumed run ends bit-identical to an uninterrupted one 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import random
 import shutil
 import sys
 import time
@@ -33,17 +30,19 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from segzoo import provenance
+from segzoo.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from segzoo.data.loader import PatchBatches
+from segzoo.data.preprocessed import Preprocessed
+from segzoo.determinism import make_deterministic
+from segzoo.errors import SegzooError
+from segzoo.io import read_json, write_json
 from segzoo.models.blocks import count_parameters
-from segzoo.models.registry import build_model, divisor
-from segzoo.train.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from segzoo.models.registry import build_model
 from segzoo.train.distributed import Context
 from segzoo.train.loss import build_loss
 from segzoo.train.validate import validation_dice
-from segzoo.errors import SegzooError
-from segzoo.io import read_json, write_json
 
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
 NOT_IN_FINGERPRINT = {"workers", "checkpoint_every"}  # settings that never change the weights
 REQUIRED = {"steps", "batch_size", "patch_size", "optimizer", "lr", "weight_decay", "schedule", "val_every",
             "checkpoint_every", "foreground_fraction", "sw_batch_size", "workers", "bf16", "augment"}
@@ -53,7 +52,7 @@ REQUIRED = {"steps", "batch_size", "patch_size", "optimizer", "lr", "weight_deca
 class Run:
     """Everything one training run needs; ``settings`` is the config's ``train`` section."""
 
-    preprocessed: Path
+    preprocessed: Preprocessed
     splits: Path
     model: str
     model_options: dict
@@ -70,43 +69,17 @@ class Run:
     """Called with (0, model, None) before the first step and (step, model, train loss) after each one."""
 
 
-def make_deterministic(seed: int, threads: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=False)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
-def source_digest() -> str:
-    """SHA-256 over the segzoo source files: code edits make old training state stale."""
-    h = hashlib.sha256()
-    for path in sorted(SOURCE_ROOT.rglob("*.py")):
-        h.update(str(path.relative_to(SOURCE_ROOT)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
 def fingerprint(run: Run) -> str:
     """What decides the weights: if any of it changes, a saved state must not be resumed."""
-    h = hashlib.sha256()
     settings = {k: v for k, v in run.settings.items() if k not in NOT_IN_FINGERPRINT}
     threads = run.threads if run.device == "cpu" else None  # CPU results depend on the thread count
-    h.update(json.dumps({"model": run.model, "options": run.model_options, "seed": run.seed,
-                         "loss_regions": run.loss_regions, "centre_values": run.centre_values,
-                         "processes": Context.from_env().world,
-                         "settings": settings, "threads": threads, "device": run.device},
-                        sort_keys=True).encode())
-    h.update((run.preprocessed / "preprocess.json").read_bytes())
-    h.update(run.splits.read_bytes())
-    for name, tensor in sorted((run.initial_parameters or {}).items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    h.update(source_digest().encode())
-    return h.hexdigest()[:16]
+    parameters = [part for name, tensor in sorted((run.initial_parameters or {}).items())
+                  for part in (name.encode(), tensor.detach().cpu().contiguous().numpy().tobytes())]
+    return provenance.fingerprint(
+        {"model": run.model, "options": run.model_options, "seed": run.seed, "loss_regions": run.loss_regions,
+         "centre_values": run.centre_values, "processes": Context.from_env().world, "settings": settings,
+         "threads": threads, "device": run.device},
+        run.preprocessed.plan_bytes, run.splits.read_bytes(), *parameters)
 
 
 def learning_rate(step: int, total: int, settings: dict) -> float:
@@ -161,12 +134,11 @@ def train(run: Run) -> dict:
 
 def _train(run: Run, ctx: Context, device: torch.device) -> dict:
     s = run.settings
-    meta = read_json(run.preprocessed / "preprocess.json")
+    pre = run.preprocessed
     splits = read_json(run.splits)
-    regions = list(meta["regions"].values())
-    region_names = list(meta["regions"])
-    model = build_model(run.model, len(meta["channels"]), len(regions), **run.model_options)
-    need = divisor(model)
+    region_names = pre.region_names
+    model = build_model(run.model, len(pre.channels), len(region_names), **run.model_options)
+    need = model.divisor
     if any(p % need for p in s["patch_size"]) or (need > 1 and np.prod([p // need for p in s["patch_size"]]) < 2):
         raise SegzooError(f"train.patch_size {s['patch_size']}: for model {run.model} every side must be a multiple "
                           f"of {need}, and the coarsest level must keep more than one voxel (instance norm)")
@@ -189,15 +161,16 @@ def _train(run: Run, ctx: Context, device: torch.device) -> dict:
         shutil.rmtree(state_dir)  # state of another configuration or code version
     net = ctx.wrap(model, device)  # DDP averages gradients over processes; `model` stays the plain module
     total = s["steps"]
-    batches = PatchBatches(run.preprocessed, splits["train"], s["patch_size"], s["batch_size"],
-                           s["foreground_fraction"], run.seed, s["augment"], run.centre_values)
+    batches = PatchBatches(pre, splits["train"], s["patch_size"], s["batch_size"],
+                           foreground_fraction=s["foreground_fraction"], seed=run.seed, augment=s["augment"],
+                           centre_values=run.centre_values)
     loader = DataLoader(batches, batch_size=None, sampler=range(start, total), num_workers=s["workers"],
                         pin_memory=device.type == "cuda", persistent_workers=False)
     # Learning curves (not dvc.yaml); an observed run (a zoo run) keeps what its observer records instead.
     live = _live(run.out, resume=bool(resumed)) if ctx.main and run.observer is None else None
     autocast = device.type == "cuda" and s["bf16"]
     sidecar = {"model": run.model, "model_options": run.model_options, "seed": run.seed, "config_hash": key,
-               "regions": meta["regions"], "channels": meta["channels"], "patch_size": s["patch_size"],
+               "regions": pre.regions, "channels": pre.channels, "patch_size": s["patch_size"],
                "parameters": count_parameters(model)}
     data_wait, began = 0.0, time.perf_counter()
     bar = tqdm(total=total, initial=start, desc=f"{run.model} seed {run.seed}", disable=not (run.progress and ctx.main),
@@ -216,7 +189,7 @@ def _train(run: Run, ctx: Context, device: torch.device) -> dict:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             outputs = net(image)
             loss = loss_fn(outputs, label)
-            aux = getattr(model, "auxiliary_loss", lambda t: None)(label)
+            aux = model.auxiliary_loss(label)
             if aux is not None:
                 loss = loss + aux
         optimizer.zero_grad(set_to_none=True)
@@ -230,8 +203,8 @@ def _train(run: Run, ctx: Context, device: torch.device) -> dict:
             run.observer(done, model, losses[-1])
         validate = ctx.main and (done % s["val_every"] == 0 or done == total)
         if validate:
-            dice = validation_dice(model, run.preprocessed, splits["val"], regions, s["patch_size"],
-                                   s["sw_batch_size"], device, autocast)
+            dice = validation_dice(model, pre, splits["val"], patch_size=s["patch_size"],
+                                   sw_batch_size=s["sw_batch_size"], device=device, autocast=autocast)
             per_region = {n: _nanmean(dice[:, i]) for i, n in enumerate(region_names)}
             mean = _nanmean(dice) or 0.0
             train_loss = float(np.mean(losses))
@@ -277,16 +250,16 @@ def _resume(state_dir: Path, key: str, model, optimizer):
     if not (state_dir / "last.json").exists():
         return None
     try:
-        tensors, meta = load_checkpoint(state_dir / "last")
+        tensors, state = load_checkpoint(state_dir / "last")
     except SegzooError as e:
         print(f"not resuming: {e}", file=sys.stderr)
         return None
-    if meta.get("config_hash") != key:
+    if state.get("config_hash") != key:
         print(f"not resuming {state_dir}: it was made with other settings, data or code", file=sys.stderr)
         return None
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    optimizer.load_state_dict(unflatten_state(meta["optimizer"], tensors))
-    return meta["step"], meta["best"], meta["loss_window"]
+    optimizer.load_state_dict(unflatten_state(state["optimizer"], tensors))
+    return state["step"], state["best"], state["loss_window"]
 
 
 def _truncate_curves(folder: Path, step: int) -> None:
@@ -304,10 +277,10 @@ def _model_tensors(model) -> dict[str, torch.Tensor]:
     return {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _save_state(stem: Path, model, optimizer, meta: dict) -> None:
+def _save_state(stem: Path, model, optimizer, state: dict) -> None:
     tensors = _model_tensors(model)
     skeleton = flatten_state(optimizer.state_dict(), "optim", tensors)
-    save_checkpoint(stem, tensors, {**meta, "optimizer": skeleton})
+    save_checkpoint(stem, tensors, {**state, "optimizer": skeleton})
 
 
 def _finish(run: Run, state_dir: Path, best: dict, timing: dict) -> dict:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from monai.metrics import DiceMetric
 
 from segzoo.data.loader import regions_to_channels
+from segzoo.data.preprocessed import Preprocessed
 
 
 def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, patch_size: list[int],
@@ -20,18 +19,18 @@ def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, patch_siz
 
 
 @torch.no_grad()
-def validation_dice(model: torch.nn.Module, preprocessed: Path, case_ids: list[str], regions: list[list[int]],
-                    patch_size: list[int], sw_batch_size: int, device: torch.device,
-                    autocast: bool = False) -> np.ndarray:
+def validation_dice(model: torch.nn.Module, pre: Preprocessed, case_ids: list[str], *, patch_size: list[int],
+                    sw_batch_size: int, device: torch.device, autocast: bool = False) -> np.ndarray:
     """Dice per case and region, ``[cases, R]``; NaN where reference and prediction are both empty."""
+    regions = list(pre.regions.values())
     was_training = model.training
     model.eval()
     metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
     rows = []
     try:
         for case in case_ids:
-            image = torch.from_numpy(np.load(preprocessed / f"{case}.npy"))[None].to(device)
-            target = torch.from_numpy(regions_to_channels(np.load(preprocessed / f"{case}_seg.npy"), regions))[None]
+            image = torch.from_numpy(pre.image(case))[None].to(device)
+            target = torch.from_numpy(regions_to_channels(pre.label(case), regions))[None]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = sliding_window_logits(model, image, patch_size, sw_batch_size)
             prediction = (logits.float() > 0).float().cpu()

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from segzoo.data.preprocessed import Preprocessed
 from segzoo.io import output_dir, write_json
 from segzoo.weightgen import criteria, figures, merge
 from segzoo.weightgen.audit import Audit
@@ -69,8 +70,8 @@ def best_checkpoint(zoo: Zoo, task: str) -> tuple[str, int]:
 class Evaluation:
     """G.pt's samples scored with their audit (``samples``); one method per table of the evaluation."""
 
-    def __init__(self, zoo: Zoo, gpt: TrainedGPT, params: torch.Tensor, prompts: pd.DataFrame, sample_seconds: float,
-                 scorer: Scorer, settings: dict, seed: int, threads: int = 1):
+    def __init__(self, zoo: Zoo, gpt: TrainedGPT, *, params: torch.Tensor, prompts: pd.DataFrame,
+                 sample_seconds: float, scorer: Scorer, settings: dict, seed: int, threads: int = 1):
         self.zoo, self.gpt, self.scorer, self.settings, self.threads = zoo, gpt, scorer, settings, threads
         self.params, self.prompts, self.sample_seconds = params, prompts.reset_index(drop=True), sample_seconds
         self.audit = Audit(zoo, gpt.scale, scorer, settings["audit"]["neighbours"], seed)
@@ -152,8 +153,8 @@ class Evaluation:
             per_source = {}
             for source, start, length in (("one-shot", self.params[k], max(STEPS)),
                                           ("start", run.start_params, steps)):
-                curve = adam_curve(self.scorer, self.zoo, task, run.lr, run.seed, start, length, self.settings,
-                                   self.threads)
+                curve = adam_curve(self.scorer, self.zoo, task, lr=run.lr, seed=run.seed, start=start, steps=length,
+                                   settings=self.settings, threads=self.threads)
                 curves.append(curve.assign(task=task, run=run.name, source=source))
                 per_source[source] = curve
             match = first_step_reaching(per_source["start"], shot["oneshot_dice"])
@@ -270,7 +271,7 @@ def _number(value) -> float | None:
     return None if value is None or np.isnan(value) else float(value)
 
 
-def write_evaluation(evaluation: Evaluation, gpt_meta: dict, loss: pd.DataFrame | None, out: Path) -> dict:
+def write_evaluation(evaluation: Evaluation, gpt_sidecar: dict, loss: pd.DataFrame | None, out: Path) -> dict:
     """Every table, figure, the criteria and the summary into the new folder ``out`` (all or nothing);
     ``loss`` is G.pt's loss curve (for its figure)."""
     shots = evaluation.oneshot()
@@ -282,8 +283,8 @@ def write_evaluation(evaluation: Evaluation, gpt_meta: dict, loss: pd.DataFrame 
     tables["criteria"] = verdicts
     zoo = evaluation.zoo
     summary = {"train_runs": len(zoo.select("train")), "heldout_runs": len(zoo.select("heldout")),
-               "stress_runs": len(zoo.select("stress")), "train_checkpoints": gpt_meta["train_checkpoints"],
-               "gpt_parameters": gpt_meta["parameters"], "gpt_train_seconds": gpt_meta["seconds"],
+               "stress_runs": len(zoo.select("stress")), "train_checkpoints": gpt_sidecar["train_checkpoints"],
+               "gpt_parameters": gpt_sidecar["parameters"], "gpt_train_seconds": gpt_sidecar["seconds"],
                "sample_seconds_one_network": evaluation.sample_seconds, "learned_regions": evaluation.learned,
                "not_learned_regions": [r for r in zoo.regions if r not in evaluation.learned],
                **headline(tables, headline_tasks(zoo)),
@@ -297,8 +298,8 @@ def write_evaluation(evaluation: Evaluation, gpt_meta: dict, loss: pd.DataFrame 
     return summary
 
 
-def evaluate_samples(gpt_stem: Path, samples_stem: Path, index: Path, pre: Path, splits: Path, settings: dict,
-                     data_seed: int, seed: int, device: str, threads: int, out: Path,
+def evaluate_samples(gpt_stem: Path, samples_stem: Path, index: Path, pre: Preprocessed, splits: Path, *,
+                     settings: dict, data_seed: int, seed: int, device: str, threads: int, out: Path,
                      summary_path: Path | None) -> dict:
     """``segzoo gpt-evaluate``: load everything, evaluate, write the folder (and the summary without timings)."""
     from segzoo.weightgen.gpt_train import load_gpt
@@ -306,13 +307,14 @@ def evaluate_samples(gpt_stem: Path, samples_stem: Path, index: Path, pre: Path,
     from segzoo.weightgen.zoo import load_zoo
 
     gpt = load_gpt(gpt_stem, device)
-    params, prompts, sample_meta = load_samples(samples_stem)
-    options = {**settings["zoo"], "test_patches": settings["test_patches"], "audit": settings["audit"]}
-    scorer = Scorer(pre, splits, options, data_seed, device)
-    evaluation = Evaluation(load_zoo(index), gpt, params, prompts, sample_meta["single_network_seconds"], scorer,
-                            options, seed, threads)
+    params, prompts, sample_sidecar = load_samples(samples_stem)
+    scoring_settings = {**settings["zoo"], "test_patches": settings["test_patches"], "audit": settings["audit"]}
+    scorer = Scorer(pre, splits, scoring_settings, data_seed, device)
+    evaluation = Evaluation(load_zoo(index), gpt, params=params, prompts=prompts,
+                            sample_seconds=sample_sidecar["single_network_seconds"], scorer=scorer,
+                            settings=scoring_settings, seed=seed, threads=threads)
     loss_csv = Path(f"{gpt_stem}_loss.csv")
-    summary = write_evaluation(evaluation, gpt.meta, pd.read_csv(loss_csv) if loss_csv.is_file() else None, out)
+    summary = write_evaluation(evaluation, gpt.sidecar, pd.read_csv(loss_csv) if loss_csv.is_file() else None, out)
     if summary_path:  # the numbers without timings, so that reruns give the same file
         write_json(summary_path, {k: v for k, v in summary.items() if "seconds" not in k})
     return summary

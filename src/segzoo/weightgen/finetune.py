@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from segzoo.weightgen.scoring import Scorer, score
+from segzoo.weightgen.scoring import Scorer, loss_and_dice
 from segzoo.weightgen.zoo import Zoo, adam_from
 
 STEPS = (5, 10, 25)  # Adam steps from the one-shot network at which its Dice is reported
@@ -20,7 +20,7 @@ def scored_steps(steps: int) -> set[int]:
     return set(range(min(steps, 10) + 1)) | set(range(0, steps + 1, 5)) | {steps}
 
 
-def adam_curve(scorer: Scorer, zoo: Zoo, task: str, lr: float, seed: int, start: torch.Tensor, steps: int,
+def adam_curve(scorer: Scorer, zoo: Zoo, task: str, *, lr: float, seed: int, start: torch.Tensor, steps: int,
                settings: dict, threads: int) -> pd.DataFrame:
     """Test task Dice of Adam from ``start`` [P] at the scored steps."""
     wanted, rows = scored_steps(steps), []
@@ -28,10 +28,11 @@ def adam_curve(scorer: Scorer, zoo: Zoo, task: str, lr: float, seed: int, start:
 
     def observe(step, model, loss):
         if step in wanted:
-            dice = np.asarray(score(model, batch, scorer.device)[1])
+            dice = np.asarray(loss_and_dice(model, batch, scorer.device)[1])
             rows.append({"step": step, "task_dice": float(zoo.task_dice(dice, task))})
 
-    adam_from(scorer.pre, scorer.splits, task, lr, seed, start, steps, settings, observe, str(scorer.device), threads)
+    adam_from(scorer.pre, scorer.splits, task, lr=lr, seed=seed, start=start, steps=steps, settings=settings,
+              observe=observe, device=str(scorer.device), threads=threads)
     return pd.DataFrame(rows)
 
 

@@ -99,7 +99,7 @@ class GPT(nn.Module):
     target_metrics [B, R]) → predicted clean target [B, P]`` (``noised``, ``start`` and the result are
     normalised changes; ``origin`` is the run's start θ_start divided by its per-layer scale)."""
 
-    def __init__(self, layer_sizes: list[int], regions: int, tasks: int, chunk: int, width: int, layers: int,
+    def __init__(self, layer_sizes: list[int], *, regions: int, tasks: int, chunk: int, width: int, layers: int,
                  heads: int, diffusion_steps: int):
         super().__init__()
         self.tokenizer = Tokenizer(layer_sizes, chunk)
@@ -119,12 +119,12 @@ class GPT(nn.Module):
         self.norm = nn.LayerNorm(width)
 
     @classmethod
-    def from_options(cls, layout: list[list], regions: int, tasks: int, options: dict) -> GPT:
+    def from_config(cls, layout: list[list], regions: int, tasks: int, gpt_config: dict) -> GPT:
         """The G.pt the config's ``weightgen.gpt`` section describes, for a zoo network of ``layout``."""
         from segzoo.weightgen.params import layer_sizes
 
-        return cls(layer_sizes(layout), regions, tasks, options["chunk"], options["width"], options["layers"],
-                   options["heads"], options["diffusion_steps"])
+        return cls(layer_sizes(layout), regions=regions, tasks=tasks,
+                   **{k: gpt_config[k] for k in ("chunk", "width", "layers", "heads", "diffusion_steps")})
 
     def forward(self, noised: torch.Tensor, start: torch.Tensor, origin: torch.Tensor, t: torch.Tensor,
                 task: torch.Tensor, start_metrics: torch.Tensor, target_metrics: torch.Tensor) -> torch.Tensor:

@@ -23,8 +23,8 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from segzoo.io import write_text
-from segzoo.train.checkpoint import load_checkpoint, save_checkpoint
-from segzoo.train.loop import make_deterministic
+from segzoo.checkpoint import load_checkpoint, save_checkpoint
+from segzoo.determinism import make_deterministic
 from segzoo.weightgen.gpt import GPT, noise_schedule
 from segzoo.weightgen.params import LayerScale
 from segzoo.weightgen.zoo import Zoo, ZooRun
@@ -39,7 +39,7 @@ class TrainedGPT:
     origin_scale: LayerScale  # of the starts' own weights (the origin tokens)
     tasks: list[str]
     regions: list[str]
-    meta: dict
+    sidecar: dict
 
     def origin(self, start_params: torch.Tensor) -> torch.Tensor:
         """θ_start [B, P] → the origin tokens' input [B, P] (float32)."""
@@ -54,7 +54,7 @@ def _starts(runs: list[ZooRun]) -> list[torch.Tensor]:
     return list({run.start: run.start_params for run in runs}.values())
 
 
-def train_gpt(zoo: Zoo, options: dict, seed: int, out: Path, device: str = "cpu", threads: int = 1) -> dict:
+def train_gpt(zoo: Zoo, gpt_config: dict, seed: int, out: Path, device: str = "cpu", threads: int = 1) -> dict:
     """Fit G.pt; write ``<out>.safetensors|json`` (EMA weights) and ``<out>_loss.csv``; return the sidecar."""
     make_deterministic(seed, threads)
     runs = zoo.select("train")
@@ -69,23 +69,23 @@ def train_gpt(zoo: Zoo, options: dict, seed: int, out: Path, device: str = "cpu"
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
     origin = torch.stack([(r.start_params.double() / origin_scale.per_parameter).float() for r in runs]).to(dev)
     task_of = torch.tensor([tasks.index(r.task) for r in runs], device=dev)
-    model = GPT.from_options(zoo.layout, len(zoo.regions), len(tasks), options).to(dev)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(options["ema"]))
-    schedule = noise_schedule(options["diffusion_steps"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options["lr"], weight_decay=0.0, fused=True)
-    autocast = dev.type == "cuda" and options["bf16"]
+    model = GPT.from_config(zoo.layout, len(zoo.regions), len(tasks), gpt_config).to(dev)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(gpt_config["ema"]))
+    schedule = noise_schedule(gpt_config["diffusion_steps"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=gpt_config["lr"], weight_decay=0.0, fused=True)
+    autocast = dev.type == "cuda" and gpt_config["bf16"]
     generator = torch.Generator(device=dev).manual_seed(seed)  # diffusion noise and steps
     losses, began = [], time.perf_counter()
-    for step in range(options["steps"]):
+    for step in range(gpt_config["steps"]):
         rng = np.random.default_rng([seed, step])  # which pairs
-        picks = rng.integers(len(runs), size=options["batch_size"])
+        picks = rng.integers(len(runs), size=gpt_config["batch_size"])
         j = rng.integers(counts[picks])
-        i = np.where(rng.random(len(picks)) < options["init_start_fraction"], 0, rng.integers(j + 1))
+        i = np.where(rng.random(len(picks)) < gpt_config["init_start_fraction"], 0, rng.integers(j + 1))
         target_rows, start_rows = (torch.from_numpy(first[picks] + k).to(dev) for k in (j, i))
         run_rows = torch.from_numpy(picks).to(dev)
         target = x[target_rows]
         noise = torch.randn(target.shape, generator=generator, device=dev)
-        t = torch.randint(0, options["diffusion_steps"], (len(picks),), generator=generator, device=dev)
+        t = torch.randint(0, gpt_config["diffusion_steps"], (len(picks),), generator=generator, device=dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
             predicted = model(schedule.add_noise(target, noise, t), x[start_rows], origin[run_rows], t,
                               task_of[run_rows], dice[start_rows], dice[target_rows])
@@ -99,7 +99,7 @@ def train_gpt(zoo: Zoo, options: dict, seed: int, out: Path, device: str = "cpu"
     losses = torch.stack(losses).cpu().numpy() if losses else np.zeros(0)
     seconds = time.perf_counter() - began
     sidecar = {"tasks": tasks, "regions": zoo.regions, "layout": zoo.layout, "architecture": zoo.architecture,
-               "sigma": scale.sigma, "origin_sigma": origin_scale.sigma, "options": options, "seed": seed,
+               "sigma": scale.sigma, "origin_sigma": origin_scale.sigma, "gpt_config": gpt_config, "seed": seed,
                "train_runs": [r.name for r in runs], "train_checkpoints": len(x),
                "seconds": seconds, "parameters": sum(p.numel() for p in model.parameters()),
                "final_loss": float(np.mean(losses[-max(1, len(losses) // 10):]))}
@@ -110,8 +110,9 @@ def train_gpt(zoo: Zoo, options: dict, seed: int, out: Path, device: str = "cpu"
 
 
 def load_gpt(stem: Path, device: str = "cpu") -> TrainedGPT:
-    tensors, meta = load_checkpoint(stem)
-    model = GPT.from_options(meta["layout"], len(meta["regions"]), len(meta["tasks"]), meta["options"])
+    tensors, sidecar = load_checkpoint(stem)
+    model = GPT.from_config(sidecar["layout"], len(sidecar["regions"]), len(sidecar["tasks"]), sidecar["gpt_config"])
     model.load_state_dict(tensors)
-    return TrainedGPT(model.to(device).eval(), LayerScale(meta["layout"], meta["sigma"]),
-                      LayerScale(meta["layout"], meta["origin_sigma"]), meta["tasks"], meta["regions"], meta)
+    layout = sidecar["layout"]
+    return TrainedGPT(model.to(device).eval(), LayerScale(layout, sidecar["sigma"]),
+                      LayerScale(layout, sidecar["origin_sigma"]), sidecar["tasks"], sidecar["regions"], sidecar)

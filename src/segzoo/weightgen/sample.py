@@ -28,7 +28,7 @@ import torch
 
 from segzoo.errors import SegzooError
 from segzoo.io import write_text
-from segzoo.train.checkpoint import load_checkpoint, save_checkpoint
+from segzoo.checkpoint import load_checkpoint, save_checkpoint
 from segzoo.weightgen.gpt import noise_schedule
 from segzoo.weightgen.gpt_train import TrainedGPT
 from segzoo.weightgen.zoo import ALL, Zoo, task_regions
@@ -37,7 +37,7 @@ KINDS = ("align", "best", "unify", "stress")
 
 
 @torch.no_grad()
-def generate(gpt: TrainedGPT, start_params: torch.Tensor, tasks: list[str], start_metrics: torch.Tensor,
+def generate(gpt: TrainedGPT, start_params: torch.Tensor, tasks: list[str], *, start_metrics: torch.Tensor,
              target_metrics: torch.Tensor, ddim_steps: int, generator: torch.Generator) -> torch.Tensor:
     """Parameters [B, P] from starts ``start_params`` [B, P] for the prompts (metrics [B, R])."""
     model = gpt.model
@@ -116,20 +116,20 @@ def sample_prompts(gpt: TrainedGPT, zoo: Zoo, prompts: pd.DataFrame, ddim_steps:
     start = torch.stack([r.start_params for r in runs])
     start_metrics = torch.tensor(np.stack([r.dice[0] for r in runs]))
     target = torch.tensor(prompts[[f"prompt_{n}" for n in zoo.regions]].to_numpy(np.float32))
-    return generate(gpt, start, list(prompts["task"]), start_metrics, target, ddim_steps,
-                    torch.Generator().manual_seed(seed))
+    return generate(gpt, start, list(prompts["task"]), start_metrics=start_metrics, target_metrics=target,
+                    ddim_steps=ddim_steps, generator=torch.Generator().manual_seed(seed))
 
 
-def write_samples(gpt: TrainedGPT, zoo: Zoo, options: dict, seed: int, out: Path) -> dict:
+def write_samples(gpt: TrainedGPT, zoo: Zoo, sample_config: dict, seed: int, out: Path) -> dict:
     """Sample every evaluation prompt; write ``<out>.safetensors|json`` (params [N, P]) and ``<out>.csv``
     (one prompt row per network); return the sidecar."""
-    prompts = evaluation_prompts(zoo, gpt.tasks, options["prompts"])
+    prompts = evaluation_prompts(zoo, gpt.tasks, sample_config["prompts"])
     if prompts.empty:
         raise SegzooError("the zoo has no held-out run of a task G.pt was trained on; nothing to sample")
-    params = sample_prompts(gpt, zoo, prompts, options["ddim_steps"], seed)
+    params = sample_prompts(gpt, zoo, prompts, sample_config["ddim_steps"], seed)
     began = time.perf_counter()  # one network alone: the fair comparison with Adam's wall time
-    sample_prompts(gpt, zoo, prompts.iloc[:1], options["ddim_steps"], seed)
-    sidecar = {"networks": len(params), "ddim_steps": options["ddim_steps"],
+    sample_prompts(gpt, zoo, prompts.iloc[:1], sample_config["ddim_steps"], seed)
+    sidecar = {"networks": len(params), "ddim_steps": sample_config["ddim_steps"],
                "single_network_seconds": time.perf_counter() - began}
     save_checkpoint(out, {"params": params}, sidecar)
     write_text(Path(f"{out}.csv"), prompts.to_csv(index=False, float_format="%.6g"))

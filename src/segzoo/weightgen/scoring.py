@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from segzoo.data.loader import PatchBatches
+from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
 from segzoo.io import read_json
 from segzoo.train.loss import build_loss
@@ -31,12 +32,13 @@ class Batch:
     label: torch.Tensor
 
     @classmethod
-    def of(cls, pre: Path, splits: Path, split: str, settings: dict, data_seed: int) -> Batch:
+    def of(cls, pre: Preprocessed, splits: Path, split: str, settings: dict, data_seed: int) -> Batch:
         cases = read_json(splits)[split]
         if not cases:
             raise SegzooError(f"{splits}: no {split} cases; the zoo scores its networks on them")
         count = settings["val_patches"] if split == "val" else settings["test_patches"]
-        batch = PatchBatches(pre, cases, settings["patch_size"], count, FOREGROUND_SHARE, data_seed)[0]
+        batch = PatchBatches(pre, cases, settings["patch_size"], count, foreground_fraction=FOREGROUND_SHARE,
+                             seed=data_seed)[0]
         return cls(split, batch["image"], batch["label"])
 
 
@@ -48,7 +50,7 @@ def pooled_dice(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score(model: torch.nn.Module, batch: Batch, device: torch.device) -> tuple[float, list[float]]:
+def loss_and_dice(model: torch.nn.Module, batch: Batch, device: torch.device) -> tuple[float, list[float]]:
     """(loss over every region, pooled Dice per region) of ``model`` on ``batch``."""
     was_training = model.training
     model.eval()
@@ -62,14 +64,13 @@ def score(model: torch.nn.Module, batch: Batch, device: torch.device) -> tuple[f
 class Scorer:
     """Scores flat parameter vectors of the zoo network on the val and test batches."""
 
-    def __init__(self, pre: Path, splits: Path, settings: dict, data_seed: int, device: str = "cpu"):
+    def __init__(self, pre: Preprocessed, splits: Path, settings: dict, data_seed: int, device: str = "cpu"):
         from segzoo.weightgen.zoo import zoo_model
 
-        meta = read_json(Path(pre) / "preprocess.json")
-        self.pre, self.splits, self.settings = Path(pre), Path(splits), settings
-        self.regions = list(meta["regions"])
+        self.pre, self.splits, self.settings = pre, Path(splits), settings
+        self.regions = pre.region_names
         self.device = torch.device(device)
-        self.model = zoo_model(meta, settings).to(self.device).eval()
+        self.model = zoo_model(pre, settings).to(self.device).eval()
         self.batches = {s: Batch.of(pre, splits, s, settings, data_seed) for s in ("val", "test")}
 
     def load(self, vector: torch.Tensor) -> torch.nn.Module:
@@ -92,8 +93,7 @@ class Scorer:
         from a case and not predicted is left out of the mean)."""
         from segzoo.train.validate import validation_dice
 
-        regions = list(read_json(self.pre / "preprocess.json")["regions"].values())
-        per_case = validation_dice(self.load(vector), self.pre, read_json(self.splits)["test"], regions,
-                                   self.settings["patch_size"], 4, self.device)
+        per_case = validation_dice(self.load(vector), self.pre, read_json(self.splits)["test"],
+                                   patch_size=self.settings["patch_size"], sw_batch_size=4, device=self.device)
         with np.errstate(all="ignore"):
             return np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in per_case.T])

@@ -35,13 +35,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
 from segzoo.io import new_files, output_dir, read_json, write_json, write_text
 from segzoo.models.registry import ZOO_NETWORK, build_model
-from segzoo.train.checkpoint import load_checkpoint, save_checkpoint
+from segzoo.checkpoint import load_checkpoint, save_checkpoint
 from segzoo.weightgen.params import flatten, layout_of, load_vector, unflatten
 from segzoo.weightgen.plan import ALL, start_index, start_name
-from segzoo.weightgen.scoring import Batch, score
+from segzoo.weightgen.scoring import Batch, loss_and_dice
 
 ROLES = ("train", "heldout", "stress")
 
@@ -60,15 +61,15 @@ def network_options(settings: dict) -> dict:
     return {"features": settings["features"], "n_conv_per_stage": settings["n_conv_per_stage"]}
 
 
-def zoo_model(meta: dict, settings: dict) -> torch.nn.Module:
-    """The zoo network for a preprocessed dataset (``preprocess.json``): its channels in, one head per region."""
-    return build_model(ZOO_NETWORK, len(meta["channels"]), len(meta["regions"]), **network_options(settings))
+def zoo_model(pre: Preprocessed, settings: dict) -> torch.nn.Module:
+    """The zoo network for a preprocessed dataset: its channels in, one head per region."""
+    return build_model(ZOO_NETWORK, len(pre.channels), len(pre.regions), **network_options(settings))
 
 
-def random_init(settings: dict, meta: dict, data_seed: int, k: int) -> torch.Tensor:
+def random_init(settings: dict, pre: Preprocessed, data_seed: int, k: int) -> torch.Tensor:
     """Start k's random init [P]: the zoo network as nnU-Net initialises it, under seed (data_seed, k)."""
     torch.manual_seed(int(np.random.SeedSequence([data_seed, k, 5]).generate_state(1)[0]))
-    return flatten(zoo_model(meta, settings))
+    return flatten(zoo_model(pre, settings))
 
 
 def snapshot_steps(steps: int, count: int, seed: int, task_index: int) -> list[int]:
@@ -78,16 +79,15 @@ def snapshot_steps(steps: int, count: int, seed: int, task_index: int) -> list[i
     return [0, *sorted(int(s) for s in inner), steps]
 
 
-def adam_from(pre: Path, splits: Path, task: str, lr: float, seed: int, start: torch.Tensor, steps: int,
+def adam_from(pre: Preprocessed, splits: Path, task: str, *, lr: float, seed: int, start: torch.Tensor, steps: int,
               settings: dict, observe, device: str, threads: int) -> float:
     """Adam on the zoo network from ``start`` [P] for ``steps`` on ``task`` (the pipeline's training loop);
     ``observe(step, model, train_loss)`` sees every step; returns the loop's seconds."""
     from segzoo.train.loop import Run, train
 
-    meta = read_json(pre / "preprocess.json")
-    trained = task_regions(task, list(meta["regions"]))
-    centre = None if task == ALL else list(meta["regions"][task])
-    initial = unflatten(start.clone(), layout_of(zoo_model(meta, settings)))
+    trained = task_regions(task, pre.region_names)
+    centre = None if task == ALL else list(pre.regions[task])
+    initial = unflatten(start.clone(), layout_of(zoo_model(pre, settings)))
     loop = {**settings["train"], "steps": steps, "batch_size": settings["batch_size"],
             "patch_size": settings["patch_size"], "lr": lr, "optimizer": "adam", "weight_decay": 0.0,
             "schedule": "constant", "warmup_steps": 0, "val_every": steps, "checkpoint_every": steps}
@@ -98,36 +98,34 @@ def adam_from(pre: Path, splits: Path, task: str, lr: float, seed: int, start: t
         return read_json(Path(work) / "timing.json")["seconds"]
 
 
-def train_start(pre: Path, splits: Path, mode: str, k: int, settings: dict, out: Path, device: str, threads: int,
-                data_seed: int) -> dict:
+def train_start(pre: Preprocessed, splits: Path, mode: str, k: int, *, settings: dict, out: Path, device: str,
+                threads: int, data_seed: int) -> dict:
     """Write start k (``<out>.safetensors|json``): init k, trained on every region for ``parent_steps`` (spawn)."""
-    meta = read_json(pre / "preprocess.json")
-    regions = list(meta["regions"])
-    init = random_init(settings, meta, data_seed, k)
+    regions = pre.region_names
+    init = random_init(settings, pre, data_seed, k)
     batch = Batch.of(pre, splits, "val", settings, data_seed)
     final = {}
 
     def keep(step, model, loss):
         if step == settings["parent_steps"]:
-            final["params"], final["dice"] = flatten(model), score(model, batch, torch.device(device))[1]
+            final["params"], final["dice"] = flatten(model), loss_and_dice(model, batch, torch.device(device))[1]
 
     if mode == "spawn":
-        adam_from(pre, splits, ALL, settings["parent_lr"], k, init, settings["parent_steps"], settings, keep, device,
-                  threads)
+        adam_from(pre, splits, ALL, lr=settings["parent_lr"], seed=k, start=init, steps=settings["parent_steps"],
+                  settings=settings, observe=keep, device=device, threads=threads)
     else:
-        model = load_vector(zoo_model(meta, settings), init).to(device)
-        final = {"params": init, "dice": score(model, batch, torch.device(device))[1]}
+        model = load_vector(zoo_model(pre, settings), init).to(device)
+        final = {"params": init, "dice": loss_and_dice(model, batch, torch.device(device))[1]}
     sidecar = {"start": start_name(mode, k), "init": mode, "init_index": k, "regions": regions,
                "steps": settings["parent_steps"] if mode == "spawn" else 0, "val_dice": final["dice"]}
     save_checkpoint(out, {"params": final["params"][None]}, sidecar)
     return sidecar
 
 
-def train_zoo_run(pre: Path, splits: Path, task: str, lr: float, seed: int, start: torch.Tensor, start_label: str,
-                  settings: dict, out: Path, device: str, threads: int, batch: Batch) -> dict:
+def train_zoo_run(pre: Preprocessed, splits: Path, task: str, lr: float, seed: int, start: torch.Tensor, *,
+                  start_label: str, settings: dict, out: Path, device: str, threads: int, batch: Batch) -> dict:
     """Train one zoo run from ``start`` [P] and write ``<out>.safetensors|json``; return the sidecar."""
-    meta = read_json(pre / "preprocess.json")
-    region_names = list(meta["regions"])
+    region_names = pre.region_names
     trained = task_regions(task, region_names)
     steps = settings["steps"]
     wanted = set(snapshot_steps(steps, settings["checkpoints"], seed, trained[0] if task != ALL else len(trained)))
@@ -138,53 +136,53 @@ def train_zoo_run(pre: Path, splits: Path, task: str, lr: float, seed: int, star
         if step not in wanted:
             return
         began = time.perf_counter()
-        val_loss, dice = score(model, batch, dev)
+        val_loss, dice = loss_and_dice(model, batch, dev)
         params.append(flatten(model))
         layout[:] = layout_of(model)
         rows.append({"step": step, "train_loss": np.nan if train_loss is None else train_loss,
                      "val_loss": val_loss, **{f"dice_{n}": d for n, d in zip(region_names, dice)}})
         spent[0] += time.perf_counter() - began
 
-    seconds = adam_from(pre, splits, task, lr, seed, start, steps, settings, observe, device, threads)
+    seconds = adam_from(pre, splits, task, lr=lr, seed=seed, start=start, steps=steps, settings=settings,
+                        observe=observe, device=device, threads=threads)
     if not torch.equal(params[0], start):
         raise SegzooError(f"{out}: the run did not start from its start (internal error)")
     sidecar = {"task": task, "lr": lr, "seed": seed, "start": start_label, "regions": region_names,
-               "trained_regions": trained, "architecture": zoo_model(meta, settings).architecture, "layout": layout,
+               "trained_regions": trained, "architecture": zoo_model(pre, settings).architecture, "layout": layout,
                "seconds_per_step": (seconds - spent[0]) / steps,
                "checkpoints": pd.DataFrame(rows).replace({np.nan: None}).to_dict(orient="list")}
     save_checkpoint(out, {"params": torch.stack(params)}, sidecar)
     return sidecar
 
 
-def train_zoo_job(pre: Path, splits: Path, task: str, lr: float, seeds: list[int], start_file: Path | None,
+def train_zoo_job(pre: Preprocessed, splits: Path, task: str, lr: float, seeds: list[int], start_file: Path | None, *,
                   settings: dict, out: Path, device: str, threads: int, data_seed: int) -> list[dict]:
     """Several runs in one job (one per seed) into the new folder ``out``: ``seed<s>.safetensors|json``.
 
     ``start_file``: the start every run begins at (spawn, shared); None: each seed's own init (per_seed).
     """
-    meta = read_json(pre / "preprocess.json")
-    task_regions(task, list(meta["regions"]))  # refuse an unknown task before any training
+    task_regions(task, pre.region_names)  # refuse an unknown task before any training
     batch = Batch.of(pre, splits, "val", settings, data_seed)
     if start_file is not None:
-        tensors, start_meta = load_checkpoint(start_file)
-        starts = {s: (tensors["params"][0], start_meta["start"]) for s in seeds}
+        tensors, start_sidecar = load_checkpoint(start_file)
+        starts = {s: (tensors["params"][0], start_sidecar["start"]) for s in seeds}
     else:
-        starts = {s: (random_init(settings, meta, data_seed, s), f"init{s}") for s in seeds}
+        starts = {s: (random_init(settings, pre, data_seed, s), f"init{s}") for s in seeds}
     sidecars = []
     with output_dir(out) as tmp:
         for seed in seeds:
             vector, label = starts[seed]
-            sidecars.append(train_zoo_run(pre, splits, task, lr, seed, vector, label, settings, tmp / f"seed{seed}",
-                                          device, threads, batch))
+            sidecars.append(train_zoo_run(pre, splits, task, lr, seed, vector, start_label=label, settings=settings,
+                                          out=tmp / f"seed{seed}", device=device, threads=threads, batch=batch))
     return sidecars
 
 
 def load_run(path: Path) -> tuple[torch.Tensor, dict]:
     stem = Path(path).with_suffix("") if Path(path).suffix == ".safetensors" else Path(path)
-    tensors, meta = load_checkpoint(stem)
-    if "params" not in tensors or "checkpoints" not in meta:
+    tensors, sidecar = load_checkpoint(stem)
+    if "params" not in tensors or "checkpoints" not in sidecar:
         raise SegzooError(f"{stem}.safetensors: not a zoo run file (no params/checkpoints)")
-    return tensors["params"], meta
+    return tensors["params"], sidecar
 
 
 def run_name(path: Path) -> str:
@@ -207,7 +205,7 @@ def write_index(job_dirs: list[Path], out_csv: Path, out_summary: Path, max_abs:
     """One row per checkpoint of every kept run; runs with non-finite or huge weights are dropped."""
     frames, dropped = [], []
     for path in sorted(p for d in job_dirs for p in Path(d).glob("seed*.safetensors")):
-        params, meta = load_run(path)
+        params, sidecar = load_run(path)
         name = run_name(path)
         finite = bool(torch.isfinite(params).all())
         largest = float(params.abs().max()) if finite else float("inf")
@@ -216,10 +214,10 @@ def write_index(job_dirs: list[Path], out_csv: Path, out_summary: Path, max_abs:
             dropped.append({"run": name, "reason": reason})
             continue
         arm = Path(path).parent.parent.name
-        table = pd.DataFrame(meta["checkpoints"])
+        table = pd.DataFrame(sidecar["checkpoints"])
         table.insert(0, "index", range(len(table)))
-        for key, value in (("seed", meta["seed"]), ("lr", meta["lr"]), ("task", meta["task"]),
-                           ("start", meta["start"]), ("role", role_of(arm, meta["seed"], heldout_seeds, parents)),
+        for key, value in (("seed", sidecar["seed"]), ("lr", sidecar["lr"]), ("task", sidecar["task"]),
+                           ("start", sidecar["start"]), ("role", role_of(arm, sidecar["seed"], heldout_seeds, parents)),
                            ("file", str(Path(path).relative_to(Path(path).parents[2]))), ("run", name)):
             table.insert(0, key, value)
         frames.append(table)
@@ -287,12 +285,13 @@ def load_zoo(index_csv: Path, roles: tuple[str, ...] = ROLES) -> Zoo:
         first = rows.iloc[0]
         if first["role"] not in roles:
             continue
-        params, meta = load_run(Path(index_csv).parent / "runs" / first["file"])
+        params, sidecar = load_run(Path(index_csv).parent / "runs" / first["file"])
         if zoo is None:
-            zoo = Zoo(meta["regions"], meta["layout"], meta["architecture"])
-        dice = np.array([meta["checkpoints"][f"dice_{r}"] for r in zoo.regions], dtype=np.float32).T
-        zoo.runs[name] = ZooRun(name, first["role"], meta["task"], float(meta["lr"]), int(meta["seed"]), meta["start"],
-                                params, dice, list(meta["checkpoints"]["step"]), meta["seconds_per_step"])
+            zoo = Zoo(sidecar["regions"], sidecar["layout"], sidecar["architecture"])
+        dice = np.array([sidecar["checkpoints"][f"dice_{r}"] for r in zoo.regions], dtype=np.float32).T
+        zoo.runs[name] = ZooRun(name, first["role"], sidecar["task"], float(sidecar["lr"]), int(sidecar["seed"]),
+                                sidecar["start"], params, dice, list(sidecar["checkpoints"]["step"]),
+                                sidecar["seconds_per_step"])
     if zoo is None or not zoo.select("train"):
         raise SegzooError(f"{index_csv}: no training runs (every run is held out or dropped)")
     return zoo

@@ -29,9 +29,9 @@ def paths(stem: str | Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
-def save_checkpoint(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def save_checkpoint(stem: str | Path, tensors: dict[str, torch.Tensor], sidecar: dict) -> None:
     """Write ``<stem>.safetensors`` then ``<stem>.json``, each atomically (temporary file + rename)."""
-    weights, sidecar = paths(stem)
+    weights, sidecar_path = paths(stem)
     weights.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{weights.name}.partial-", dir=weights.parent)
     os.close(fd)
@@ -43,7 +43,7 @@ def save_checkpoint(stem: str | Path, tensors: dict[str, torch.Tensor], meta: di
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    write_json(sidecar, {**meta, "tensors_sha256": digest}, overwrite=True)
+    write_json(sidecar_path, {**sidecar, "tensors_sha256": digest}, overwrite=True)
 
 
 def load_checkpoint(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -52,17 +52,17 @@ def load_checkpoint(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if stem.suffix in PICKLE_SUFFIXES:
         raise SegzooError(f"{stem}: a pickle-based checkpoint; segzoo never unpickles (it could run code). "
                           f"Convert it to safetensors first.")
-    weights, sidecar = paths(stem.with_suffix("") if stem.suffix in (".safetensors", ".json") else stem)
+    weights, sidecar_path = paths(stem.with_suffix("") if stem.suffix in (".safetensors", ".json") else stem)
     if not weights.is_file():
         raise SegzooError(f"{weights}: missing")
-    meta = read_json(sidecar)
-    if meta.get("tensors_sha256") != _sha256(weights):
-        raise SegzooError(f"{weights}: does not match its sidecar {sidecar.name} (torn or edited checkpoint)")
+    sidecar = read_json(sidecar_path)
+    if sidecar.get("tensors_sha256") != _sha256(weights):
+        raise SegzooError(f"{weights}: does not match its sidecar {sidecar_path.name} (torn or edited checkpoint)")
     try:
         tensors = load_file(weights)
     except (SafetensorError, OSError, ValueError) as e:
         raise SegzooError(f"{weights}: not a safetensors file ({e})") from None
-    return tensors, meta
+    return tensors, sidecar
 
 
 def _sha256(path: Path) -> str:
