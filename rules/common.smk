@@ -67,7 +67,7 @@ def train_launcher():
 # The segzoo modules each kind of job runs: as inputs, an edit to them reruns the job.
 INFRASTRUCTURE = ("checkpoint.py", "devices.py", "determinism.py", "provenance.py", "errors.py")
 DATA_CODE = ("data/dataset.py", "data/verify.py", "data/nifti.py")
-TRAIN_CODE = ("data/loader.py", "data/preprocessed.py", "models/*", "train/*", *INFRASTRUCTURE)
+TRAIN_CODE = ("data/loader.py", "data/preprocessed.py", "models/*", "train/*", "infer.py", *INFRASTRUCTURE)
 WEIGHTGEN_CODE = ("weightgen/*", *TRAIN_CODE)
 
 

@@ -8,8 +8,8 @@ rule infer:
         checkpoint=rules.train.output.best,
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
-        code=sources("infer.py", "models/*", "train/validate.py", "data/preprocess.py", "data/preprocessed.py",
-                     "data/nifti.py", *INFRASTRUCTURE),
+        code=sources("infer.py", "models/*", "data/preprocess.py", "data/preprocessed.py", "data/nifti.py",
+                     *INFRASTRUCTURE),
     params:
         device=DEVICE,
         sw_batch_size=config["train"]["sw_batch_size"],

@@ -40,3 +40,12 @@ def test_config_file_that_is_not_a_mapping(tmp_path):
     bad.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(SegzooError, match="bad.yaml: must hold a mapping"):
         load_config(bad, schema_path=SCHEMA)
+
+
+def test_metrics_come_from_the_one_registry():
+    from segzoo.evaluate.metrics import METRICS
+
+    assert validate_config({}, SCHEMA)["evaluate"]["metrics"] == list(METRICS)  # null: every known metric
+    assert validate_config({"evaluate": {"metrics": ["hd95_mm"]}}, SCHEMA)["evaluate"]["metrics"] == ["hd95_mm"]
+    with pytest.raises(SegzooError, match="evaluate.metrics: 'dise' is not a metric segzoo knows"):
+        validate_config({"evaluate": {"metrics": ["dice", "dise"]}}, SCHEMA)

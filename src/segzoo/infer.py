@@ -16,14 +16,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.inferers import sliding_window_inference
 
+from segzoo.checkpoint import load_checkpoint
 from segzoo.data.nifti import save_nifti
 from segzoo.data.preprocess import to_original_grid
 from segzoo.data.preprocessed import Preprocessed
 from segzoo.io import output_dir, read_json
 from segzoo.models.registry import build_model
-from segzoo.checkpoint import load_checkpoint
-from segzoo.train.validate import sliding_window_logits
+
+
+def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, patch_size: list[int],
+                          sw_batch_size: int, overlap: float = 0.25) -> torch.Tensor:
+    """Logits [1, R, *spatial] for one image [1, C, *spatial] (MONAI pads what is smaller than a patch)."""
+    return sliding_window_inference(image, roi_size=patch_size, sw_batch_size=sw_batch_size, predictor=model,
+                                    overlap=overlap, mode="gaussian")
 
 
 def load_model(checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:

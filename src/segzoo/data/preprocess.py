@@ -2,7 +2,7 @@
 
 Per case: reorient to RAS, resample to the dataset's median spacing (cubic spline; label maps as
 one-hot channels, each resampled the same way, then argmax), z-score each channel, crop to the box
-where any channel is non-zero. The output folder's layout (file names, the plan ``preprocess.json``)
+where any channel is non-zero. The output folder's layout (file names, the plan file)
 belongs to :mod:`segzoo.data.preprocessed`, which writes and reads it.
 
 Mapping a prediction back (:func:`to_original_grid`) resamples from the preprocessed affine to the

@@ -16,6 +16,7 @@ import yaml
 
 from segzoo import __version__
 from segzoo.errors import SegzooError
+from segzoo.evaluate.metrics import METRICS
 from segzoo.io import read_json, write_text
 from segzoo.provenance import source_digest
 
@@ -112,7 +113,8 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
         table = tables / f"{metric}.html"
         if not table.is_file():
             raise SegzooError(f"{table}: missing (run `segzoo compare` with metric {metric})")
-        parts.append(f"<h3>{html.escape(metric)}</h3>" + table.read_text())
+        parts.append(f"<h3>{html.escape(METRICS[metric].label)} <small>({METRICS[metric].better} is better; "
+                     f"<code>{html.escape(metric)}</code>)</small></h3>" + table.read_text())
     section = None
     for fig in figures:
         if fig["section"] != section:

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 from monai.metrics import DiceMetric
 
 from segzoo.data.loader import regions_to_channels
 from segzoo.data.preprocessed import Preprocessed
-
-
-def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, patch_size: list[int],
-                          sw_batch_size: int, overlap: float = 0.25) -> torch.Tensor:
-    """Logits [1, R, *spatial] for one image [1, C, *spatial] (MONAI pads what is smaller than a patch)."""
-    return sliding_window_inference(image, roi_size=patch_size, sw_batch_size=sw_batch_size, predictor=model,
-                                    overlap=overlap, mode="gaussian")
+from segzoo.infer import sliding_window_logits
 
 
 @torch.no_grad()

@@ -1,0 +1,76 @@
+"""The house rules a refactor must keep: one reader per format, one contract per model, no import cycles."""
+
+import ast
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from segzoo.data.preprocess import preprocess_dataset
+from segzoo.data.preprocessed import Preprocessed
+from segzoo.errors import SegzooError
+from segzoo.models import registry
+from segzoo.models.contract import SegmentationModel
+
+from conftest import REPO
+
+SRC = REPO / "src" / "segzoo"
+
+
+def _modules_mentioning(pattern: str) -> list[str]:
+    return sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if re.search(pattern, p.read_text()))
+
+
+def test_only_the_preprocessed_module_knows_the_folder_layout():
+    assert _modules_mentioning(r"preprocess\.json|_seg\.npy|\{case\w*\}\.npy") == ["data/preprocessed.py"]
+
+
+def test_nothing_outside_train_imports_train_for_what_is_not_training():
+    users = {}
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("segzoo.train"):
+                users.setdefault(node.module, set()).add(str(path.relative_to(SRC)))
+    allowed = {"segzoo.train.loop": {"cli.py", "weightgen/zoo.py"},  # running a training is training
+               "segzoo.train.validate": {"weightgen/scoring.py"},  # a zoo network's whole-volume Dice
+               "segzoo.train.loss": {"train/loop.py", "weightgen/scoring.py"},
+               "segzoo.train.distributed": {"train/loop.py"}}
+    for module, importers in users.items():
+        assert module in allowed, module
+        assert importers - allowed[module] <= {p for p in importers if p.startswith("train/")}, (module, importers)
+
+
+def test_every_model_keeps_the_segmentation_contract_and_one_without_it_is_refused(monkeypatch):
+    for name in registry.MODELS:
+        options = {"features": [2, 4]} if name == registry.ZOO_NETWORK else {}
+        model = registry.build_model(name, 1, 2, **options)
+        assert isinstance(model, SegmentationModel) and model.divisor >= 1
+        assert model.auxiliary_loss(torch.zeros(1, 2, 8, 8, 8)) is None  # no auxiliary loss unless configured
+    monkeypatch.setitem(registry.MODELS, "bare", lambda c_in, c_out: torch.nn.Conv3d(c_in, c_out, 1))
+    with pytest.raises(SegzooError, match="lacks the SegmentationModel contract"):
+        registry.build_model("bare", 1, 2)
+
+
+def test_the_preprocessed_reader(tiny_dataset, tmp_path):
+    pre = preprocess_dataset(tiny_dataset, tmp_path / "pre")
+    assert isinstance(pre, Preprocessed) and pre.region_names == list(pre.regions) == ["canal", "sc", "lesion"]
+    case = pre.case(pre.case_ids()[0], mmap=True)
+    assert case.image.shape[0] == len(pre.channels) and case.label.shape == (1, *case.image.shape[1:])
+    assert case.properties["preprocessed"]["shape"] == list(case.image.shape[1:])
+    assert pre.plan_bytes == (tmp_path / "pre" / "preprocess.json").read_bytes()
+    np.testing.assert_array_equal(pre.label(case.id), np.asarray(case.label))
+    (tmp_path / "pre" / f"{case.id}_seg.npy").unlink()
+    assert pre.case(case.id).label is None  # unlabelled
+    with pytest.raises(SegzooError, match="nope.npy: missing"):
+        pre.image("nope")
+    with pytest.raises(SegzooError, match="preprocess.json: missing"):
+        Preprocessed(tmp_path)
+
+
+def test_the_package_imports_without_cycles():
+    for module in ("segzoo.cli", "segzoo.weightgen.evaluate", "segzoo.report.page", "segzoo.infer"):
+        result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
