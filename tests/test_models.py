@@ -24,8 +24,8 @@ def small(name, in_channels=1, out_channels=3, **extra):
     return build_model(name, in_channels, out_channels, **{**SMALL[name], **extra})
 
 
-def test_registry_is_one_dict_of_the_four_models_and_the_zoo_network():
-    assert set(MODELS) == {"unet3plus", "ms_unet3plus", "diffnet", "ms_diffnet", "plain_conv_unet"}
+def test_registry_is_one_dict_of_the_four_models_the_zoo_network_and_imported_nnunet():
+    assert set(MODELS) == {"unet3plus", "ms_unet3plus", "diffnet", "ms_diffnet", "plain_conv_unet", "nnunet"}
     with pytest.raises(SegzooError, match="unknown model"):
         build_model("unet", 1, 3)
     with pytest.raises(SegzooError, match="models.diffnet: .*widht"):

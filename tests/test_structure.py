@@ -14,6 +14,7 @@ from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
 from segzoo.models import registry
 from segzoo.models.contract import SegmentationModel
+from segzoo.models.nnunet import plain_conv_unet_architecture
 
 from conftest import REPO
 
@@ -45,7 +46,8 @@ def test_nothing_outside_train_imports_train_for_what_is_not_training():
 
 def test_every_model_keeps_the_segmentation_contract_and_one_without_it_is_refused(monkeypatch):
     for name in registry.MODELS:
-        options = {"features": [2, 4]} if name == registry.ZOO_NETWORK else {}
+        options = {registry.ZOO_NETWORK: {"features": [2, 4]},
+                   registry.IMPORTED: {"architecture": plain_conv_unet_architecture([2, 4])}}.get(name, {})
         model = registry.build_model(name, 1, 2, **options)
         assert isinstance(model, SegmentationModel) and model.divisor >= 1
         assert model.auxiliary_loss(torch.zeros(1, 2, 8, 8, 8)) is None  # no auxiliary loss unless configured

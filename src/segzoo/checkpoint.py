@@ -98,3 +98,24 @@ def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(skeleton, list):
         return [unflatten_state(v, tensors) for v in skeleton]
     return skeleton
+
+
+def module_tensors(model: torch.nn.Module, prefix: str = "model.") -> dict[str, torch.Tensor]:
+    """Every parameter and buffer once, under its first name (nnU-Net's networks reach the same tensors by
+    several names, which safetensors refuses to store twice)."""
+    named = [*model.named_parameters(), *model.named_buffers()]
+    return {f"{prefix}{name}": t.detach().clone() for name, t in named}
+
+
+def load_module_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str,
+                        prefix: str = "model.") -> torch.nn.Module:
+    """Load :func:`module_tensors` (or a full state dict) strictly: every parameter and buffer must be there,
+    and nothing else; names the file on a mismatch."""
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    required = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
+    known = set(model.state_dict())
+    missing, unexpected = sorted(required - set(state)), sorted(set(state) - known)
+    if missing or unexpected:
+        raise SegzooError(f"{source}: weights do not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    model.load_state_dict(state, strict=False)
+    return model

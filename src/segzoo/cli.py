@@ -101,7 +101,7 @@ def _infer(args: argparse.Namespace) -> None:
     from segzoo.infer import infer_run
 
     cases = infer_run(args.checkpoint, _preprocessed(args.data), args.splits, args.out, device=device,
-                      sw_batch_size=args.sw_batch_size, overlap=args.overlap)
+                      sw_batch_size=args.sw_batch_size, overlap=args.overlap, raw=args.raw, mirror=not args.no_mirror)
     print(f"predicted {len(cases)} test case(s) into {args.out}")
 
 
@@ -322,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--sw-batch-size", type=int, default=4)
     p.add_argument("--overlap", type=_fraction, default=0.5)
+    p.add_argument("--raw", type=Path, help="raw dataset: imported nnU-Net models predict from its images")
+    p.add_argument("--no-mirror", action="store_true", help="imported nnU-Net models: no test-time mirroring")
     p.set_defaults(run=_infer)
 
     p = verbs.add_parser("evaluate", help="score one run's predictions: a CSV row per test case and region")
@@ -363,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("results/index.html"))
     p.set_defaults(run=_page)
     _weightgen_verbs(verbs)
+    _nnunet_verbs(verbs)
     _dvc_verbs(verbs)
     return parser
 
@@ -426,6 +429,48 @@ def _weightgen_verbs(verbs) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder to create")
     p.add_argument("--summary", type=Path, help="also write the headline numbers (no timings) to this JSON file")
     p.set_defaults(run=_gpt_evaluate)
+
+
+def _nnunet_import(args: argparse.Namespace) -> None:
+    from segzoo.interop.nnunet_import import import_model
+
+    sidecar = import_model(args.model_folder, args.out, fold=args.fold, which=args.checkpoint,
+                           configuration=args.configuration)
+    source = sidecar["source"]
+    for path in source["ignored_code"]:
+        print(f"ignored {args.model_folder / path}: segzoo never runs code from a model folder", file=sys.stderr)
+    heads = sidecar.get("regions") or sidecar.get("classes")
+    print(f"imported {source['checkpoint']} ({source['trainer']}, {sidecar['nnunet']['configuration']}, "
+          f"{sidecar['output']} heads {list(heads)}"
+          f"{'; ' + source['converted'] if source['converted'] else ''}) into {args.out}")
+
+
+def _nnunet_export(args: argparse.Namespace) -> None:
+    from segzoo.interop.nnunet_export import export_model
+
+    folder = export_model(args.checkpoint, _preprocessed(args.data), args.out, network=args.network)
+    print(f"wrote an nnU-Net model folder to {folder} (run it with nnUNetv2_predict_from_modelfolder -m {folder} "
+          f"-f 0)")
+
+
+def _nnunet_verbs(verbs) -> None:
+    p = verbs.add_parser("nnunet-import", help="import a trained nnU-Net v2 model folder safely (no unpickling)")
+    p.add_argument("model_folder", type=Path, help="<Trainer>__<Plans>__<configuration> with plans.json, "
+                   "dataset.json, fold_<F>/")
+    p.add_argument("--out", type=Path, required=True, help="folder to create: model.safetensors + model.json")
+    p.add_argument("--fold", default="0", help="fold folder to read (0..4 or all)")
+    p.add_argument("--checkpoint", choices=["final", "best"], default="final")
+    p.add_argument("--configuration", help="default: the one the checkpoint names")
+    p.set_defaults(run=_nnunet_import)
+
+    p = verbs.add_parser("nnunet-export", help="write an nnU-Net v2 model folder for a PlainConvUNet checkpoint")
+    p.add_argument("checkpoint", type=Path, help="a zoo run, zoo start, G.pt samples or imported checkpoint")
+    p.add_argument("--data", type=Path, required=True, help="the preprocessed dataset it was trained on "
+                   "(spacing, channels, regions)")
+    p.add_argument("--network", type=int, default=-1,
+                   help="which network of a file holding several (zoo snapshots, G.pt samples); default: the last")
+    p.add_argument("--out", type=Path, required=True, help="model folder to create")
+    p.set_defaults(run=_nnunet_export)
 
 
 def _dvc_verbs(verbs) -> None:

@@ -8,6 +8,10 @@ For a trained run (``best`` checkpoint) and each test case, the output folder ge
 Both share the input image's shape and affine: the probabilities are computed on the preprocessed
 grid and mapped back with :func:`segzoo.data.preprocess.to_original_grid` (trilinear), then
 thresholded, so masks and probability maps agree voxel for voxel.
+
+A model imported from nnU-Net (``segzoo nnunet-import``) is run on the raw images with nnU-Net's own
+preprocessing (:mod:`segzoo.interop.nnunet_inference`); its masks are nnU-Net's segmentation mapped to
+the dataset's regions, and its probabilities the matching heads (summed classes for a softmax model).
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
-from segzoo.checkpoint import load_checkpoint
-from segzoo.data.nifti import save_nifti
+from segzoo.checkpoint import load_checkpoint, load_module_tensors
+from segzoo.data.dataset import read_dataset
+from segzoo.data.nifti import load_volume, save_nifti
 from segzoo.data.preprocess import to_original_grid
 from segzoo.data.preprocessed import Preprocessed
+from segzoo.errors import SegzooError
+from segzoo.interop.nnunet_inference import predict_case, region_outputs
 from segzoo.io import output_dir, read_json
-from segzoo.models.registry import build_model
+from segzoo.models.registry import IMPORTED, build_model
 
 
 def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, patch_size: list[int],
@@ -36,8 +43,9 @@ def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, patch_siz
 def load_model(checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """A model rebuilt from its checkpoint's sidecar and loaded from safetensors, in eval mode; and the sidecar."""
     tensors, sidecar = load_checkpoint(checkpoint)
-    model = build_model(sidecar["model"], len(sidecar["channels"]), len(sidecar["regions"]), **sidecar["model_options"])
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    outputs = len(sidecar["regions"] if "regions" in sidecar else sidecar["classes"])
+    model = build_model(sidecar["model"], len(sidecar["channels"]), outputs, **sidecar["model_options"])
+    load_module_tensors(model, tensors, str(checkpoint))
     return model.to(device).eval(), sidecar
 
 
@@ -51,11 +59,19 @@ def predict_probabilities(model: torch.nn.Module, image: np.ndarray, patch_size:
 
 
 def infer_run(checkpoint: str | Path, pre: Preprocessed, splits: str | Path, out: str | Path, *,
-              device: str = "cpu", sw_batch_size: int = 4, overlap: float = 0.5) -> list[str]:
-    """Predict every test case of ``splits`` with the model in ``checkpoint``; write NIfTI files to ``out``."""
+              device: str = "cpu", sw_batch_size: int = 4, overlap: float = 0.5, raw: str | Path | None = None,
+              mirror: bool = True) -> list[str]:
+    """Predict every test case of ``splits`` with the model in ``checkpoint``; write NIfTI files to ``out``.
+
+    ``raw`` (the raw dataset) and ``mirror`` (nnU-Net's test-time mirroring) serve imported nnU-Net models."""
     dev = torch.device(device)
     model, sidecar = load_model(checkpoint, dev)
     cases = read_json(splits)["test"]
+    if sidecar["model"] == IMPORTED:
+        if raw is None:
+            raise SegzooError(f"{checkpoint}: an imported nnU-Net model predicts from the raw images; pass --raw")
+        _infer_imported(model, sidecar, pre, read_dataset(raw), cases, Path(out), dev, mirror, str(checkpoint))
+        return cases
     regions = list(sidecar["regions"])
     with output_dir(out) as tmp:
         for case in cases:
@@ -68,3 +84,18 @@ def infer_run(checkpoint: str | Path, pre: Preprocessed, splits: str | Path, out
             for r, name in enumerate(regions):
                 save_nifti((prob[r] > 0.5).astype(np.uint8), affine, tmp / f"{case}_{name}.nii.gz")
     return cases
+
+
+def _infer_imported(model, sidecar: dict, pre: Preprocessed, dataset, cases: list[str], out: Path,
+                    device: torch.device, mirror: bool, source: str) -> None:
+    images = {c.id: c.images for c in dataset.cases}
+    with output_dir(out) as tmp:
+        for case in cases:
+            if case not in images:
+                raise SegzooError(f"{dataset.root}: no images for test case {case}")
+            prob, labels = predict_case(model, sidecar, list(images[case]), device, mirror=mirror)
+            region_prob, masks = region_outputs(sidecar, pre.regions, prob, labels, source)
+            affine = load_volume(images[case][0]).affine
+            save_nifti(np.moveaxis(region_prob, 0, -1), affine, tmp / f"{case}_prob.nii.gz")
+            for mask, name in zip(masks, pre.regions):
+                save_nifti(mask, affine, tmp / f"{case}_{name}.nii.gz")

@@ -13,10 +13,16 @@ from torch import nn
 from segzoo.errors import SegzooError
 from segzoo.models.contract import SegmentationModel
 from segzoo.models.diffnet import DiffNet, MSDiffNet
-from segzoo.models.nnunet import zoo_network
+from segzoo.models.nnunet import build_network, zoo_network
 from segzoo.models.unet3plus import UNet3Plus
 
 ZOO_NETWORK = "plain_conv_unet"
+IMPORTED = "nnunet"  # a network imported from an nnU-Net model folder, rebuilt from its architecture block
+
+
+def imported_network(in_channels: int, out_channels: int, architecture: dict):
+    return build_network(architecture, in_channels, out_channels, source="imported checkpoint")
+
 
 MODELS = {
     "unet3plus": partial(UNet3Plus, pyramid=False),
@@ -24,6 +30,7 @@ MODELS = {
     "diffnet": DiffNet,
     "ms_diffnet": MSDiffNet,
     ZOO_NETWORK: zoo_network,  # the checkpoint zoo's network (weight generation): nnU-Net's PlainConvUNet
+    IMPORTED: imported_network,  # segzoo nnunet-import
 }
 
 

@@ -130,7 +130,9 @@ def write_samples(gpt: TrainedGPT, zoo: Zoo, sample_config: dict, seed: int, out
     began = time.perf_counter()  # one network alone: the fair comparison with Adam's wall time
     sample_prompts(gpt, zoo, prompts.iloc[:1], sample_config["ddim_steps"], seed)
     sidecar = {"networks": len(params), "ddim_steps": sample_config["ddim_steps"],
-               "single_network_seconds": time.perf_counter() - began}
+               "single_network_seconds": time.perf_counter() - began,
+               # what a sample is, so one can be run or exported on its own (segzoo nnunet-export)
+               "regions": zoo.regions, "layout": zoo.layout, "architecture": zoo.architecture}
     save_checkpoint(out, {"params": params}, sidecar)
     write_text(Path(f"{out}.csv"), prompts.to_csv(index=False, float_format="%.6g"))
     return sidecar

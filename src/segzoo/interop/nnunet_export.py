@@ -1,0 +1,130 @@
+"""``segzoo nnunet-export``: a segzoo PlainConvUNet network as an nnU-Net v2 model folder.
+
+The folder holds what ``nnUNetv2_predict_from_modelfolder`` reads::
+
+    plans.json      reader NibabelIOWithReorient (segzoo works in RAS), no transpose, configuration
+                    ``3d_fullres`` with the preprocessed dataset's spacing, the network's patch size,
+                    z-score per channel over the whole image and the network's ``architecture`` block
+    dataset.json    several regions: region-based labels with a regions_class_order; one region: a
+                    2-class softmax (background logit 0, foreground logit the sigmoid head's)
+    fold_0/checkpoint_final.pth  only tensors and plain types: network_weights, trainer_name, init_args
+                    {configuration, fold}, inference_allowed_mirroring_axes None (segzoo does not mirror);
+                    it loads with ``torch.load(weights_only=True)`` and no allowlist
+
+Sources: a file of flat parameter vectors (a zoo run, G.pt samples; ``network`` picks the row), a checkpoint
+of the zoo network (``plain_conv_unet``), or an imported nnU-Net checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from segzoo.checkpoint import load_checkpoint, load_module_tensors
+from segzoo.data.preprocessed import Preprocessed
+from segzoo.errors import SegzooError
+from segzoo.io import output_dir
+from segzoo.models.nnunet import build_network, plain_conv_unet_architecture
+from segzoo.models.registry import IMPORTED, ZOO_NETWORK
+
+CONFIGURATION = "3d_fullres"
+PLAIN = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
+
+
+def network_from(checkpoint: str | Path, pre: Preprocessed, network: int = -1) -> tuple[torch.nn.Module, dict, list]:
+    """The network a checkpoint holds, its architecture block and its patch size (None when unknown)."""
+    tensors, sidecar = load_checkpoint(checkpoint)
+    channels = len(pre.channels)
+    if "params" in tensors:  # zoo runs and G.pt samples: [N, P] flat vectors
+        from segzoo.weightgen.params import load_vector
+
+        if "architecture" not in sidecar:
+            raise SegzooError(f"{checkpoint}: holds parameter vectors but no architecture in its sidecar "
+                              "(export a zoo run or G.pt samples)")
+        params = tensors["params"]
+        if not -len(params) <= network < len(params):
+            raise SegzooError(f"{checkpoint}: --network {network} out of range (it holds {len(params)})")
+        architecture = sidecar["architecture"]
+        model = build_network(architecture, channels, len(sidecar["regions"]), source=str(checkpoint))
+        return load_vector(model, params[network]), architecture, None
+    if sidecar.get("model") == ZOO_NETWORK:
+        options = sidecar["model_options"]
+        architecture = plain_conv_unet_architecture(list(options.get("features", (4, 8, 16))),
+                                                    options.get("n_conv_per_stage", 2))
+    elif sidecar.get("model") == IMPORTED and sidecar.get("output") == "sigmoid":
+        architecture = sidecar["model_options"]["architecture"]
+    else:
+        raise SegzooError(f"{checkpoint}: model {sidecar.get('model')!r} is not nnU-Net's PlainConvUNet with sigmoid "
+                          f"heads; only {ZOO_NETWORK} networks and imported region models export")
+    if architecture["network_class_name"] != PLAIN:
+        raise SegzooError(f"{checkpoint}: {architecture['network_class_name']} does not export (PlainConvUNet only)")
+    model = build_network(architecture, channels, len(sidecar["regions"]), source=str(checkpoint))
+    return load_module_tensors(model, tensors, str(checkpoint)), architecture, sidecar.get("patch_size")
+
+
+def region_labels(regions: dict[str, list[int]]) -> tuple[dict, list[int]]:
+    """Region-based dataset.json labels and a regions_class_order: each region's class is a label value of it
+    that no later region holds (so painting regions in order gives every voxel its innermost region)."""
+    order = []
+    names = list(regions)
+    for i, name in enumerate(names):
+        later = {v for n in names[i + 1:] for v in regions[n]}
+        own = [v for v in regions[name] if v not in later]
+        if not own:
+            raise SegzooError(f"region {name} {regions[name]} has no label value of its own; no regions_class_order "
+                              "paints it")
+        order.append(min(own))
+    return {"background": 0, **{n: sorted(v) for n, v in regions.items()}}, order
+
+
+def export_model(checkpoint: str | Path, pre: Preprocessed, out: str | Path, *, network: int = -1,
+                 patch_size: list[int] | None = None) -> Path:
+    model, architecture, stored_patch = network_from(checkpoint, pre, network)
+    patch = patch_size or stored_patch or [64, 64, 32]
+    regions = pre.regions
+    state = model.state_dict()
+    if len(regions) == 1:
+        for key in [k for k in state if k.startswith("decoder.seg_layers.")]:
+            state[key] = torch.cat([torch.zeros_like(state[key]), state[key]])  # logits (0, l): softmax = sigmoid(l)
+        (name,) = regions
+        labels, order = {"background": 0, name: 1}, None
+    else:
+        labels, order = region_labels(regions)
+    dataset_json = {"channel_names": {str(i): c for i, c in enumerate(pre.channels)}, "labels": labels,
+                    "numTraining": len(pre.case_ids(labelled=True)), "file_ending": ".nii.gz",
+                    "description": f"exported by segzoo from {Path(checkpoint).name}"}
+    if order:
+        dataset_json["regions_class_order"] = order
+    spacing = [float(s) for s in pre.spacing]
+    configuration = {
+        "data_identifier": f"segzoo_{CONFIGURATION}", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+        "patch_size": list(patch), "median_image_size_in_voxels": list(patch), "spacing": spacing,
+        "normalization_schemes": ["ZScoreNormalization"] * len(pre.channels),
+        "use_mask_for_norm": [False] * len(pre.channels),
+        "resampling_fn_data": "resample_data_or_seg_to_shape",
+        "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+        "architecture": architecture, "batch_dice": False,
+    }
+    plans = {
+        "dataset_name": pre.plan["dataset"], "plans_name": "segzooPlans",
+        "original_median_spacing_after_transp": spacing, "original_median_shape_after_transp": list(patch),
+        "image_reader_writer": "NibabelIOWithReorient", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+        "configurations": {CONFIGURATION: configuration}, "experiment_planner_used": "segzoo nnunet-export",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {str(i): {} for i in range(len(pre.channels))},
+    }
+    checkpoint_fields = {"network_weights": {k: v.detach().clone() for k, v in state.items()},
+                         "trainer_name": "nnUNetTrainer", "init_args": {"configuration": CONFIGURATION, "fold": 0},
+                         "inference_allowed_mirroring_axes": None, "current_epoch": 0}
+    with output_dir(out) as tmp:
+        (tmp / "plans.json").write_text(json.dumps(plans, indent=2))
+        (tmp / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+        (tmp / "fold_0").mkdir()
+        torch.save(checkpoint_fields, tmp / "fold_0" / "checkpoint_final.pth")
+    return Path(out)
