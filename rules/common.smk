@@ -16,6 +16,7 @@ sys.path.insert(0, str(SRC.parent))  # this checkout's segzoo, whatever is insta
 from segzoo.config import validate_config
 from segzoo.devices import resolve_device
 from segzoo.errors import SegzooError
+from segzoo.interop.nnunet_import import imported_models
 from segzoo.weightgen import plan as zoo_plan
 
 try:  # one line per bad key; fills in the schema's defaults
@@ -57,6 +58,13 @@ TRAIN_PROCESSES = config["train"]["gpus_per_job"]
 TRAIN_GPUS = TRAIN_PROCESSES * GPUS_PER_JOB
 
 
+# The comparison's rows: models trained here (one run per seed) and nnU-Net models imported with
+# `segzoo nnunet-import` (train.models entries `nnunet:<path>`; one run, seed 0, no training).
+TRAINED = [m for m in config["train"]["models"] if m in config["models"]]
+IMPORTED = {name: str(stem) for name, stem in imported_models(config["train"]["models"]).items()}
+RUNS = [(m, s) for m in TRAINED for s in config["train"]["seeds"]] + [(m, 0) for m in IMPORTED]
+
+
 def train_launcher():
     """`segzoo`, or torchrun starting one segzoo process per GPU (DDP) when a training job has several."""
     if TRAIN_PROCESSES == 1:
@@ -85,26 +93,34 @@ def train_settings(wildcards):
     return json.dumps({"train": train, "model": config["models"][wildcards.model]}, sort_keys=True)
 
 
-def run_outputs(pattern):
-    """``pattern`` expanded over every model x seed of the config, for the dataset wildcard."""
+def run_outputs(pattern, trained_only=False):
+    """``pattern`` for every run of the comparison (or only the trained ones), for the dataset wildcard."""
 
     def expand_runs(wildcards):
-        return expand(pattern, dataset=wildcards.dataset, model=config["train"]["models"],
-                      seed=config["train"]["seeds"])
+        return [pattern.format(dataset=wildcards.dataset, model=m, seed=s) for m, s in RUNS
+                if not trained_only or m in TRAINED]
 
     return expand_runs
 
 
+def get_checkpoint(wildcards):
+    """The checkpoint a run predicts with: its best training checkpoint, or the imported nnU-Net model."""
+    if wildcards.model in IMPORTED:
+        return f"{IMPORTED[wildcards.model]}.safetensors"
+    return rules.train.output.best.format(**wildcards)
+
+
 def runs_json(wildcards):
-    """Every training run of the config with its folder and its predictions, for the figures (JSON)."""
-    return json.dumps([{"model": m, "seed": s, "run": TRAIN_RUN.format(dataset=wildcards.dataset, model=m, seed=s),
+    """Every run of the comparison with its training folder (null for imported models) and its predictions,
+    for the figures (JSON)."""
+    return json.dumps([{"model": m, "seed": s,
+                        "run": TRAIN_RUN.format(dataset=wildcards.dataset, model=m, seed=s) if m in TRAINED else None,
                         "predictions": PREDICTIONS.format(dataset=wildcards.dataset, model=m, seed=s)}
-                       for m in config["train"]["models"] for s in config["train"]["seeds"]])
+                       for m, s in RUNS])
 
 
 def train_targets():
-    return expand(f"{TRAIN_RUN}/best.safetensors", dataset=DATASET, model=config["train"]["models"],
-                  seed=config["train"]["seeds"])
+    return expand(f"{TRAIN_RUN}/best.safetensors", dataset=DATASET, model=TRAINED, seed=config["train"]["seeds"])
 
 
 def evaluate_targets():
@@ -144,6 +160,17 @@ def zoo_job_seeds(wildcards):
 
 def zoo_start_option(wildcards, input):
     return f"--start {shlex.quote(input.start[0])}" if input.start else ""
+
+
+def get_imported_start(wildcards):
+    """weightgen.init imported:<folder>: the imported checkpoint is the first parent's input."""
+    folder = zoo_plan.imported_start(WG["init"])
+    if folder is None or zoo_plan.start_index(wildcards.start) != 0:
+        return []
+    from segzoo.checkpoint import paths
+    from segzoo.interop.nnunet_import import imported_checkpoint
+
+    return [str(p) for p in paths(imported_checkpoint(folder))]
 
 
 def get_zoo_start(wildcards):

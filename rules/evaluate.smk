@@ -5,11 +5,12 @@ rule infer:
     output:
         directory(PREDICTIONS),
     input:
-        checkpoint=rules.train.output.best,
+        checkpoint=get_checkpoint,
+        raw=raw_dataset,
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
         code=sources("infer.py", "models/*", "data/preprocess.py", "data/preprocessed.py", "data/nifti.py",
-                     *INFRASTRUCTURE),
+                     "data/dataset.py", "interop/nnunet_inference.py", *INFRASTRUCTURE),
     params:
         device=DEVICE,
         sw_batch_size=config["train"]["sw_batch_size"],
@@ -23,7 +24,7 @@ rule infer:
         "../envs/segzoo.yaml"
     shell:
         "segzoo infer --checkpoint {input.checkpoint:q} --data {input.data:q} --splits {input.splits:q}"
-        " --out {output:q} --device {params.device} --sw-batch-size {params.sw_batch_size} > {log:q} 2>&1"
+        " --raw {input.raw:q} --out {output:q} --device {params.device} --sw-batch-size {params.sw_batch_size} > {log:q} 2>&1"
 
 
 rule evaluate:

@@ -15,7 +15,7 @@ rule figures:
         ),
     input:
         tables=rules.compare.output.tables,
-        runs=run_outputs(rules.train.output.metrics),
+        runs=run_outputs(rules.train.output.metrics, trained_only=True),
         predictions=run_outputs(rules.infer.output[0]),
         data=rules.preprocess.output[0],
         raw=raw_dataset,

@@ -19,6 +19,8 @@ rule train:
         device=DEVICE,
         launch=train_launcher(),
         threads=config["train"]["threads"],  # per process
+    wildcard_constraints:
+        model="|".join(config["models"]),  # imported nnU-Net models are not trained here
     threads: config["train"]["threads"] * TRAIN_PROCESSES
     resources:
         gpu=TRAIN_GPUS,

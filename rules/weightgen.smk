@@ -9,7 +9,8 @@ rule zoo_start:
     input:
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
-        code=sources(*WEIGHTGEN_CODE),
+        imported=get_imported_start,
+        code=sources(*WEIGHTGEN_CODE, "interop/nnunet_import.py"),
     params:
         stem=lambda w, output: output.weights.removesuffix(".safetensors"),
         settings=json.dumps(zoo_plan.zoo_settings(config), sort_keys=True),

@@ -327,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_infer)
 
     p = verbs.add_parser("evaluate", help="score one run's predictions: a CSV row per test case and region")
-    p.add_argument("--predictions", type=Path, required=True)
+    p.add_argument("--predictions", type=Path, required=True,
+                   help="segzoo infer output, or a folder of label maps <case>.nii.gz (nnU-Net, SCT, ...)")
     p.add_argument("--raw", type=Path, required=True, help="raw dataset (the reference labels)")
     p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder (regions)")
     p.add_argument("--splits", type=Path, required=True)

@@ -1,4 +1,12 @@
-"""Scoring one run's predictions: one CSV row per test case and region (see :mod:`segzoo.evaluate.metrics`)."""
+"""Scoring one run's predictions: one CSV row per test case and region (see :mod:`segzoo.evaluate.metrics`).
+
+Predictions come in either of two forms, case by case, in the original image grid:
+
+* segzoo's (``segzoo infer``): ``<case>_<region>.nii.gz`` masks and ``<case>_prob.nii.gz`` probabilities;
+* a label map per case, ``<case>.nii.gz``, as nnU-Net (``nnUNetv2_predict``) and most tools write them,
+  with the dataset's label values: each region's mask is the voxels holding one of its values. Without
+  probabilities, NLL and calibration are NaN (left out of the means).
+"""
 
 from __future__ import annotations
 
@@ -26,13 +34,19 @@ def evaluate_run(predictions: str | Path, raw: str | Path, pre: Preprocessed, sp
         if labels.get(case) is None:
             raise SegzooError(f"{raw}: test case {case} has no reference label")
         ref = load_volume(labels[case])
-        prob_volume = _prediction(predictions / f"{case}_prob.nii.gz", ref)
-        prob = np.asarray(prob_volume.data, dtype=np.float32)
-        if prob.ndim == 3:
-            prob = prob[..., None]
+        label_map = predictions / f"{case}.nii.gz"
+        if label_map.is_file() and not (predictions / f"{case}_{next(iter(regions))}.nii.gz").is_file():
+            label = np.asarray(_prediction(label_map, ref).data).reshape(ref.data.shape)
+            masks = {name: np.isin(label, values) for name, values in regions.items()}
+            prob = None
+        else:
+            masks = {name: _prediction(predictions / f"{case}_{name}.nii.gz", ref).data > 0 for name in regions}
+            prob = np.asarray(_prediction(predictions / f"{case}_prob.nii.gz", ref).data, dtype=np.float32)
+            if prob.ndim == 3:
+                prob = prob[..., None]
         for r, (name, values) in enumerate(regions.items()):
-            pred = _prediction(predictions / f"{case}_{name}.nii.gz", ref).data > 0
-            row = score_region(pred, np.isin(ref.data, values), prob[..., r], ref.spacing, tolerance_mm)
+            region_prob = None if prob is None else prob[..., r]
+            row = score_region(masks[name], np.isin(ref.data, values), region_prob, ref.spacing, tolerance_mm)
             rows.append({"model": model, "seed": seed, "case": case, "region": name, **row})
     return pd.DataFrame(rows, columns=["model", "seed", "case", "region", *METRICS])
 
@@ -40,7 +54,8 @@ def evaluate_run(predictions: str | Path, raw: str | Path, pre: Preprocessed, sp
 def _prediction(path: Path, ref):
     """A prediction file, checked to lie in the reference's grid (shape and affine)."""
     if not path.is_file():
-        raise SegzooError(f"{path}: missing (run `segzoo infer` first)")
+        raise SegzooError(f"{path}: missing (run `segzoo infer` first, or give a label map {path.parent.name}/"
+                          f"<case>.nii.gz per test case)")
     volume = load_volume(path)
     if volume.data.shape[:3] != ref.data.shape:
         raise SegzooError(f"{path}: shape {volume.data.shape[:3]} differs from the reference {ref.data.shape} "

@@ -64,16 +64,17 @@ def _t(mask: np.ndarray):
     return torch.as_tensor(np.asarray(mask, dtype=bool)[None, None].astype(np.float32))
 
 
-def score_region(pred: np.ndarray, ref: np.ndarray, prob: np.ndarray, spacing, tolerance_mm: float = 1.0,
+def score_region(pred: np.ndarray, ref: np.ndarray, prob: np.ndarray | None, spacing, tolerance_mm: float = 1.0,
                  bins: int = 10) -> dict[str, float]:
-    """Every metric (a value per :data:`METRICS` key) for one region of one case."""
+    """Every metric (a value per :data:`METRICS` key) for one region of one case; without probabilities
+    (hard masks made elsewhere) the NLL and calibration error are NaN."""
     from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou, compute_surface_dice
 
     pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
     spacing = [float(s) for s in spacing]
     voxel_ml = float(np.prod(spacing)) / 1000.0
     out = {"volume_diff_ml": abs(int(pred.sum()) - int(ref.sum())) * voxel_ml,
-           "nll": nll(prob, ref), "ece": ece(prob, ref, bins)}
+           "nll": np.nan if prob is None else nll(prob, ref), "ece": np.nan if prob is None else ece(prob, ref, bins)}
     if not pred.any() and not ref.any():
         return {**out, "dice": np.nan, "iou": np.nan, "hd95_mm": np.nan, "surface_dice": np.nan}
     if not pred.any() or not ref.any():

@@ -2,7 +2,8 @@
 
 The folder holds what ``nnUNetv2_predict_from_modelfolder`` reads::
 
-    plans.json      reader NibabelIOWithReorient (segzoo works in RAS), no transpose, configuration
+    plans.json      reader NibabelIOWithReorient and transpose [2, 1, 0] (nnU-Net's readers give [Z, Y, X];
+                    transposed, the network sees segzoo's RAS [X, Y, Z]), configuration
                     ``3d_fullres`` with the preprocessed dataset's spacing, the network's patch size,
                     z-score per channel over the whole image and the network's ``architecture`` block
     dataset.json    several regions: region-based labels with a regions_class_order; one region: a
@@ -114,7 +115,7 @@ def export_model(checkpoint: str | Path, pre: Preprocessed, out: str | Path, *, 
     plans = {
         "dataset_name": pre.plan["dataset"], "plans_name": "segzooPlans",
         "original_median_spacing_after_transp": spacing, "original_median_shape_after_transp": list(patch),
-        "image_reader_writer": "NibabelIOWithReorient", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+        "image_reader_writer": "NibabelIOWithReorient", "transpose_forward": [2, 1, 0], "transpose_backward": [2, 1, 0],
         "configurations": {CONFIGURATION: configuration}, "experiment_planner_used": "segzoo nnunet-export",
         "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {str(i): {} for i in range(len(pre.channels))},

@@ -16,6 +16,7 @@ foreground probability); a softmax model with more classes keeps its softmax.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -151,7 +152,28 @@ def _binary_to_sigmoid(network: torch.nn.Module, architecture: dict, channels: i
     return single
 
 
+PREFIX = "nnunet:"
+
+
+def imported_models(models: list[str]) -> dict[str, Path]:
+    """``train.models`` entries ``nnunet:<path>`` as ``{row name: checkpoint stem}``: the row is ``nnunet_`` and
+    the import folder's name (``nnunet:imported/sc_model`` → ``nnunet_sc_model``)."""
+    rows = {}
+    for entry in models:
+        if not entry.startswith(PREFIX):
+            continue
+        stem = imported_checkpoint(entry[len(PREFIX):])
+        label = stem.parent.name if stem.name == MODEL_STEM else stem.name
+        name = "nnunet_" + re.sub(r"[^A-Za-z0-9_]", "_", label)
+        if name in rows:
+            raise SegzooError(f"train.models: {entry} and another imported model share the row name {name}")
+        rows[name] = stem
+    return rows
+
+
 def imported_checkpoint(path: str | Path) -> Path:
     """The checkpoint stem of an import folder (``<dir>/model``), or the stem given."""
     path = Path(path)
-    return path / MODEL_STEM if path.is_dir() else path
+    if path.suffix in (".safetensors", ".json"):
+        return path.with_suffix("")
+    return path / MODEL_STEM if path.is_dir() or not path.name == MODEL_STEM else path

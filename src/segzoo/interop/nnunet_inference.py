@@ -2,8 +2,8 @@
 
 An imported model was trained on nnU-Net's preprocessing, not segzoo's, so it gets nnU-Net's steps:
 
-1. read each channel in the reader's axis order (SimpleITKIO: [Z, Y, X] of the stored voxels; NibabelIO:
-   [X, Y, Z]; NibabelIOWithReorient: RAS), then ``transpose_forward``;
+1. read each channel as nnU-Net's readers do: the stored voxels (NibabelIOWithReorient: reoriented to RAS)
+   with their axes reversed, [Z, Y, X] (all three readers mimic SimpleITK), then ``transpose_forward``;
 2. crop to the filled non-zero box, normalise each channel (its scheme, optionally inside the mask);
 3. resample to the configuration's spacing (cubic, or cubic in-plane and nearest along the one axis
    whose spacing is over 3x the smallest);
@@ -42,23 +42,23 @@ class ReaderGrid:
         zooms = [float(z) for z in first.header.get_zooms()[:3]]
         if self.ornt is not None:
             zooms = [zooms[int(a)] for a in self.ornt[:, 0]]
-        self.spacing = zooms[::-1] if reader == "SimpleITKIO" else zooms
+        self.spacing = zooms[::-1]
 
     def forward(self, data: np.ndarray) -> np.ndarray:
         if self.ornt is not None:
             data = nib.orientations.apply_orientation(data, self.ornt)
-        return data.transpose(2, 1, 0) if self.reader == "SimpleITKIO" else data
+        return data.transpose(2, 1, 0)
 
     def backward(self, data: np.ndarray) -> np.ndarray:
         """[..., *reader spatial] → [..., *nibabel spatial] (leading axes kept)."""
         lead = data.ndim - 3
-        if self.reader == "SimpleITKIO":
-            data = data.transpose(*range(lead), lead + 2, lead + 1, lead)
+        data = data.transpose(*range(lead), lead + 2, lead + 1, lead)
         if self.ornt is not None:
             inverse = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
                                                       nib.orientations.io_orientation(self.affine))
-            data = np.stack([nib.orientations.apply_orientation(d, inverse) for d in data.reshape(-1, *data.shape[lead:])])
-            data = data.reshape(*([] if lead == 0 else [-1]), *data.shape[1:]) if lead else data[0]
+            flat = data.reshape(-1, *data.shape[lead:])
+            back = np.stack([nib.orientations.apply_orientation(d, inverse) for d in flat])
+            data = back.reshape(*data.shape[:lead], *back.shape[1:])
         return np.ascontiguousarray(data)
 
 

@@ -25,14 +25,15 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
     """Learning curves, per-case box/strip plots, overlays (best/median/worst per model), reliability,
     and one architecture figure per model. Returns the figure list (also ``figures.json``).
 
-    ``runs``: ``[{"model", "seed", "run": training folder, "predictions": inference folder}]`` (from the rule).
+    ``runs``: ``[{"model", "seed", "run": training folder (None for an imported model), "predictions": inference
+    folder}]`` (from the rule).
     """
     scores = pd.read_csv(Path(tables) / "per_case.csv")
     regions = pre.regions
     cases = {c.id: c for c in read_dataset(raw).cases}
     models = list(dict.fromkeys(r["model"] for r in runs))
     first = {m: next(r for r in runs if r["model"] == m) for m in models}  # overlays and calibration: first seed
-    curves = {f"{r['model']} seed {r['seed']}": Path(r["run"]) for r in runs}
+    curves = {f"{r['model']} seed {r['seed']}": Path(r["run"]) for r in runs if r["run"]}  # imported: no training
     labels: dict[str, np.ndarray] = {}
 
     def label_map(case_id: str) -> np.ndarray:  # each reference is read once, whatever the number of models
@@ -83,7 +84,7 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
         add(plots.reliability(probs, tmp / "reliability.png"),
             "Reliability diagram: observed foreground frequency against predicted probability (10 bins) over all "
             "test voxels and regions; the lower panel counts voxels per bin.", "Calibration")
-        for model in models:
+        for model in (m for m in models if m in config["models"]):  # imported nnU-Net models: see their plans
             add(architecture_figure(model, config["models"][model], len(pre.channels), len(regions),
                                     tmp / f"architecture_{model}.png"),
                 f"{model} as built from the model object: every component in the order a forward pass calls it, "

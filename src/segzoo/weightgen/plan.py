@@ -16,9 +16,17 @@ ZOO_KEYS = ("features", "n_conv_per_stage", "steps", "checkpoints", "batch_size"
 INDEX_KEYS = ("heldout_seeds", "parents", "max_abs_weight")
 
 
+IMPORTED_INIT = "imported:"  # weightgen.init imported:<import folder>: the first parent is an imported network
+
+
+def imported_start(init: str) -> str | None:
+    """The import folder of ``weightgen.init: imported:<folder>``, else None."""
+    return init[len(IMPORTED_INIT):] if init.startswith(IMPORTED_INIT) else None
+
+
 def start_name(mode: str, k: int) -> str:
-    """Start k's name: ``parent<k>`` (spawn) or ``init<k>`` (shared)."""
-    return f"parent{k}" if mode == "spawn" else f"init{k}"
+    """Start k's name: ``parent<k>`` (spawn, imported) or ``init<k>`` (shared)."""
+    return f"parent{k}" if mode == "spawn" or imported_start(mode) else f"init{k}"
 
 
 def start_index(name: str) -> int:
@@ -48,6 +56,11 @@ def problems(weightgen: dict, regions: list[str] | None, dataset: str) -> list[s
         found.append(f"weightgen.heldout_seeds: every seed of weightgen.seeds {weightgen['seeds']} is held out")
     if weightgen["init"] != "per_seed" and weightgen["stress"]["parents"] and not weightgen["stress"]["seeds"]:
         found.append("weightgen.stress.seeds: empty, but stress.parents asks for held-out parents")
+    folder = imported_start(weightgen["init"])
+    if folder is not None:
+        from segzoo.weightgen.imported_start import start_problems
+
+        found += start_problems(folder, weightgen, regions)
     return found
 
 

@@ -41,7 +41,7 @@ from segzoo.io import new_files, output_dir, read_json, write_json, write_text
 from segzoo.models.registry import ZOO_NETWORK, build_model
 from segzoo.checkpoint import load_checkpoint, save_checkpoint
 from segzoo.weightgen.params import flatten, layout_of, load_vector, unflatten
-from segzoo.weightgen.plan import ALL, start_index, start_name
+from segzoo.weightgen.plan import ALL, imported_start, start_index, start_name
 from segzoo.weightgen.scoring import Batch, loss_and_dice
 
 ROLES = ("train", "heldout", "stress")
@@ -110,14 +110,22 @@ def train_start(pre: Preprocessed, splits: Path, mode: str, k: int, *, settings:
         if step == settings["parent_steps"]:
             final["params"], final["dice"] = flatten(model), loss_and_dice(model, batch, torch.device(device))[1]
 
-    if mode == "spawn":
+    folder = imported_start(mode)
+    if folder is not None and k == 0:  # the imported network is the first parent, as it is
+        from segzoo.weightgen.imported_start import imported_parameters
+
+        params = imported_parameters(folder, zoo_model(pre, settings))
+        model = load_vector(zoo_model(pre, settings), params).to(device)
+        final = {"params": params, "dice": loss_and_dice(model, batch, torch.device(device))[1]}
+    elif mode == "spawn" or folder is not None:
         adam_from(pre, splits, ALL, lr=settings["parent_lr"], seed=k, start=init, steps=settings["parent_steps"],
                   settings=settings, observe=keep, device=device, threads=threads)
     else:
         model = load_vector(zoo_model(pre, settings), init).to(device)
         final = {"params": init, "dice": loss_and_dice(model, batch, torch.device(device))[1]}
+    trained = mode == "spawn" or (folder is not None and k > 0)
     sidecar = {"start": start_name(mode, k), "init": mode, "init_index": k, "regions": regions,
-               "steps": settings["parent_steps"] if mode == "spawn" else 0, "val_dice": final["dice"]}
+               "steps": settings["parent_steps"] if trained else 0, "val_dice": final["dice"]}
     save_checkpoint(out, {"params": final["params"][None]}, sidecar)
     return sidecar
 
