@@ -124,7 +124,8 @@ def write_model_folder(raw: Path, out: Path, *, labels: dict | None = None, memb
     (out / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
     torch.save({
         "network_weights": net.state_dict(), "optimizer_state": optim.state_dict(), "grad_scaler_state": None,
-        "logging": {"mean_fg_dice": [np.float32(0.5)], "ema_fg_dice": [np.float32(0.4)], "train_losses": [float(loss.detach())]},
+        "logging": {"mean_fg_dice": [np.float32(0.5)], "ema_fg_dice": [np.float32(0.4)],
+                    "train_losses": [float(loss.detach())]},
         "_best_ema": np.float32(0.4), "current_epoch": 1,
         "init_args": {"plans": plans(target, arch), "configuration": "3d_fullres", "fold": 0,
                       "dataset_json": dataset_json, "device": torch.device("cpu")},

@@ -22,6 +22,7 @@ from segzoo.errors import SegzooError
 from segzoo.io import default_mode, read_json, write_json
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"}
+FOLDER_STEM = "model"  # a folder given as a checkpoint holds <folder>/model.safetensors|json (segzoo nnunet-import)
 
 
 def paths(stem: str | Path) -> tuple[Path, Path]:
@@ -52,6 +53,8 @@ def load_checkpoint(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if stem.suffix in PICKLE_SUFFIXES:
         raise SegzooError(f"{stem}: a pickle-based checkpoint; segzoo never unpickles (it could run code). "
                           f"Convert it to safetensors first.")
+    if stem.is_dir():
+        stem = stem / FOLDER_STEM
     weights, sidecar_path = paths(stem.with_suffix("") if stem.suffix in (".safetensors", ".json") else stem)
     if not weights.is_file():
         raise SegzooError(f"{weights}: missing")

@@ -449,7 +449,8 @@ def _nnunet_import(args: argparse.Namespace) -> None:
 def _nnunet_export(args: argparse.Namespace) -> None:
     from segzoo.interop.nnunet_export import export_model
 
-    folder = export_model(args.checkpoint, _preprocessed(args.data), args.out, network=args.network)
+    folder = export_model(args.checkpoint, _preprocessed(args.data), args.out, network=args.network,
+                          patch_size=args.patch_size)
     print(f"wrote an nnU-Net model folder to {folder} (run it with nnUNetv2_predict_from_modelfolder -m {folder} "
           f"-f 0)")
 
@@ -470,6 +471,8 @@ def _nnunet_verbs(verbs) -> None:
                    "(spacing, channels, regions)")
     p.add_argument("--network", type=int, default=-1,
                    help="which network of a file holding several (zoo snapshots, G.pt samples); default: the last")
+    p.add_argument("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                   help="sliding-window patch for nnU-Net; needed when the file records none (zoo runs, samples)")
     p.add_argument("--out", type=Path, required=True, help="model folder to create")
     p.set_defaults(run=_nnunet_export)
 

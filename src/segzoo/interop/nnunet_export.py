@@ -42,8 +42,9 @@ def network_from(checkpoint: str | Path, pre: Preprocessed, network: int = -1) -
         from segzoo.weightgen.params import load_vector
 
         if "architecture" not in sidecar:
-            raise SegzooError(f"{checkpoint}: holds parameter vectors but no architecture in its sidecar "
-                              "(export a zoo run or G.pt samples)")
+            raise SegzooError(f"{checkpoint}: holds parameter vectors but no architecture in its sidecar (zoo runs "
+                              "and G.pt samples record it; samples written before the nnU-Net export do not: rerun "
+                              "`segzoo gpt-sample`)")
         params = tensors["params"]
         if not -len(params) <= network < len(params):
             raise SegzooError(f"{checkpoint}: --network {network} out of range (it holds {len(params)})")
@@ -83,7 +84,10 @@ def region_labels(regions: dict[str, list[int]]) -> tuple[dict, list[int]]:
 def export_model(checkpoint: str | Path, pre: Preprocessed, out: str | Path, *, network: int = -1,
                  patch_size: list[int] | None = None) -> Path:
     model, architecture, stored_patch = network_from(checkpoint, pre, network)
-    patch = patch_size or stored_patch or [64, 64, 32]
+    patch = patch_size or stored_patch
+    if not patch:
+        raise SegzooError(f"{checkpoint}: records no patch size; pass --patch-size X Y Z (the zoo's is "
+                          "weightgen.patch_size)")
     regions = pre.regions
     state = model.state_dict()
     if len(regions) == 1:

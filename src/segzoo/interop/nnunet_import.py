@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from segzoo.checkpoint import module_tensors, save_checkpoint
+from segzoo.checkpoint import FOLDER_STEM, module_tensors, save_checkpoint
 from segzoo.errors import SegzooError
 from segzoo.interop.nnunet_folder import NnUNetModelFolder, load_nnunet_checkpoint, sha256
 from segzoo.io import output_dir
@@ -29,7 +29,6 @@ from segzoo.models.nnunet import build_network
 
 READERS = ("SimpleITKIO", "NibabelIO", "NibabelIOWithReorient")
 NORMALISATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization")
-MODEL_STEM = "model"
 
 
 def heads_of(dataset: dict, source: Path) -> tuple[str, dict]:
@@ -135,7 +134,7 @@ def import_model(folder: str | Path, out: str | Path, *, fold: str = "0", which:
     if converted:
         sidecar["nnunet"]["regions_class_order"] = [1]
     with output_dir(out) as tmp:
-        save_checkpoint(tmp / MODEL_STEM, module_tensors(network), sidecar)
+        save_checkpoint(tmp / FOLDER_STEM, module_tensors(network), sidecar)
     return sidecar
 
 
@@ -163,7 +162,7 @@ def imported_models(models: list[str]) -> dict[str, Path]:
         if not entry.startswith(PREFIX):
             continue
         stem = imported_checkpoint(entry[len(PREFIX):])
-        label = stem.parent.name if stem.name == MODEL_STEM else stem.name
+        label = stem.parent.name if stem.name == FOLDER_STEM else stem.name
         name = "nnunet_" + re.sub(r"[^A-Za-z0-9_]", "_", label)
         if name in rows:
             raise SegzooError(f"train.models: {entry} and another imported model share the row name {name}")
@@ -176,4 +175,4 @@ def imported_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix in (".safetensors", ".json"):
         return path.with_suffix("")
-    return path / MODEL_STEM if path.is_dir() or not path.name == MODEL_STEM else path
+    return path / FOLDER_STEM if path.is_dir() or not path.name == FOLDER_STEM else path

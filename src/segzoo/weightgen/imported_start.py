@@ -10,8 +10,6 @@ parameters. :func:`start_problems` says so before any job runs; :func:`imported_
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
 import torch
 from safetensors import safe_open
 
@@ -34,7 +32,8 @@ def start_problems(folder: str, weightgen: dict, regions: list[str] | None) -> l
     key = f"weightgen.init imported:{folder}"
     weights, sidecar_path = paths(imported_checkpoint(folder))
     if not sidecar_path.is_file():
-        return [f"{key}: {sidecar_path} missing (import the model first: segzoo nnunet-import MODEL_FOLDER --out {folder})"]
+        return [f"{key}: {sidecar_path} missing (import the model first: "
+                f"segzoo nnunet-import MODEL_FOLDER --out {folder})"]
     sidecar = read_json(sidecar_path)
     architecture = sidecar.get("model_options", {}).get("architecture", {})
     with safe_open(str(weights), "pt") as f:
@@ -51,7 +50,8 @@ def start_problems(folder: str, weightgen: dict, regions: list[str] | None) -> l
         found.append(f"{key}: a softmax model with {len(sidecar.get('classes', {}))} classes; the zoo network has one "
                      "sigmoid head per region")
     elif regions is not None and list(sidecar.get("regions", {})) != list(regions):
-        found.append(f"{key}: its heads {list(sidecar.get('regions', {}))} are not the dataset's regions {list(regions)}")
+        found.append(f"{key}: its heads {list(sidecar.get('regions', {}))} are not the dataset's regions "
+                     f"{list(regions)}")
     if weightgen["parents"] != 1:
         found.append(f"{key}: weightgen.parents is {weightgen['parents']}; an imported start is one parent")
     return found
