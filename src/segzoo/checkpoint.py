@@ -119,6 +119,7 @@ def load_module_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor]
     known = set(model.state_dict())
     missing, unexpected = sorted(required - set(state)), sorted(set(state) - known)
     if missing or unexpected:
-        raise SegzooError(f"{source}: weights do not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise SegzooError(f"{source}: weights do not fit the model (missing {missing[:5]}, "
+                          f"unexpected {unexpected[:5]})")
     model.load_state_dict(state, strict=False)
     return model
