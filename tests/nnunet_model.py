@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from segzoo.data.dataset import read_dataset
+from segzoo.interop.nnunet_export import nnunet_plans
 from segzoo.interop.nnunet_inference import ReaderGrid, crop_to_nonzero, new_shape, normalise, resample
 from segzoo.models.nnunet import build_network
 
@@ -35,28 +36,11 @@ def architecture(features=(4, 8, 16)) -> dict:
 
 
 def plans(spacing_zyx: list[float], arch: dict | None = None) -> dict:
-    config = {
-        "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
-        "patch_size": PATCH, "median_image_size_in_voxels": [10, 24, 24], "spacing": spacing_zyx,
-        "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-        "architecture": arch or architecture(), "batch_dice": False,
-    }
-    return {
-        "dataset_name": "Dataset901_Tiny", "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": spacing_zyx, "original_median_shape_after_transp": [10, 24, 24],
-        "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-        "configurations": {"3d_fullres": config}, "experiment_planner_used": "ExperimentPlanner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {"0": {"max": 1.0, "mean": 0.5, "median": 0.5, "min": 0.0,
-                                                               "percentile_00_5": 0.0, "percentile_99_5": 1.0,
-                                                               "std": 0.2}},
-    }
+    """Plans as nnU-Net writes them for SimpleITK-read images ([Z, Y, X], no transpose)."""
+    return nnunet_plans(dataset="Dataset901_Tiny", spacing=spacing_zyx, patch=PATCH, channels=1,
+                        architecture=arch or architecture(), reader="SimpleITKIO", transpose=[0, 1, 2],
+                        intensity={"0": {"max": 1.0, "mean": 0.5, "median": 0.5, "min": 0.0, "percentile_00_5": 0.0,
+                                         "percentile_99_5": 1.0, "std": 0.2}})
 
 
 REGIONS = {"background": 0, "canal": [1, 2, 3], "sc": [2, 3], "lesion": 3}
@@ -132,3 +116,23 @@ def write_model_folder(raw: Path, out: Path, *, labels: dict | None = None, memb
         "trainer_name": "nnUNetTrainer", "inference_allowed_mirroring_axes": (0, 1, 2),
     }, fold / "checkpoint_final.pth")
     return out
+
+
+def train_zoo_network(pre, steps: int = 30, seed: int = 0) -> torch.nn.Module:
+    """The zoo network (PlainConvUNet [4, 8, 16]) after a few Adam steps on whole preprocessed cases, so that its
+    masks are not empty (segzoo's RAS arrays; case sides must be multiples of 4)."""
+    from segzoo.models.registry import build_model
+
+    torch.manual_seed(seed)
+    model = build_model("plain_conv_unet", len(pre.channels), len(pre.regions), features=[4, 8, 16])
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    ids = pre.case_ids(labelled=True)
+    for step in range(steps):
+        case = pre.case(ids[step % len(ids)])
+        target = np.stack([np.isin(np.asarray(case.label)[0], v) for v in pre.regions.values()])[None]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            model(torch.from_numpy(np.asarray(case.image))[None]), torch.from_numpy(target.astype(np.float32)))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return model

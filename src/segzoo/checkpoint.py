@@ -39,7 +39,7 @@ def save_checkpoint(stem: str | Path, tensors: dict[str, torch.Tensor], sidecar:
     try:
         os.chmod(tmp, default_mode(directory=False))
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
-        digest = _sha256(Path(tmp))
+        digest = sha256(Path(tmp))
         os.replace(tmp, weights)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -59,7 +59,7 @@ def load_checkpoint(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not weights.is_file():
         raise SegzooError(f"{weights}: missing")
     sidecar = read_json(sidecar_path)
-    if sidecar.get("tensors_sha256") != _sha256(weights):
+    if sidecar.get("tensors_sha256") != sha256(weights):
         raise SegzooError(f"{weights}: does not match its sidecar {sidecar_path.name} (torn or edited checkpoint)")
     try:
         tensors = load_file(weights)
@@ -68,7 +68,8 @@ def load_checkpoint(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, sidecar
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """The file's SHA-256 (hex), read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -81,6 +81,32 @@ def region_labels(regions: dict[str, list[int]]) -> tuple[dict, list[int]]:
     return {"background": 0, **{n: sorted(v) for n, v in regions.items()}}, order
 
 
+def nnunet_plans(*, dataset: str, spacing: list[float], patch: list[int], channels: int, architecture: dict,
+                 reader: str, transpose: list[int], intensity: dict | None = None) -> dict:
+    """A plans.json with one configuration (``3d_fullres``): z-score per channel over the whole image,
+    nnU-Net's default resampling (cubic, linear for probabilities, the anisotropic axis separately).
+    ``spacing`` and ``patch`` are in the transposed axis order; ``transpose`` is its own inverse here."""
+    resample = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
+    configuration = {
+        "data_identifier": f"nnUNetPlans_{CONFIGURATION}", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+        "patch_size": list(patch), "median_image_size_in_voxels": list(patch), "spacing": list(spacing),
+        "normalization_schemes": ["ZScoreNormalization"] * channels, "use_mask_for_norm": [False] * channels,
+        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": resample, "resampling_fn_seg_kwargs": {**resample, "is_seg": True, "order": 1},
+        "resampling_fn_probabilities_kwargs": {**resample, "order": 1},
+        "architecture": architecture, "batch_dice": False,
+    }
+    return {
+        "dataset_name": dataset, "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": list(spacing), "original_median_shape_after_transp": list(patch),
+        "image_reader_writer": reader, "transpose_forward": list(transpose), "transpose_backward": list(transpose),
+        "configurations": {CONFIGURATION: configuration}, "experiment_planner_used": "segzoo",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": intensity or {str(i): {} for i in range(channels)},
+    }
+
+
 def export_model(checkpoint: str | Path, pre: Preprocessed, out: str | Path, *, network: int = -1,
                  patch_size: list[int] | None = None) -> Path:
     model, architecture, stored_patch = network_from(checkpoint, pre, network)
@@ -102,28 +128,9 @@ def export_model(checkpoint: str | Path, pre: Preprocessed, out: str | Path, *, 
                     "description": f"exported by segzoo from {Path(checkpoint).name}"}
     if order:
         dataset_json["regions_class_order"] = order
-    spacing = [float(s) for s in pre.spacing]
-    configuration = {
-        "data_identifier": f"segzoo_{CONFIGURATION}", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
-        "patch_size": list(patch), "median_image_size_in_voxels": list(patch), "spacing": spacing,
-        "normalization_schemes": ["ZScoreNormalization"] * len(pre.channels),
-        "use_mask_for_norm": [False] * len(pre.channels),
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-        "architecture": architecture, "batch_dice": False,
-    }
-    plans = {
-        "dataset_name": pre.plan["dataset"], "plans_name": "segzooPlans",
-        "original_median_spacing_after_transp": spacing, "original_median_shape_after_transp": list(patch),
-        "image_reader_writer": "NibabelIOWithReorient", "transpose_forward": [2, 1, 0], "transpose_backward": [2, 1, 0],
-        "configurations": {CONFIGURATION: configuration}, "experiment_planner_used": "segzoo nnunet-export",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {str(i): {} for i in range(len(pre.channels))},
-    }
+    plans = nnunet_plans(dataset=pre.plan["dataset"], spacing=[float(s) for s in pre.spacing], patch=list(patch),
+                         channels=len(pre.channels), architecture=architecture, reader="NibabelIOWithReorient",
+                         transpose=[2, 1, 0])
     checkpoint_fields = {"network_weights": {k: v.detach().clone() for k, v in state.items()},
                          "trainer_name": "nnUNetTrainer", "init_args": {"configuration": CONFIGURATION, "fold": 0},
                          "inference_allowed_mirroring_axes": None, "current_epoch": 0}

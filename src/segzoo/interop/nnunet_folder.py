@@ -8,14 +8,13 @@ A trained model lives in ``nnUNet_results/<Dataset>/<Trainer>__<Plans>__<configu
     fold_<F>/checkpoint_final.pth   (or checkpoint_best.pth) a torch pickle: network_weights, init_args, ...
     trainer_class.py            sometimes shipped beside them (the spinal cord toolbox does); never run here
 
-nnU-Net opens checkpoints with ``torch.load(weights_only=False)``, which runs whatever the pickle names.
+nnU-Net opens checkpoints with torch.load and ``weights_only=False``, which runs whatever the pickle names.
 :func:`load_nnunet_checkpoint` uses ``weights_only=True`` and allows exactly the numpy globals nnU-Net's
 logging leaves in the file (numpy 1 and 2 spellings); anything else is refused.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,14 +52,6 @@ def load_nnunet_checkpoint(path: Path) -> dict:
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("network_weights"), dict):
         raise SegzooError(f"{path}: not an nnU-Net v2 checkpoint (no network_weights)")
     return {k: checkpoint[k] for k in KEPT_FIELDS if k in checkpoint}
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

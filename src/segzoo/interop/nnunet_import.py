@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from segzoo.checkpoint import FOLDER_STEM, module_tensors, save_checkpoint
+from segzoo.checkpoint import FOLDER_STEM, module_tensors, save_checkpoint, sha256
 from segzoo.errors import SegzooError
-from segzoo.interop.nnunet_folder import NnUNetModelFolder, load_nnunet_checkpoint, sha256
+from segzoo.interop.nnunet_folder import NnUNetModelFolder, load_nnunet_checkpoint
 from segzoo.io import output_dir
 from segzoo.models.nnunet import build_network
 
