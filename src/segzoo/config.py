@@ -50,12 +50,48 @@ def fill_defaults(config: dict, schema: dict, root: dict | None = None) -> dict:
     return out
 
 
+_SCALARS = {"boolean": bool, "integer": int, "number": (int, float), "null": type(None)}
+
+
+def coerce_strings(config, schema: dict, root: dict | None = None):
+    """A copy of ``config`` where a string stands for what the schema asks (``"false"`` for a boolean, ``"3"``
+    for an integer, ``"null"``): Snakemake's ``--config 'weightgen={enabled: false}'`` hands nested values
+    over as strings. Strings the schema allows as strings stay strings."""
+    root = root or schema
+    if "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    if isinstance(config, dict):
+        properties = schema.get("properties", {})
+        return {k: coerce_strings(v, properties[k], root) if k in properties else v for k, v in config.items()}
+    if isinstance(config, list) and isinstance(schema.get("items"), dict):
+        return [coerce_strings(v, schema["items"], root) for v in config]
+    if not isinstance(config, str):
+        return config
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else list(types)
+    for option in schema.get("anyOf", []):
+        types += [option["type"]] if isinstance(option.get("type"), str) else option.get("type", [])
+    if "string" in types or not any(t in _SCALARS for t in types):
+        return config
+    try:
+        value = yaml.safe_load(config)
+    except yaml.YAMLError:
+        return config
+    wanted = tuple(_SCALARS[t] for t in types if t in _SCALARS)
+    is_bool = isinstance(value, bool)
+    if isinstance(value, wanted) and (is_bool == ("boolean" in types) or value is None):
+        return value
+    return config
+
+
 def validate_config(config: dict, schema_path: str | Path, source: str | None = None) -> dict:
     """Validate ``config`` and return it with defaults; raise SegzooError listing every bad key.
 
-    ``source`` (e.g. the file names) prefixes each problem line when given.
+    Strings standing for booleans, numbers or null where the schema wants one are converted first
+    (:func:`coerce_strings`). ``source`` (e.g. the file names) prefixes each problem line when given.
     """
     schema = load_schema(schema_path)
+    config = coerce_strings(config, schema)
     problems = config_problems(config, schema)
     filled = fill_defaults(config, schema) if not problems else config
     if not problems:
