@@ -35,7 +35,8 @@ rule all:
         train_targets(),
         evaluate_targets(),
         weightgen_targets(),
-        "results/index.html",
+        expand(PAGE, dataset=DATASET),
+        SITE_INDEX,
     default_target: True
 
 

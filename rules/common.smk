@@ -50,7 +50,8 @@ METRICS = "results/metrics/{dataset}"
 FIGURES = "results/figures/{dataset}"
 ZOO = "results/zoo/{dataset}"
 WEIGHTGEN = "results/weightgen/{dataset}"
-PAGE = "results/index.html"
+PAGE = "results/{dataset}/index.html"  # one page per dataset; another dataset's run never replaces it
+SITE_INDEX = "results/index.html"  # links to every dataset page found under results/
 
 DEVICE = resolve_device(config["device"])
 GPUS_PER_JOB = 1 if DEVICE == "cuda" else 0  # CPU runs ask for no GPU, so --resources gpu=2 still runs them
@@ -195,7 +196,7 @@ def dvc_stages():
         "evaluate": (evaluate_targets(), ["seed", "device", "train.sw_batch_size", "evaluate"]),
         "weightgen": (weightgen_targets(), ["seed", "device", "dataset", "weightgen",
                                             *(f"train.{k}" for k in zoo_plan.INHERITED_TRAIN_KEYS)]),
-        "report": ([PAGE], sorted(config)),  # figures and page read the whole config
+        "report": ([PAGE.format(dataset=DATASET), SITE_INDEX], sorted(config)),  # figures and page read the whole config
     }
     return {name: {"targets": targets, "params": params} for name, (targets, params) in stages.items() if targets}
 
@@ -238,4 +239,5 @@ def print_outputs():
     if WG["enabled"]:
         print(f"  checkpoint zoo      : {at(ZOO)}/ (index.csv, runs/)")
         print(f"  G.pt evaluation     : {at(WEIGHTGEN)}/evaluation/ (oneshot.csv, alignment.csv, ...)")
-    print(f"\n  open the report     : {os.path.abspath(PAGE)}")
+    print(f"\n  open the report     : {os.path.abspath(at(PAGE))}")
+    print(f"  every dataset's page: {os.path.abspath(SITE_INDEX)}")

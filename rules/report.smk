@@ -1,4 +1,4 @@
-# Figures and the static results page (results/index.html); `snakemake --report results/report.zip`
+# Figures, the static results page of each dataset (results/<dataset>/index.html) and the index of them all; `snakemake --report results/report.zip`
 # collects the same figures with the captions in rules/report/. Both verbs get every path from here.
 
 
@@ -38,20 +38,33 @@ rule page:
     output:
         PAGE,
     input:
-        figures=expand(rules.figures.output[0], dataset=DATASET),
-        tables=expand(rules.compare.output.tables, dataset=DATASET),
-        weightgen=weightgen_targets(),
+        figures=rules.figures.output[0],
+        tables=rules.compare.output.tables,
+        weightgen=lambda w: [f"{WEIGHTGEN.format(dataset=w.dataset)}/evaluation"] if WG["enabled"] else [],
         code=sources("report/page.py"),
     params:
-        dataset=DATASET,
         weightgen=lambda w, input: f"--weightgen {shlex.quote(input.weightgen[0])}" if input.weightgen else "",
         config=json.dumps(config, sort_keys=True),
     log:
-        "results/logs/page.log",
+        "results/logs/page/{dataset}.log",
     benchmark:
-        "results/benchmarks/page.tsv"
+        "results/benchmarks/page/{dataset}.tsv"
     conda:
         "../envs/segzoo.yaml"
     shell:
-        "segzoo page --dataset {params.dataset} --figures {input.figures:q} --tables {input.tables:q}"
+        "segzoo page --dataset {wildcards.dataset} --figures {input.figures:q} --tables {input.tables:q}"
         " {params.weightgen} --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule site_index:
+    output:
+        SITE_INDEX,
+    input:
+        pages=expand(PAGE, dataset=DATASET),
+        code=sources("report/site_index.py", "report/page.py"),
+    log:
+        "results/logs/site_index.log",
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo site-index --results results --out {output:q} > {log:q} 2>&1"

@@ -42,8 +42,8 @@ def test_figures_are_all_written_and_listed(ci_run):
     assert sum(f.startswith("overlay_") for f in files) == 4 * 3  # best, median, worst per model
     for name in files:
         assert mpimg.imread(folder / name).shape[0] > 100
-    page = (wf / "results" / "index.html").read_text()
-    assert all(f"figures/{PHANTOM}/{name}" in page for name in files)
+    page = (wf / "results" / PHANTOM / "index.html").read_text()
+    assert all(f"../figures/{PHANTOM}/{name}" in page for name in files)
     assert "file://" not in page and "/tmp/" not in page  # relative links only
 
 
@@ -60,7 +60,7 @@ def _chromium() -> str | None:
 def test_page_loads_every_image_in_headless_chromium(ci_run, tmp_path):
     wf, _ = ci_run
     browser = _chromium()
-    url = (wf / "results" / "index.html").as_uri()
+    url = (wf / "results" / PHANTOM / "index.html").as_uri()
     dom = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'a'}", "--virtual-time-budget=10000",
                           "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     body = dom[dom.index("<body"):dom.index(">", dom.index("<body"))]
@@ -101,3 +101,30 @@ def test_page_written_elsewhere_still_links_to_every_file(ci_run, tmp_path):
     assert result.returncode == 0, result.stderr
     links = re.findall(r"(?:src|href)='([^']+)'", out.read_text())
     assert links and all((out.parent / link).is_file() for link in links)
+
+
+@pytest.mark.slow
+def test_a_second_dataset_gets_its_own_page_and_the_first_page_stays(ci_run, tmp_path):
+    """A run on another dataset in the same folder writes results/<its name>/index.html, lists both pages in
+    results/index.html and leaves the first dataset's page as it was."""
+    import hashlib
+
+    import yaml
+
+    from conftest import TINY, snakemake
+    from segzoo.data.phantom import write_phantom_dataset
+
+    wf, _ = ci_run
+    first = wf / "results" / PHANTOM / "index.html"
+    before = hashlib.sha256(first.read_bytes()).hexdigest()
+    raw = write_phantom_dataset(tmp_path / "Dataset907_Second", cases=6, seed=9, spec=TINY)
+    (tmp_path / "second.yaml").write_text(yaml.safe_dump({
+        "dataset": {"raw": str(raw)}, "train": {"models": ["unet3plus"], "patch_size": [16, 16, 8]},
+        "weightgen": {"enabled": False}}))
+    result = snakemake(wf, "--cores", "2", "--configfile", "presets/ci.yaml", str(tmp_path / "second.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    second = wf / "results" / "Dataset907_Second" / "index.html"
+    assert "segzoo results: Dataset907_Second" in second.read_text()
+    assert hashlib.sha256(first.read_bytes()).hexdigest() == before
+    index = (wf / "results" / "index.html").read_text()
+    assert f"href='{PHANTOM}/index.html'" in index and "href='Dataset907_Second/index.html'" in index

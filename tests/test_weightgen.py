@@ -333,5 +333,5 @@ def test_weightgen_rules_run_under_snakemake_on_the_ci_preset(ci_run):
     assert {"G.pt, every region prompted high", "uniform soup", "best multi-task checkpoint"} <= methods
     for fig in json.loads((evaluation / "figures.json").read_text()):
         assert (evaluation / fig["file"]).stat().st_size > 5000
-    page = (wf / "results" / "index.html").read_text()
+    page = (wf / "results" / PHANTOM / "index.html").read_text()
     assert "Checkpoint diffusion (G.pt)" in page and "criteria" in page

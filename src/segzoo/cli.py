@@ -147,6 +147,13 @@ def _page(args: argparse.Namespace) -> None:
     print(f"report page: {out.resolve()}")
 
 
+def _site_index(args: argparse.Namespace) -> None:
+    from segzoo.report.site_index import write_site_index
+
+    pages = write_site_index(args.results, args.out)
+    print(f"{args.out}: {len(pages)} dataset page(s): " + ", ".join(p.parent.name for p in pages))
+
+
 def _zoo_start(args: argparse.Namespace) -> None:
     from segzoo.io import new_files
     from segzoo.checkpoint import paths
@@ -357,14 +364,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(run=_figures)
 
-    p = verbs.add_parser("page", help="write the static results page (index.html)")
+    p = verbs.add_parser("page", help="write a dataset's static results page (index.html)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--figures", type=Path, required=True, help="the figures folder (segzoo figures)")
     p.add_argument("--tables", type=Path, required=True, help="the comparison tables folder (segzoo compare)")
     p.add_argument("--weightgen", type=Path, help="the G.pt evaluation folder, when that stage ran")
     p.add_argument("--config-json", required=True)
-    p.add_argument("--out", type=Path, default=Path("results/index.html"))
+    p.add_argument("--out", type=Path, required=True, help="the dataset's page, e.g. results/<dataset>/index.html")
     p.set_defaults(run=_page)
+
+    p = verbs.add_parser("site-index", help="write results/index.html: a link to every dataset's page")
+    p.add_argument("--results", type=Path, default=Path("results"), help="folder holding <dataset>/index.html pages")
+    p.add_argument("--out", type=Path, default=Path("results/index.html"))
+    p.set_defaults(run=_site_index)
     _weightgen_verbs(verbs)
     _nnunet_verbs(verbs)
     _dvc_verbs(verbs)
