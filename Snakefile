@@ -34,6 +34,7 @@ rule all:
         data_targets(),
         train_targets(),
         evaluate_targets(),
+        predict_targets(),
         weightgen_targets(),
         expand(PAGE, dataset=DATASET),
         SITE_INDEX,

@@ -50,6 +50,7 @@ METRICS = "results/metrics/{dataset}"
 FIGURES = "results/figures/{dataset}"
 ZOO = "results/zoo/{dataset}"
 WEIGHTGEN = "results/weightgen/{dataset}"
+NEW_PREDICTIONS = "results/predict/{dataset}/{model}"  # segzoo predict on config predict.input
 PAGE = "results/{dataset}/index.html"  # one page per dataset; another dataset's run never replaces it
 SITE_INDEX = "results/index.html"  # links to every dataset page found under results/
 
@@ -124,6 +125,25 @@ def train_targets():
     return expand(f"{TRAIN_RUN}/best.safetensors", dataset=DATASET, model=TRAINED, seed=config["train"]["seeds"])
 
 
+def predict_targets():
+    """One folder of predictions per trained model when predict.input names a folder of new images."""
+    if not config["predict"]["input"]:
+        return []
+    return expand(NEW_PREDICTIONS, dataset=DATASET, model=TRAINED)
+
+
+def predict_images(wildcards):
+    """The new images (an added or changed image reruns the prediction)."""
+    folder = Path(config["predict"]["input"])
+    return sorted(str(p) for p in folder.glob("*.nii*")) if folder.is_dir() else [str(folder)]
+
+
+def model_runs(wildcards):
+    """Every seed's best checkpoint of one trained model (predict ensembles them)."""
+    return expand(rules.train.output.best, dataset=wildcards.dataset, model=wildcards.model,
+                  seed=config["train"]["seeds"])
+
+
 def evaluate_targets():
     return [TABLES.format(dataset=DATASET)]
 
@@ -193,7 +213,8 @@ def dvc_stages():
     stages = {
         "data": (data_targets(), ["seed", "dataset", "phantom", "preprocess", "splits"]),
         "train": (train_targets(), ["seed", "device", "models", "train"]),
-        "evaluate": (evaluate_targets(), ["seed", "device", "train.sw_batch_size", "evaluate"]),
+        "evaluate": (evaluate_targets() + predict_targets(), ["seed", "device", "train.sw_batch_size", "evaluate",
+                                                            "predict"]),
         "weightgen": (weightgen_targets(), ["seed", "device", "dataset", "weightgen",
                                             *(f"train.{k}" for k in zoo_plan.INHERITED_TRAIN_KEYS)]),
         "report": ([PAGE.format(dataset=DATASET), SITE_INDEX], sorted(config)),  # figures and page read the whole config

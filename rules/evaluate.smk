@@ -74,3 +74,32 @@ rule compare:
     shell:
         "segzoo compare {input.scores:q} --out-dir {output.tables:q} --summary {output.metrics:q}"
         " --metrics {params.metrics} --seed {params.seed} > {log:q} 2>&1"
+
+
+rule predict:
+    output:
+        directory(NEW_PREDICTIONS),
+    input:
+        images=predict_images,
+        runs=model_runs,
+        code=sources("predict.py", "infer.py", "models/*", "data/preprocess.py", "data/preprocessed.py",
+                     "data/nifti.py", *INFRASTRUCTURE),
+    params:
+        input=config["predict"]["input"],
+        runs=lambda w, input: " ".join(shlex.quote(os.path.dirname(r)) for r in input.runs),
+        options=" ".join(opt for opt, on in (("--tta", config["predict"]["tta"]),
+                                             ("--probabilities", config["predict"]["probabilities"])) if on),
+        device=DEVICE,
+    wildcard_constraints:
+        model="|".join(config["models"]),
+    resources:
+        gpu=GPUS_PER_JOB,
+    log:
+        "results/logs/predict/{dataset}/{model}.log",
+    benchmark:
+        "results/benchmarks/predict/{dataset}/{model}.tsv"
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo predict -i {params.input:q} -o {output:q} --run {params.runs} {params.options}"
+        " --device {params.device} > {log:q} 2>&1"

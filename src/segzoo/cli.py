@@ -105,6 +105,16 @@ def _infer(args: argparse.Namespace) -> None:
     print(f"predicted {len(cases)} test case(s) into {args.out}")
 
 
+def _predict(args: argparse.Namespace) -> None:
+    device = _claim_device(args.device)
+    from segzoo.predict import predict_folder
+
+    cases = predict_folder(args.input, args.output, args.runs, data=_preprocessed(args.data) if args.data else None,
+                           device=device, tta=args.tta, probabilities=args.probabilities,
+                           sw_batch_size=args.sw_batch_size)
+    print(f"predicted {len(cases)} case(s) with {len(args.runs)} run(s) into {args.output}")
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from segzoo.evaluate.cases import evaluate_run
     from segzoo.io import refuse_existing, write_text
@@ -332,6 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", type=Path, help="raw dataset: imported nnU-Net models predict from its images")
     p.add_argument("--no-mirror", action="store_true", help="imported nnU-Net models: no test-time mirroring")
     p.set_defaults(run=_infer)
+
+    p = verbs.add_parser("predict", help="predict new images (any orientation/spacing) with one or more trained runs")
+    p.add_argument("-i", "--input", type=Path, required=True,
+                   help="folder of <case>_<XXXX>.nii.gz (one file per channel) or, for one channel, <case>.nii.gz")
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder to create: <case>.nii.gz label maps")
+    p.add_argument("--run", dest="runs", nargs="+", required=True,
+                   help="run folder(s) (their best checkpoint) or checkpoint stems; several are ensembled")
+    p.add_argument("--data", type=Path, help="the preprocessed training folder, for runs that do not record it")
+    p.add_argument("--tta", action="store_true", help="average over mirrored predictions (all 7 flips)")
+    p.add_argument("--probabilities", action="store_true", help="also write <case>_prob.nii.gz")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--sw-batch-size", type=int, default=4)
+    p.set_defaults(run=_predict)
 
     p = verbs.add_parser("evaluate", help="score one run's predictions: a CSV row per test case and region")
     p.add_argument("--predictions", type=Path, required=True,

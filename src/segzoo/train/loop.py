@@ -171,7 +171,9 @@ def _train(run: Run, ctx: Context, device: torch.device) -> dict:
     autocast = device.type == "cuda" and s["bf16"]
     sidecar = {"model": run.model, "model_options": run.model_options, "seed": run.seed, "config_hash": key,
                "regions": pre.regions, "channels": pre.channels, "patch_size": s["patch_size"],
-               "parameters": count_parameters(model)}
+               "parameters": count_parameters(model),
+               # what `segzoo predict` needs to preprocess new images exactly as these were
+               "preprocessing": {"target_spacing": pre.spacing, "label_values": pre.label_values}}
     data_wait, began = 0.0, time.perf_counter()
     bar = tqdm(total=total, initial=start, desc=f"{run.model} seed {run.seed}", disable=not (run.progress and ctx.main),
                mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
@@ -288,7 +290,7 @@ def _finish(run: Run, state_dir: Path, best: dict, timing: dict) -> dict:
     tensors, last = load_checkpoint(state_dir / "last")
     final = {k: v for k, v in tensors.items() if k.startswith("model.")}
     keep = {k: last[k] for k in ("model", "model_options", "seed", "config_hash", "regions", "channels",
-                                 "patch_size", "parameters", "step")}
+                                 "patch_size", "parameters", "preprocessing", "step")}
     save_checkpoint(run.out / "final", final, {**keep, "metrics": {"train_loss": last["train_loss"]}})
     best_tensors, best_meta = load_checkpoint(state_dir / "best")
     save_checkpoint(run.out / "best", best_tensors, {k: v for k, v in best_meta.items() if k != "tensors_sha256"})
