@@ -47,7 +47,8 @@ def find_cases(folder: Path, channels: int) -> dict[str, list[Path]]:
         for case, found in cases.items():
             if sorted(found) != list(range(channels)):
                 raise SegzooError(f"{folder / case}_*: channels {sorted(found)} found; the runs expect "
-                                  f"{list(range(channels))} ({channels} file(s) per case, _0000 to _{channels - 1:04d})")
+                                  f"{list(range(channels))} ({channels} file(s) per case, _0000 to "
+                                  f"_{channels - 1:04d})")
         return {case: [found[c] for c in range(channels)] for case, found in sorted(cases.items())}
     if channels != 1:
         first = next(f for f, m in named.items() if not m)

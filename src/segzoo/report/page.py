@@ -96,8 +96,8 @@ def weightgen_section(folder: Path, rel) -> list[str]:
 
 def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path | None, config: dict, out: Path,
                repo: Path) -> Path:
-    """Write ``out`` (normally ``results/<dataset>/index.html``) from the figures folder, the comparison tables and (when
-    the stage ran) the G.pt evaluation folder; links are relative to ``out``'s folder."""
+    """Write ``out`` (normally ``results/<dataset>/index.html``) from the figures folder, the comparison tables and
+    (when the stage ran) the G.pt evaluation folder; links are relative to ``out``'s folder."""
     figures = read_json(figures_dir / "figures.json")
     rel = lambda p: Path(os.path.relpath(Path(p).resolve(), out.parent.resolve())).as_posix()  # noqa: E731
     parts = [f"<h1>segzoo results: {html.escape(dataset)}</h1>",
