@@ -48,7 +48,7 @@ def nnunet():
 
 def _nnunet_predict(exe: Path, model: Path, images: list[Path], out: Path, tmp: Path, tta: bool = True) -> Path:
     inputs = tmp / "nnunet_in"
-    inputs.mkdir(exist_ok=True)
+    inputs.mkdir(parents=True, exist_ok=True)
     for image in images:
         shutil.copy(image, inputs / image.name)
     env = {**os.environ, **{k: str(tmp) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}}
@@ -196,10 +196,10 @@ def test_label_maps_from_elsewhere_are_scored(lab, tmp_path):
 def test_imported_model_predicts_like_nnunet(lab, tmp_path, nnunet):
     root, raw, model, _ = lab
     assert run_segzoo("nnunet-import", model, "--out", tmp_path / "imported").returncode == 0
-    cases = json.loads((root / "splits.json").read_text())["test"]
-    images = [raw / "imagesTr" / f"{c}_0000.nii.gz" for c in cases]
-    for tta in (True, False):
-        nn_out = _nnunet_predict(nnunet, model, images, tmp_path / f"nn_{tta}", tmp_path, tta=tta)
+    test = json.loads((root / "splits.json").read_text())["test"]
+    for tta, cases in ((True, test[:1]), (False, test[1:])):  # one case each keeps the suite short
+        images = [raw / "imagesTr" / f"{c}_0000.nii.gz" for c in cases]
+        nn_out = _nnunet_predict(nnunet, model, images, tmp_path / f"nn_{tta}", tmp_path / f"work_{tta}", tta=tta)
         ours = tmp_path / f"ours_{tta}"
         _segzoo_infer(root, tmp_path / "imported", ours, *([] if tta else ["--no-mirror"]))
         for case in cases:

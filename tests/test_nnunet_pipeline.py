@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -10,19 +12,18 @@ import yaml
 
 from segzoo.models.nnunet import plain_conv_unet_architecture
 
-from conftest import PHANTOM, run_segzoo, snakemake, workflow_copy
+from conftest import PHANTOM, run_segzoo, snakemake
 from nnunet_model import write_model_folder
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def workflow(tmp_path_factory):
-    """The ci preset's phantom, and two nnU-Net models trained on it and imported: a lab's (its own widths)
-    and one with exactly the ci zoo network's architecture."""
-    wf = workflow_copy(tmp_path_factory.mktemp("wf"))
-    result = snakemake(wf, f"results/raw/{PHANTOM}", "--cores", "2", "--configfile", "presets/ci.yaml")
-    assert result.returncode == 0, result.stderr[-2000:]
+def workflow(ci_run, tmp_path_factory):
+    """A copy of the ci preset's finished run (other tests expect that folder as is), and two nnU-Net models
+    trained on its phantom and imported: a lab's (its own widths) and one with exactly the ci zoo network's
+    architecture."""
+    wf = Path(shutil.copytree(ci_run[0], tmp_path_factory.mktemp("nnunet") / "wf", symlinks=True))
     raw = wf / "results" / "raw" / PHANTOM
     zoo = yaml.safe_load((wf / "presets" / "ci.yaml").read_text())["weightgen"]["features"]
     for name, arch in (("lab", None), ("zoo_like", plain_conv_unet_architecture(zoo))):
