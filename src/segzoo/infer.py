@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
 from segzoo.checkpoint import load_checkpoint, load_module_tensors
 from segzoo.data.dataset import read_dataset
-from segzoo.data.nifti import load_volume, save_nifti
+from segzoo.data.nifti import save_nifti
 from segzoo.data.preprocess import to_original_grid
 from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
@@ -95,7 +96,7 @@ def _infer_imported(model, sidecar: dict, pre: Preprocessed, dataset, cases: lis
                 raise SegzooError(f"{dataset.root}: no images for test case {case}")
             prob, labels = predict_case(model, sidecar, list(images[case]), device, mirror=mirror)
             region_prob, masks = region_outputs(sidecar, pre.regions, prob, labels, source)
-            affine = load_volume(images[case][0]).affine
+            affine = nib.load(str(images[case][0])).affine  # the header only: predict_case read the voxels
             save_nifti(np.moveaxis(region_prob, 0, -1), affine, tmp / f"{case}_prob.nii.gz")
             for mask, name in zip(masks, pre.regions):
                 save_nifti(mask, affine, tmp / f"{case}_{name}.nii.gz")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from segzoo.checkpoint import load_checkpoint
-from segzoo.data.nifti import load_volume, save_nifti
+from segzoo.data.nifti import save_nifti
 from segzoo.data.preprocess import preprocess_case, to_original_grid
 from segzoo.data.preprocessed import Preprocessed, write_plan
 from segzoo.errors import SegzooError
@@ -106,7 +106,7 @@ def predict_folder(images: Path, out: Path, runs: list[str | Path], *, data: Pre
             label = np.zeros(prob.shape[1:], dtype=np.uint8)
             for r, value in enumerate(paint):
                 label[prob[r] > 0.5] = value
-            affine = load_volume(files[0]).affine
+            affine = np.asarray(props["original"]["affine"])  # the input's, as preprocess_case read it
             save_nifti(label, affine, tmp / f"{case}.nii.gz")
             if probabilities:
                 save_nifti(np.moveaxis(prob, 0, -1), affine, tmp / f"{case}_prob.nii.gz")
