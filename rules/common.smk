@@ -40,6 +40,8 @@ DATASET = config["dataset"]["name"] or (Path(RAW).name if RAW else PHANTOM_NAME)
 # targets, input functions and the closing summary expand them.
 PHANTOM = "results/raw/{dataset}"
 VERIFY_REPORT = "results/verify/{dataset}.json"
+FINGERPRINT = "results/plans/{dataset}/fingerprint.json"
+PLANS = "results/plans/{dataset}/plans.json"
 PREPROCESSED = "results/preprocessed/{dataset}"
 SPLITS = "results/splits/{dataset}/splits.json"
 TRAIN_RUN = "results/train/{dataset}/{model}/seed{seed}"
@@ -77,6 +79,7 @@ def train_launcher():
 # The segzoo modules each kind of job runs: as inputs, an edit to them reruns the job.
 INFRASTRUCTURE = ("checkpoint.py", "devices.py", "determinism.py", "provenance.py", "errors.py")
 DATA_CODE = ("data/dataset.py", "data/verify.py", "data/nifti.py")
+PLAN_CODE = ("data/fingerprint.py", "data/plans.py", "models/*")
 TRAIN_CODE = ("data/loader.py", "data/preprocessed.py", "models/*", "train/*", "infer.py", *INFRASTRUCTURE)
 WEIGHTGEN_CODE = ("weightgen/*", *TRAIN_CODE)
 
@@ -112,6 +115,17 @@ def get_checkpoint(wildcards):
     return rules.train.output.best.format(**wildcards)
 
 
+def get_postprocessing(wildcards):
+    """A trained run's postprocessing.json (chosen on validation); imported nnU-Net models have none."""
+    if wildcards.model in IMPORTED:
+        return []
+    return [rules.postprocessing.output[0].format(**wildcards)]
+
+
+def postprocessing_option(wildcards, input):
+    return f"--postprocessing {shlex.quote(input.postprocessing[0])}" if input.postprocessing else ""
+
+
 def runs_json(wildcards):
     """Every run of the comparison with its training folder (null for imported models) and its predictions,
     for the figures (JSON)."""
@@ -144,28 +158,39 @@ def model_runs(wildcards):
                   seed=config["train"]["seeds"])
 
 
+def model_postprocessing(wildcards):
+    """Every seed's postprocessing.json of one trained model (predict reads them beside the checkpoints)."""
+    return expand(rules.postprocessing.output[0], dataset=wildcards.dataset, model=wildcards.model,
+                  seed=config["train"]["seeds"])
+
+
 def evaluate_targets():
     return [TABLES.format(dataset=DATASET)]
 
 
-def dataset_regions():
-    """The regions of the dataset the workflow runs on (None when its dataset.json cannot be read: verify says why)."""
+def dataset_outline():
+    """Channels, regions and training image shapes/spacings (headers only), for the start-time checks; None when
+    the dataset cannot be read (the verify job then says why, naming each file)."""
+    from segzoo.data.phantom import REGIONS
+    from segzoo.dataset_checks import outline_phantom, outline_raw
+
     if not RAW:
-        from segzoo.data.phantom import REGIONS
-
-        return list(REGIONS)
-    from segzoo.data.dataset import read_dataset
-
+        return outline_phantom(DATASET, config["phantom"], list(REGIONS))
     try:
-        return list(read_dataset(RAW).regions)
+        return outline_raw(RAW)
     except SegzooError:
         return None
 
 
 WG = config["weightgen"]
-REGION_NAMES = dataset_regions()
+OUTLINE = dataset_outline()
+REGION_NAMES = OUTLINE.regions if OUTLINE else None
 WG_TASKS = zoo_plan.tasks(WG, REGION_NAMES)
 _problems = zoo_plan.problems(WG, REGION_NAMES, DATASET)
+if OUTLINE is not None:
+    from segzoo.dataset_checks import config_problems
+
+    _problems += config_problems(config, OUTLINE, TRAINED, IMPORTED)
 if _problems:
     raise WorkflowError("invalid configuration for this dataset:\n  " + "\n  ".join(_problems))
 
@@ -211,7 +236,8 @@ def dvc_stages():
     config keys its rules read (DVC params). A stage owns every job its targets need that no earlier stage
     owns; outputs named ``metrics`` become DVC metrics, outputs or params named ``curves`` DVC plots."""
     stages = {
-        "data": (data_targets(), ["seed", "dataset", "phantom", "preprocess", "splits"]),
+        "data": (data_targets(), ["seed", "dataset", "phantom", "preprocess", "splits", "plan", "models",
+                                  "train.models", "train.patch_size", "train.batch_size"]),
         "train": (train_targets(), ["seed", "device", "models", "train"]),
         "evaluate": (evaluate_targets() + predict_targets(), ["seed", "device", "train.sw_batch_size", "evaluate",
                                                             "predict"]),
@@ -222,9 +248,20 @@ def dvc_stages():
     return {name: {"targets": targets, "params": params} for name, (targets, params) in stages.items() if targets}
 
 
-def spacing_option():
-    spacing = config["preprocess"]["spacing"]
-    return "--spacing " + " ".join(map(str, spacing)) if spacing else ""
+def preprocess_options():
+    """The config's overrides of the planned target spacing and normalisation."""
+    spacing, schemes = config["preprocess"]["spacing"], config["preprocess"]["normalization"]
+    return " ".join([*(["--spacing", *map(str, spacing)] if spacing else []),
+                     *(["--normalization", *schemes] if schemes else [])])
+
+
+def plan_settings():
+    """What `segzoo plan` reads from the config (one JSON argument): the trained models, the memory budget and
+    the values that override the plan."""
+    return json.dumps({"models": {m: config["models"][m] for m in TRAINED}, "memory_mb": config["plan"]["memory_mb"],
+                       "spacing": config["preprocess"]["spacing"], "normalization": config["preprocess"]["normalization"],
+                       "patch_size": config["train"]["patch_size"], "batch_size": config["train"]["batch_size"]},
+                      sort_keys=True)
 
 
 def raw_dataset(wildcards):
@@ -233,7 +270,7 @@ def raw_dataset(wildcards):
 
 
 def data_targets():
-    return [VERIFY_REPORT.format(dataset=DATASET), SPLITS.format(dataset=DATASET)]
+    return [VERIFY_REPORT.format(dataset=DATASET), PLANS.format(dataset=DATASET), SPLITS.format(dataset=DATASET)]
 
 
 def record_in_dvc():
@@ -249,6 +286,7 @@ def print_outputs():
     at = lambda pattern: pattern.format(dataset=DATASET, model="<model>", seed="<seed>")  # noqa: E731
     print(f"\nsegzoo: done for {DATASET}")
     print(f"  verification report : {at(VERIFY_REPORT)}")
+    print(f"  plans               : {at(PLANS)} (spacing, normalisation, patch and batch per model)")
     print(f"  preprocessed arrays : {at(PREPROCESSED)}/")
     print(f"  splits              : {at(SPLITS)}")
     print(f"  checkpoints         : {at(TRAIN_RUN)}/(best|final).safetensors")

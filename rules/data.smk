@@ -1,4 +1,4 @@
-# Data stage: phantom (or the user's dataset) -> verify -> preprocess -> splits.
+# Data stage: phantom (or the user's dataset) -> verify -> fingerprint -> plan; fingerprint -> preprocess -> splits.
 
 
 rule phantom:
@@ -46,15 +46,52 @@ rule verify:
         "segzoo verify {input.raw:q} --report {output:q} > {log:q} 2>&1"
 
 
+rule fingerprint:
+    output:
+        FINGERPRINT,
+    input:
+        raw=raw_dataset,
+        report=rules.verify.output[0],
+        code=sources(*DATA_CODE, "data/fingerprint.py"),
+    params:
+        seed=config["seed"],
+    log:
+        "results/logs/fingerprint/{dataset}.log",
+    benchmark:
+        "results/benchmarks/fingerprint/{dataset}.tsv"
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo fingerprint {input.raw:q} --out {output:q} --seed {params.seed} > {log:q} 2>&1"
+
+
+rule plan:
+    output:
+        PLANS,
+    input:
+        fingerprint=rules.fingerprint.output[0],
+        code=sources(*PLAN_CODE),
+    params:
+        settings=plan_settings(),
+    log:
+        "results/logs/plan/{dataset}.log",
+    benchmark:
+        "results/benchmarks/plan/{dataset}.tsv"
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo plan --fingerprint {input.fingerprint:q} --out {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+
+
 rule preprocess:
     output:
         directory(PREPROCESSED),
     input:
         raw=raw_dataset,
-        report=rules.verify.output[0],
-        code=sources(*DATA_CODE, "data/preprocess.py", "data/preprocessed.py"),
+        fingerprint=rules.fingerprint.output[0],
+        code=sources(*DATA_CODE, "data/preprocess.py", "data/preprocessed.py", "data/plans.py"),
     params:
-        spacing=spacing_option(),
+        options=preprocess_options(),
     log:
         "results/logs/preprocess/{dataset}.log",
     benchmark:
@@ -62,7 +99,8 @@ rule preprocess:
     conda:
         "../envs/segzoo.yaml"
     shell:
-        "segzoo preprocess {input.raw:q} --out {output:q} {params.spacing} > {log:q} 2>&1"
+        "segzoo preprocess {input.raw:q} --out {output:q} --fingerprint {input.fingerprint:q} {params.options}"
+        " > {log:q} 2>&1"
 
 
 rule splits:

@@ -6,14 +6,16 @@ rule infer:
         directory(PREDICTIONS),
     input:
         checkpoint=get_checkpoint,
+        postprocessing=get_postprocessing,
         raw=raw_dataset,
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
-        code=sources("infer.py", "models/*", "data/preprocess.py", "data/preprocessed.py", "data/nifti.py",
-                     "data/dataset.py", "interop/nnunet_inference.py", *INFRASTRUCTURE),
+        code=sources("infer.py", "postprocess.py", "models/*", "data/preprocess.py", "data/preprocessed.py",
+                     "data/nifti.py", "data/dataset.py", "interop/nnunet_inference.py", *INFRASTRUCTURE),
     params:
         device=DEVICE,
         sw_batch_size=config["train"]["sw_batch_size"],
+        postprocessing=postprocessing_option,
     resources:
         gpu=GPUS_PER_JOB,
     log:
@@ -24,7 +26,8 @@ rule infer:
         "../envs/segzoo.yaml"
     shell:
         "segzoo infer --checkpoint {input.checkpoint:q} --data {input.data:q} --splits {input.splits:q}"
-        " --raw {input.raw:q} --out {output:q} --device {params.device} --sw-batch-size {params.sw_batch_size} > {log:q} 2>&1"
+        " --raw {input.raw:q} {params.postprocessing} --out {output:q} --device {params.device}"
+        " --sw-batch-size {params.sw_batch_size} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -82,8 +85,9 @@ rule predict:
     input:
         images=predict_images,
         runs=model_runs,
-        code=sources("predict.py", "infer.py", "models/*", "data/preprocess.py", "data/preprocessed.py",
-                     "data/nifti.py", *INFRASTRUCTURE),
+        postprocessing=model_postprocessing,  # found by predict beside each run's checkpoint
+        code=sources("predict.py", "infer.py", "postprocess.py", "models/*", "data/preprocess.py",
+                     "data/preprocessed.py", "data/nifti.py", *INFRASTRUCTURE),
     params:
         input=config["predict"]["input"],
         runs=lambda w, input: " ".join(shlex.quote(os.path.dirname(r)) for r in input.runs),

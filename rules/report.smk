@@ -40,8 +40,9 @@ rule page:
     input:
         figures=rules.figures.output[0],
         tables=rules.compare.output.tables,
+        plans=rules.plan.output[0],
         weightgen=lambda w: [f"{WEIGHTGEN.format(dataset=w.dataset)}/evaluation"] if WG["enabled"] else [],
-        code=sources("report/page.py"),
+        code=sources("report/page.py", "data/plans.py"),
     params:
         weightgen=lambda w, input: f"--weightgen {shlex.quote(input.weightgen[0])}" if input.weightgen else "",
         config=json.dumps(config, sort_keys=True),
@@ -53,7 +54,7 @@ rule page:
         "../envs/segzoo.yaml"
     shell:
         "segzoo page --dataset {wildcards.dataset} --figures {input.figures:q} --tables {input.tables:q}"
-        " {params.weightgen} --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"
+        " --plans {input.plans:q} {params.weightgen} --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule site_index:

@@ -11,6 +11,7 @@ rule train:
     input:
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
+        plans=rules.plan.output[0],
         code=sources(*TRAIN_CODE),
     params:
         run=TRAIN_RUN,
@@ -32,5 +33,34 @@ rule train:
         "../envs/segzoo.yaml"
     shell:
         "{params.launch} train --data {input.data:q} --splits {input.splits:q} --model {wildcards.model}"
-        " --seed {wildcards.seed} --out {params.run:q} --settings {params.settings:q}"
+        " --seed {wildcards.seed} --out {params.run:q} --settings {params.settings:q} --plans {input.plans:q}"
         " --device {params.device} --threads {params.threads} > {log:q} 2>&1"
+
+
+# Per region: keep the largest connected component where it raises validation Dice (segzoo.postprocess);
+# infer and predict apply the choice.
+rule postprocessing:
+    output:
+        f"{TRAIN_RUN}/postprocessing.json",
+    input:
+        best=rules.train.output.best,
+        data=rules.preprocess.output[0],
+        splits=rules.splits.output[0],
+        code=sources("postprocess.py", "infer.py", "models/*", "data/loader.py", "data/preprocessed.py",
+                     *INFRASTRUCTURE),
+    params:
+        device=DEVICE,
+        sw_batch_size=config["train"]["sw_batch_size"],
+    wildcard_constraints:
+        model="|".join(config["models"]),  # imported nnU-Net models are not trained here: no postprocessing
+    resources:
+        gpu=GPUS_PER_JOB,
+    log:
+        "results/logs/postprocessing/{dataset}/{model}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/postprocessing/{dataset}/{model}/seed{seed}.tsv"
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo postprocessing --checkpoint {input.best:q} --data {input.data:q} --splits {input.splits:q}"
+        " --out {output:q} --device {params.device} --sw-batch-size {params.sw_batch_size} > {log:q} 2>&1"

@@ -63,7 +63,11 @@ def digest(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def ci_run(tmp_path_factory):
-    wf = workflow_copy(tmp_path_factory.mktemp("wf"))
+    """A finished ci-preset run. While developing, SEGZOO_TEST_CI_RUN=<folder of a finished run of this code>
+    reuses one (a copy of it, so the folder stays as it was); CI always runs it afresh."""
+    reuse = os.environ.get("SEGZOO_TEST_CI_RUN")
+    wf = workflow_copy(tmp_path_factory.mktemp("wf")) if not reuse else \
+        Path(shutil.copytree(reuse, tmp_path_factory.mktemp("reused") / "wf", symlinks=True))
     result = snakemake(wf, "--cores", "all", "--resources", "gpu=2", "--configfile", "presets/ci.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     return wf, result

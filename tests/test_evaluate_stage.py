@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import PHANTOM
+from segzoo.postprocess import FILE_NAME, apply_postprocessing, read_postprocessing
 
 pytestmark = pytest.mark.slow
 MODELS = ["unet3plus", "ms_unet3plus", "diffnet", "ms_diffnet"]
@@ -19,6 +20,7 @@ def test_predictions_are_in_the_original_image_grid(ci_run):
     splits = json.loads((wf / "results" / "splits" / PHANTOM / "splits.json").read_text())
     for model in MODELS:
         out = wf / "results" / "infer" / PHANTOM / model / "seed0"
+        decision = read_postprocessing(wf / "results" / "train" / PHANTOM / model / "seed0" / FILE_NAME)
         for case in splits["test"]:
             image = nib.load(wf / "results" / "raw" / PHANTOM / "imagesTr" / f"{case}_0000.nii.gz")
             prob = nib.load(out / f"{case}_prob.nii.gz")
@@ -30,7 +32,9 @@ def test_predictions_are_in_the_original_image_grid(ci_run):
                 mask = nib.load(out / f"{case}_{region}.nii.gz")
                 assert mask.shape == image.shape
                 np.testing.assert_allclose(mask.affine, image.affine, atol=1e-6)
-                np.testing.assert_array_equal(np.asarray(mask.dataobj) > 0, data[..., r] > 0.5)
+                # probability > 0.5, then the run's postprocessing (probability maps stay as predicted)
+                np.testing.assert_array_equal(np.asarray(mask.dataobj) > 0,
+                                              apply_postprocessing(data[..., r] > 0.5, region, decision))
 
 
 def test_scores_and_comparison_tables(ci_run):

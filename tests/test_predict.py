@@ -9,8 +9,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from conftest import PHANTOM, run_segzoo, snakemake
+from segzoo.postprocess import FILE_NAME, apply_postprocessing, read_postprocessing
 
 pytestmark = pytest.mark.slow
 REGIONS = ["canal", "sc", "lesion"]
@@ -40,11 +42,12 @@ def test_predict_matches_infer_on_a_test_case_and_its_flipped_copy(ci_run, tmp_p
     flipped = np.asarray(nib.load(tmp_path / "out" / "flipped.nii.gz").dataobj)[::-1]
     prob = np.asarray(nib.load(tmp_path / "out" / f"{case}_prob.nii.gz").dataobj)
     assert prob.shape == (*image.shape, 3)
+    decision = read_postprocessing(run / FILE_NAME, REGIONS)  # both apply the run's postprocessing
     painted = np.zeros(image.shape, dtype=np.uint8)  # nnU-Net's convention: regions painted in order
     for r, (name, value) in enumerate(zip(REGIONS, (1, 2, 3))):
         infer = np.asarray(nib.load(wf / "results" / "infer" / PHANTOM / "unet3plus" / "seed0" /
                                     f"{case}_{name}.nii.gz").dataobj) > 0
-        np.testing.assert_array_equal(prob[..., r] > 0.5, infer)
+        np.testing.assert_array_equal(apply_postprocessing(prob[..., r] > 0.5, name, decision), infer)
         painted[infer] = value
     np.testing.assert_array_equal(label, painted)
     np.testing.assert_array_equal(flipped, painted)  # exact: reorientation is a permutation of voxels
@@ -62,6 +65,62 @@ def test_predict_refuses_a_wrong_channel_count_and_writes_nothing(ci_run, tmp_pa
                         wf / "results" / "train" / PHANTOM / "unet3plus" / "seed0", "--device", "cpu")
     assert result.returncode == 1 and "x_*: channels [0, 1] found; the runs expect [0]" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _scaled(image: nib.Nifti1Image, factor: float) -> nib.Nifti1Image:
+    """The image resampled onto a grid ``factor`` times coarser in x and y (trilinear; same world extent)."""
+    from monai.transforms import Spacing
+
+    from segzoo.data.preprocess import _as_metatensor
+
+    spacing = np.sqrt((image.affine[:3, :3] ** 2).sum(axis=0)) * np.array([factor, factor, 1.0])
+    data = _as_metatensor(np.asarray(image.dataobj, dtype=np.float32)[None], image.affine)
+    out = Spacing(pixdim=spacing, mode="bilinear")(data)
+    return nib.Nifti1Image(out[0].numpy(), out.affine.numpy())
+
+
+def test_predict_on_a_resampled_copy_agrees_with_infer_and_far_spacings_are_refused(ci_run, tmp_path):
+    """Tolerance, stated before measuring: on a copy 1.25 times coarser in x and y, predict's label map, brought
+    back to the original grid (nearest), matches infer's masks with Dice >= 0.85 for every region infer marks
+    with at least 500 voxels (a half-voxel shift of the boundary of a 500-voxel ball costs about 0.15 Dice).
+    A copy 5 times coarser lies outside the training spacings (x2 either way) and is refused unless asked."""
+    from monai.transforms import SpatialResample
+
+    from segzoo.data.preprocess import _as_metatensor
+
+    wf, _ = ci_run
+    case = json.loads((wf / "results" / "splits" / PHANTOM / "splits.json").read_text())["test"][0]
+    image = nib.load(wf / "results" / "raw" / PHANTOM / "imagesTr" / f"{case}_0000.nii.gz")
+    run = wf / "results" / "train" / PHANTOM / "unet3plus" / "seed0"
+    inputs = tmp_path / "resampled"
+    inputs.mkdir()
+    nib.save(_scaled(image, 1.25), inputs / "coarser_0000.nii.gz")
+    result = run_segzoo("predict", "-i", inputs, "-o", tmp_path / "out", "--run", run, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    predicted = nib.load(tmp_path / "out" / "coarser.nii.gz")
+    label = _as_metatensor(np.asarray(predicted.dataobj, dtype=np.float32)[None], predicted.affine)
+    back = SpatialResample(mode="nearest")(label, dst_affine=torch.as_tensor(image.affine), spatial_size=image.shape)
+    back = np.asarray(back[0].numpy())
+    compared = 0
+    for name, value in zip(REGIONS, (1, 2, 3)):
+        infer = np.asarray(nib.load(wf / "results" / "infer" / PHANTOM / "unet3plus" / "seed0" /
+                                    f"{case}_{name}.nii.gz").dataobj) > 0
+        if infer.sum() < 500:
+            continue
+        mine = back >= value  # painted in order, each region's value above the regions it lies inside
+        dice = 2 * (mine & infer).sum() / (mine.sum() + infer.sum())
+        assert dice >= 0.85, (name, dice)
+        compared += 1
+    assert compared, "no region large enough to compare"
+    far = tmp_path / "far"
+    far.mkdir()
+    nib.save(_scaled(image, 5.0), far / "far_0000.nii.gz")
+    refused = run_segzoo("predict", "-i", far, "-o", tmp_path / "far_out", "--run", run, "--device", "cpu")
+    assert refused.returncode == 1 and f"{far / 'far_0000.nii.gz'}: spacing" in refused.stderr
+    assert "--any-spacing" in refused.stderr and not (tmp_path / "far_out").exists()
+    forced = run_segzoo("predict", "-i", far, "-o", tmp_path / "far_out", "--run", run, "--device", "cpu",
+                        "--any-spacing")
+    assert forced.returncode == 0, forced.stderr
 
 
 def test_the_predict_rule_predicts_the_config_folder_with_each_model(ci_run, tmp_path):

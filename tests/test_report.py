@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import zipfile
-from pathlib import Path
 
 import matplotlib.image as mpimg
 import pytest
@@ -102,30 +101,3 @@ def test_page_written_elsewhere_still_links_to_every_file(ci_run, tmp_path):
     assert result.returncode == 0, result.stderr
     links = re.findall(r"(?:src|href)='([^']+)'", out.read_text())
     assert links and all((out.parent / link).is_file() for link in links)
-
-
-@pytest.mark.slow
-def test_a_second_dataset_gets_its_own_page_and_the_first_page_stays(ci_run, tmp_path):
-    """A run on another dataset in the same folder writes results/<its name>/index.html, lists both pages in
-    results/index.html and leaves the first dataset's page as it was."""
-    import hashlib
-
-    import yaml
-
-    from conftest import TINY, snakemake
-    from segzoo.data.phantom import write_phantom_dataset
-
-    wf = Path(shutil.copytree(ci_run[0], tmp_path / "wf", symlinks=True))  # other tests expect ci_run's folder as is
-    first = wf / "results" / PHANTOM / "index.html"
-    before = hashlib.sha256(first.read_bytes()).hexdigest()
-    raw = write_phantom_dataset(tmp_path / "Dataset907_Second", cases=6, seed=9, spec=TINY)
-    (tmp_path / "second.yaml").write_text(yaml.safe_dump({
-        "dataset": {"raw": str(raw)}, "train": {"models": ["unet3plus"], "patch_size": [16, 16, 8]},
-        "weightgen": {"enabled": False}}))
-    result = snakemake(wf, "--cores", "2", "--configfile", "presets/ci.yaml", str(tmp_path / "second.yaml"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    second = wf / "results" / "Dataset907_Second" / "index.html"
-    assert "segzoo results: Dataset907_Second" in second.read_text()
-    assert hashlib.sha256(first.read_bytes()).hexdigest() == before
-    index = (wf / "results" / "index.html").read_text()
-    assert f"href='{PHANTOM}/index.html'" in index and "href='Dataset907_Second/index.html'" in index

@@ -22,7 +22,9 @@ from segzoo.train.loop import Run, train
 from conftest import PHANTOM, REPO, snakemake, workflow_copy
 
 CI = load_config(REPO / "config.yaml", REPO / "presets" / "ci.yaml", schema_path=REPO / "schemas" / "config.schema.yaml")
-SETTINGS = {k: v for k, v in CI["train"].items() if k not in ("models", "seeds", "threads")}
+# The ci preset leaves patch and batch to the plan; these tests train directly, without one.
+SETTINGS = {**{k: v for k, v in CI["train"].items() if k not in ("models", "seeds", "threads")},
+            "patch_size": [16, 16, 16], "batch_size": 2}
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import PHANTOM, digest, snakemake, workflow_copy
-from test_verify import make_msd, shape_mismatch
+from test_verify import shape_mismatch
 
 pytestmark = pytest.mark.slow
 
@@ -70,23 +70,6 @@ def test_bad_config_names_the_key(tmp_path):
     assert result.returncode != 0
     out = result.stdout + result.stderr
     assert "phantom.cases: 'many' is not of type 'integer'" in out and "phantom.colour: unknown key" in out
-
-
-def test_user_decathlon_dataset_runs(tiny_dataset, tmp_path):
-    raw = make_msd(tiny_dataset, tmp_path / "my data" / "Task09_Spine", channels=1)  # a space in the path
-    before = digest(raw)
-    wf = workflow_copy(tmp_path / "wf")
-    # ci.yaml's zoo tasks name the phantom's regions; null (the default) means this dataset's own regions and 'all'.
-    (wf / "mine.yaml").write_text("weightgen: {tasks: null}\n")
-    result = snakemake(wf, "--cores", "all", "--configfile", "presets/ci.yaml", "mine.yaml", "--config",
-                       f"dataset={{raw: '{raw}'}}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    splits = json.loads((wf / "results" / "splits" / "Task09_Spine" / "splits.json").read_text())
-    assert sorted(splits["train"] + splits["val"] + splits["test"]) == [f"spine_{i}" for i in range(4)]
-    assert not (wf / "results" / "raw").exists()
-    assert digest(raw) == before  # the user's data is read, never written
-    zoo = (wf / "results" / "zoo" / "Task09_Spine" / "runs" / "parent0").iterdir()
-    assert sorted(p.name.split("_lr")[0] for p in zoo) == ["all", "cord", "csf", "lesion"]
 
 
 def test_broken_user_dataset_stops_at_verify(dataset_copy, tmp_path):

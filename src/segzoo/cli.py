@@ -35,10 +35,41 @@ def _verify(args: argparse.Namespace) -> None:
           f"{summary['num_test']} test cases, channels {summary['channels']}, regions {list(summary['regions'])})")
 
 
+def _fingerprint(args: argparse.Namespace) -> None:
+    from segzoo.data.dataset import read_dataset
+    from segzoo.data.fingerprint import dataset_fingerprint
+    from segzoo.io import write_json
+
+    ds = read_dataset(args.dataset)
+    fingerprint = dataset_fingerprint(ds, args.seed)
+    write_json(args.out, fingerprint)
+    print(f"fingerprinted {len(fingerprint['cases'])} labelled training case(s) of {ds.name} into {args.out}")
+
+
+def _plan(args: argparse.Namespace) -> None:
+    from segzoo.data.fingerprint import read_fingerprint
+    from segzoo.data.plans import make_plans
+    from segzoo.io import write_json
+
+    settings = _json_settings(args.settings, "models", "memory_mb")
+    fingerprint = read_fingerprint(args.fingerprint)
+    plans = make_plans(fingerprint, models=settings["models"], memory_mb=settings["memory_mb"],
+                       spacing=settings.get("spacing"), normalization_override=settings.get("normalization"),
+                       patch_size=settings.get("patch_size"), batch_size=settings.get("batch_size"))
+    write_json(args.out, plans)
+    print(f"planned {plans['dataset']}: target spacing {plans['target_spacing']} mm ({plans['spacing_source']}), "
+          f"normalisation {[n['scheme'] for n in plans['normalization']]}")
+    for name, entry in plans["models"].items():
+        print(f"  {name}: patch {entry['patch_size']} ({entry['patch_source']}), batch {entry['batch_size']} "
+              f"({entry['batch_source']}), ~{entry['estimated_mb']} MB of {plans['memory_mb']} MB")
+
+
 def _preprocess(args: argparse.Namespace) -> None:
+    from segzoo.data.fingerprint import read_fingerprint
     from segzoo.data.preprocess import preprocess_dataset
 
-    out = preprocess_dataset(args.dataset, args.out, spacing=args.spacing)
+    out = preprocess_dataset(args.dataset, args.out, spacing=args.spacing, normalization=args.normalization,
+                             fingerprint=read_fingerprint(args.fingerprint) if args.fingerprint else None)
     print(f"preprocessed {args.dataset} into {out.folder}")
 
 
@@ -84,6 +115,8 @@ def _json_settings(text: str, *keys: str) -> dict:
 
 def _train(args: argparse.Namespace) -> None:
     settings = _json_settings(args.settings, "train", "model")
+    if args.plans:
+        settings["train"] = _planned(settings["train"], args.plans, args.model)
     device = _claim_device(args.device)
     from segzoo.train.loop import Run, train
 
@@ -96,13 +129,33 @@ def _train(args: argparse.Namespace) -> None:
           f"{metrics['best_step']}; checkpoints in {args.out}")
 
 
+def _planned(train: dict, plans: Path, model: str) -> dict:
+    """The train settings with the plan's patch and batch size where the config leaves them null."""
+    from segzoo.data.plans import Plans
+
+    planned = Plans(plans).model(model)
+    return {**train, **{key: planned[key] for key in ("patch_size", "batch_size") if train.get(key) is None}}
+
+
 def _infer(args: argparse.Namespace) -> None:
     device = _claim_device(args.device)
     from segzoo.infer import infer_run
 
     cases = infer_run(args.checkpoint, _preprocessed(args.data), args.splits, args.out, device=device,
-                      sw_batch_size=args.sw_batch_size, overlap=args.overlap, raw=args.raw, mirror=not args.no_mirror)
+                      sw_batch_size=args.sw_batch_size, overlap=args.overlap, raw=args.raw, mirror=not args.no_mirror,
+                      postprocessing=args.postprocessing)
     print(f"predicted {len(cases)} test case(s) into {args.out}")
+
+
+def _postprocessing(args: argparse.Namespace) -> None:
+    device = _claim_device(args.device)
+    from segzoo.postprocess import write_postprocessing
+
+    result = write_postprocessing(args.checkpoint, _preprocessed(args.data), args.splits, args.out, device=device,
+                                  sw_batch_size=args.sw_batch_size, overlap=args.overlap)
+    kept = [region for region, keep in result["largest_component"].items() if keep]
+    print(f"chose postprocessing on {len(result['cases'])} validation case(s): largest component kept for "
+          f"{', '.join(kept) or 'no region'}; written to {args.out}")
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -111,7 +164,7 @@ def _predict(args: argparse.Namespace) -> None:
 
     cases = predict_folder(args.input, args.output, args.runs, data=_preprocessed(args.data) if args.data else None,
                            device=device, tta=args.tta, probabilities=args.probabilities,
-                           sw_batch_size=args.sw_batch_size)
+                           sw_batch_size=args.sw_batch_size, any_spacing=args.any_spacing)
     print(f"predicted {len(cases)} case(s) with {len(args.runs)} run(s) into {args.output}")
 
 
@@ -153,7 +206,7 @@ def _page(args: argparse.Namespace) -> None:
     from segzoo.report.page import write_page
 
     out = write_page(args.dataset, figures_dir=args.figures, tables=args.tables, weightgen=args.weightgen,
-                     config=json.loads(args.config_json), out=args.out, repo=Path.cwd())
+                     config=json.loads(args.config_json), out=args.out, repo=Path.cwd(), plans=args.plans)
     print(f"report page: {out.resolve()}")
 
 
@@ -303,11 +356,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="write a JSON summary here when the dataset is sound")
     p.set_defaults(run=_verify)
 
+    p = verbs.add_parser("fingerprint",
+                         help="spacings, shapes and foreground intensities of a dataset's training cases")
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="fingerprint.json to write")
+    p.add_argument("--seed", type=int, required=True, help="draws the foreground intensity samples")
+    p.set_defaults(run=_fingerprint)
+
+    p = verbs.add_parser("plan", help="plan spacing, normalisation and each model's patch and batch from a fingerprint")
+    p.add_argument("--fingerprint", type=Path, required=True, help="fingerprint.json from `segzoo fingerprint`")
+    p.add_argument("--out", type=Path, required=True, help="plans.json to write")
+    p.add_argument("--settings", required=True,
+                   help='JSON {"models": {name: options}, "memory_mb": M, and optionally "spacing", '
+                        '"normalization", "patch_size", "batch_size" (config overrides; null: planned)}')
+    p.set_defaults(run=_plan)
+
     p = verbs.add_parser("preprocess", help="verify, reorient, resample, normalise and crop a raw dataset")
     p.add_argument("dataset", type=Path)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--fingerprint", type=Path,
+                   help="fingerprint.json: plan the target spacing and normalisation from it, as `segzoo plan` does")
     p.add_argument("--spacing", type=_positive, nargs=3, metavar=("X", "Y", "Z"),
-                   help="target spacing in mm (default: the training cases' median)")
+                   help="target spacing in mm (default: the plan's, or the training cases' median)")
+    p.add_argument("--normalization", nargs="+", choices=["zscore", "ct", "none"],
+                   help="one scheme per channel (default: the plan's, from channel_names; without a fingerprint "
+                        "z-score)")
     p.set_defaults(run=_preprocess)
 
     p = verbs.add_parser("splits", help="draw train/val/test splits of a preprocessed dataset")
@@ -326,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds a matching state)")
     p.add_argument("--settings", required=True,
                    help='JSON {"train": <config train section>, "model": <config models.<name> section>}')
+    p.add_argument("--plans", type=Path, help="plans.json: patch_size and batch_size where the settings hold null")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true")
@@ -341,7 +415,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=_fraction, default=0.5)
     p.add_argument("--raw", type=Path, help="raw dataset: imported nnU-Net models predict from its images")
     p.add_argument("--no-mirror", action="store_true", help="imported nnU-Net models: no test-time mirroring")
+    p.add_argument("--postprocessing", type=Path,
+                   help="a trained run's postprocessing.json (segzoo postprocessing): applied to the masks")
     p.set_defaults(run=_infer)
+
+    p = verbs.add_parser("postprocessing", help="choose per region whether keeping the largest connected component "
+                         "raises validation Dice (nnU-Net's determine_postprocessing)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a trained run's best.safetensors")
+    p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
+    p.add_argument("--splits", type=Path, required=True, help="its 'val' cases decide")
+    p.add_argument("--out", type=Path, required=True, help="JSON to write, e.g. <run>/postprocessing.json")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--sw-batch-size", type=int, default=4)
+    p.add_argument("--overlap", type=_fraction, default=0.5)
+    p.set_defaults(run=_postprocessing)
 
     p = verbs.add_parser("predict", help="predict new images (any orientation/spacing) with one or more trained runs")
     p.add_argument("-i", "--input", type=Path, required=True,
@@ -352,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="the preprocessed training folder, for runs that do not record it")
     p.add_argument("--tta", action="store_true", help="average over mirrored predictions (all 7 flips)")
     p.add_argument("--probabilities", action="store_true", help="also write <case>_prob.nii.gz")
+    p.add_argument("--any-spacing", action="store_true",
+                   help="predict images whose spacing is far outside the training cases' (refused by default)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--sw-batch-size", type=int, default=4)
     p.set_defaults(run=_predict)
@@ -394,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weightgen", type=Path, help="the G.pt evaluation folder, when that stage ran")
     p.add_argument("--config-json", required=True)
     p.add_argument("--out", type=Path, required=True, help="the dataset's page, e.g. results/<dataset>/index.html")
+    p.add_argument("--plans", type=Path, help="plans.json (segzoo plan): shown as the page's Plan section")
     p.set_defaults(run=_page)
 
     p = verbs.add_parser("site-index", help="write results/index.html: a link to every dataset's page")

@@ -9,6 +9,11 @@ Both share the input image's shape and affine: the probabilities are computed on
 grid and mapped back with :func:`segzoo.data.preprocess.to_original_grid` (trilinear), then
 thresholded, so masks and probability maps agree voxel for voxel.
 
+With the run's ``postprocessing.json`` (``segzoo postprocessing``, chosen on the validation cases; see
+:mod:`segzoo.postprocess`), a region decided ``largest_component: true`` keeps only the largest connected
+component of its mask. The probability maps stay as predicted: there such a mask is a subset of
+probability > 0.5.
+
 A model imported from nnU-Net (``segzoo nnunet-import``) is run on the raw images with nnU-Net's own
 preprocessing (:mod:`segzoo.interop.nnunet_inference`); its masks are nnU-Net's segmentation mapped to
 the dataset's regions, and its probabilities the matching heads (summed classes for a softmax model).
@@ -32,6 +37,7 @@ from segzoo.errors import SegzooError
 from segzoo.interop.nnunet_inference import predict_case, region_outputs
 from segzoo.io import output_dir, read_json
 from segzoo.models.registry import IMPORTED, build_model
+from segzoo.postprocess import apply_postprocessing, read_postprocessing
 
 
 def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, patch_size: list[int],
@@ -61,19 +67,24 @@ def predict_probabilities(model: torch.nn.Module, image: np.ndarray, patch_size:
 
 def infer_run(checkpoint: str | Path, pre: Preprocessed, splits: str | Path, out: str | Path, *,
               device: str = "cpu", sw_batch_size: int = 4, overlap: float = 0.5, raw: str | Path | None = None,
-              mirror: bool = True) -> list[str]:
+              mirror: bool = True, postprocessing: str | Path | None = None) -> list[str]:
     """Predict every test case of ``splits`` with the model in ``checkpoint``; write NIfTI files to ``out``.
 
-    ``raw`` (the raw dataset) and ``mirror`` (nnU-Net's test-time mirroring) serve imported nnU-Net models."""
+    ``postprocessing`` (a trained run's ``postprocessing.json``) is applied to the masks. ``raw`` (the raw
+    dataset) and ``mirror`` (nnU-Net's test-time mirroring) serve imported nnU-Net models."""
     dev = torch.device(device)
     model, sidecar = load_model(checkpoint, dev)
     cases = read_json(splits)["test"]
     if sidecar["model"] == IMPORTED:
         if raw is None:
             raise SegzooError(f"{checkpoint}: an imported nnU-Net model predicts from the raw images; pass --raw")
+        if postprocessing is not None:
+            raise SegzooError(f"{postprocessing}: segzoo's postprocessing is chosen for models trained here; "
+                              f"{checkpoint} is an imported nnU-Net model")
         _infer_imported(model, sidecar, pre, read_dataset(raw), cases, Path(out), dev, mirror, str(checkpoint))
         return cases
     regions = list(sidecar["regions"])
+    decision = None if postprocessing is None else read_postprocessing(postprocessing, regions)
     with output_dir(out) as tmp:
         for case in cases:
             image = pre.image(case)
@@ -83,7 +94,8 @@ def infer_run(checkpoint: str | Path, pre: Preprocessed, splits: str | Path, out
             affine = np.asarray(props["original"]["affine"])
             save_nifti(np.moveaxis(prob, 0, -1), affine, tmp / f"{case}_prob.nii.gz")
             for r, name in enumerate(regions):
-                save_nifti((prob[r] > 0.5).astype(np.uint8), affine, tmp / f"{case}_{name}.nii.gz")
+                mask = apply_postprocessing((prob[r] > 0.5).astype(np.uint8), name, decision)
+                save_nifti(mask, affine, tmp / f"{case}_{name}.nii.gz")
     return cases
 
 

@@ -25,6 +25,8 @@ from segzoo.data.dataset import read_dataset
 from segzoo.data.nifti import load_volume
 from segzoo.data.verify import verify
 from segzoo.data.preprocessed import Preprocessed, write_case, write_plan
+from segzoo.data.plans import data_plan
+from segzoo.errors import SegzooError
 from segzoo.io import output_dir
 
 IMAGE_ORDER = 3  # cubic spline for images (nnU-Net's choice) and one-hot labels (best round-trip Dice)
@@ -36,17 +38,34 @@ def median_spacing(summary: dict) -> list[float]:
     return [float(s) for s in np.median(np.asarray(spacings), axis=0)]
 
 
-def preprocess_dataset(raw: str | Path, out: str | Path, spacing: list[float] | None = None) -> Preprocessed:
-    """Verify ``raw``, then write its preprocessed cases to ``out`` (all or nothing); return the folder."""
+def preprocess_dataset(raw: str | Path, out: str | Path, spacing: list[float] | None = None, *,
+                       fingerprint: dict | None = None, normalization: list[str] | None = None) -> Preprocessed:
+    """Verify ``raw``, then write its preprocessed cases to ``out`` (all or nothing); return the folder.
+
+    With the dataset's ``fingerprint`` (``segzoo fingerprint``) the target spacing and each channel's
+    normalisation are planned from it (:func:`segzoo.data.plans.data_plan`; ``spacing`` and
+    ``normalization`` override); without one, ``spacing`` or the median spacing and a per-image z-score."""
     ds = read_dataset(raw)
     summary = verify(ds)
-    target = [float(s) for s in spacing] if spacing else median_spacing(summary)
+    schemes = spacing_range = None
+    if fingerprint is not None:
+        if fingerprint["channels"] != ds.channels:
+            raise SegzooError(f"{raw}: channels {ds.channels} differ from its fingerprint's {fingerprint['channels']}")
+        plan = data_plan(fingerprint, spacing=spacing, normalization_override=normalization)
+        target, schemes = plan["target_spacing"], plan["normalization"]
+        spacings = np.asarray([c["spacing"] for c in fingerprint["cases"]])
+        spacing_range = [spacings.min(axis=0).tolist(), spacings.max(axis=0).tolist()]
+    elif normalization:
+        raise SegzooError("a normalisation other than the z-score needs the dataset's fingerprint (--fingerprint)")
+    else:
+        target = [float(s) for s in spacing] if spacing else median_spacing(summary)
     out = Path(out)
     with output_dir(out) as tmp:
         cases = []
         for case in ds.cases:
             props = preprocess_case(case.images, case.label, target, n_channels=len(ds.channels),
-                                    label_values=sorted(ds.label_values), out_dir=tmp, case_id=case.id)
+                                    label_values=sorted(ds.label_values), out_dir=tmp, case_id=case.id,
+                                    normalization=schemes)
             cases.append({"id": case.id, "test": case.test, "labelled": case.label is not None,
                           "shape": props["preprocessed"]["shape"]})
         write_plan(tmp, {
@@ -58,6 +77,7 @@ def preprocess_dataset(raw: str | Path, out: str | Path, spacing: list[float] | 
             "label_values": sorted(ds.label_values),
             "ignore_label": ds.ignore_label,
             "target_spacing": target,
+            **({"normalization": schemes, "spacing_range": spacing_range} if schemes is not None else {}),
             "image_order": IMAGE_ORDER,
             "cases": cases,
         })
@@ -87,9 +107,31 @@ def _argmax_values(onehot: np.ndarray, values: list[int]) -> np.ndarray:
     return np.asarray(values, dtype=label_dtype(values))[np.argmax(onehot, axis=0)]
 
 
+def normalize(image: torch.Tensor, schemes: list[dict] | None) -> torch.Tensor:
+    """Each channel of ``image`` [C, X, Y, Z] by its plan (:mod:`segzoo.data.plans`): ``zscore`` per image,
+    ``ct`` clipped and scaled by the dataset's foreground statistics, ``none`` unchanged. ``None``: z-score all."""
+    if schemes is None or all(s["scheme"] == "zscore" for s in schemes):
+        return NormalizeIntensity(channel_wise=True)(image)
+    if len(schemes) != image.shape[0]:
+        raise SegzooError(f"{len(schemes)} normalisation(s) planned for an image of {image.shape[0]} channel(s)")
+    channels = []
+    for c, scheme in enumerate(schemes):
+        channel = image[c:c + 1]
+        if scheme["scheme"] == "zscore":
+            channel = NormalizeIntensity()(channel)
+        elif scheme["scheme"] == "ct":
+            channel = NormalizeIntensity(subtrahend=scheme["mean"], divisor=scheme["std"])(
+                torch.clamp(channel, *scheme["clip"]))
+        channels.append(channel)
+    return torch.cat(channels)
+
+
 def preprocess_case(images: tuple[Path, ...], label: Path | None, target_spacing: list[float], *,
-                    n_channels: int, label_values: list[int], out_dir: Path, case_id: str) -> dict:
-    """Preprocess one case into ``out_dir``; return its properties (written beside its arrays)."""
+                    n_channels: int, label_values: list[int], out_dir: Path, case_id: str,
+                    normalization: list[dict] | None = None) -> dict:
+    """Preprocess one case into ``out_dir``; return its properties (written beside its arrays).
+
+    ``normalization``: one entry per channel from the plans (``None``: z-score every channel)."""
     vols = [load_volume(p) for p in images]
     first = vols[0]
     if len(vols) == 1 and n_channels > 1:  # Decathlon: one file, channels last
@@ -112,7 +154,7 @@ def preprocess_case(images: tuple[Path, ...], label: Path | None, target_spacing
     resampled_shape = list(image.shape[1:])
     crop_affine = image.affine.numpy().copy()
     crop_affine[:3, 3] = crop_affine[:3, :3] @ np.asarray(start, dtype=np.float64) + crop_affine[:3, 3]
-    array = NormalizeIntensity(channel_wise=True)(image[(slice(None), *box)])
+    array = normalize(image[(slice(None), *box)], normalization)
 
     props = {
         "id": case_id,

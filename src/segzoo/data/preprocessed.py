@@ -79,6 +79,16 @@ class Preprocessed:
         """The target spacing every case was resampled to (mm)."""
         return list(self.plan["target_spacing"])
 
+    @property
+    def normalization(self) -> list[dict] | None:
+        """Each channel's normalisation as planned (None: a per-image z-score, preprocessing without plans)."""
+        return self.plan.get("normalization")
+
+    @property
+    def spacing_range(self) -> list[list[float]] | None:
+        """[[min x, y, z], [max x, y, z]] RAS spacing of the training cases (None: preprocessed without plans)."""
+        return self.plan.get("spacing_range")
+
     def case_ids(self, *, labelled: bool | None = None, test: bool | None = None) -> list[str]:
         """Case ids in the plan's order, optionally only (un)labelled or (non-)test ones."""
         return [c["id"] for c in self.plan["cases"]

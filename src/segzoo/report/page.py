@@ -94,8 +94,27 @@ def weightgen_section(folder: Path, rel) -> list[str]:
     return parts
 
 
+def plan_section(plans, rel) -> list[str]:
+    """The plan the data and the runs followed: spacing, normalisation, each model's patch and batch."""
+    data = plans.data
+    schemes = ", ".join(f"{html.escape(n['channel'])}: {n['scheme']} ({html.escape(n['source'])})"
+                        for n in plans.normalization)
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{' × '.join(map(str, m['patch_size']))} ({m['patch_source']})"
+                   f"</td><td>{m['batch_size']} ({m['batch_source']})</td><td>{m['divisor']}</td>"
+                   f"<td>{m['estimated_mb']:.0f} of {data['memory_mb']:g}{'' if m['within_budget'] else ' (over)'}</td>"
+                   "</tr>" for name, m in data["models"].items())
+    spacing = " × ".join(f"{s:.3g}" for s in plans.target_spacing)
+    return ["<h2>Plan</h2>",
+            f"<p>From the fingerprint of {plans.fingerprint['cases']} training cases "
+            f"(<a href='{rel(plans.path)}'>plans.json</a>): target spacing {spacing} mm "
+            f"({html.escape(data['spacing_source'])}); median image after resampling "
+            f"{' × '.join(f'{s:g}' for s in data['median_shape'])} voxels; normalisation {schemes}.</p>",
+            "<table><tr><th>model</th><th>patch (voxels)</th><th>batch</th><th>divisor</th>"
+            "<th>estimated training memory (MiB)</th></tr>" + rows + "</table>"]
+
+
 def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path | None, config: dict, out: Path,
-               repo: Path) -> Path:
+               repo: Path, plans: Path | None = None) -> Path:
     """Write ``out`` (normally ``results/<dataset>/index.html``) from the figures folder, the comparison tables and
     (when the stage ran) the G.pt evaluation folder; links are relative to ``out``'s folder."""
     figures = read_json(figures_dir / "figures.json")
@@ -115,6 +134,10 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
             raise SegzooError(f"{table}: missing (run `segzoo compare` with metric {metric})")
         parts.append(f"<h3>{html.escape(METRICS[metric].label)} <small>({METRICS[metric].better} is better; "
                      f"<code>{html.escape(metric)}</code>)</small></h3>" + table.read_text())
+    if plans is not None:
+        from segzoo.data.plans import Plans
+
+        parts += plan_section(Plans(plans), rel)
     section = None
     for fig in figures:
         if fig["section"] != section:

@@ -113,6 +113,10 @@ def train(run: Run) -> dict:
     missing = sorted(REQUIRED - set(s))
     if missing:
         raise SegzooError(f"train settings lack {', '.join(missing)} (the config's train section has them all)")
+    unplanned = [k for k in ("patch_size", "batch_size") if s[k] is None]
+    if unplanned:
+        raise SegzooError(f"train.{' and train.'.join(unplanned)} null: planned values come from plans.json "
+                          "(`segzoo train --plans`, written by `segzoo plan`), or set them in the config")
     make_deterministic(run.seed, run.threads)
     device = torch.device(run.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -173,7 +177,8 @@ def _train(run: Run, ctx: Context, device: torch.device) -> dict:
                "regions": pre.regions, "channels": pre.channels, "patch_size": s["patch_size"],
                "parameters": count_parameters(model),
                # what `segzoo predict` needs to preprocess new images exactly as these were
-               "preprocessing": {"target_spacing": pre.spacing, "label_values": pre.label_values}}
+               "preprocessing": {"target_spacing": pre.spacing, "label_values": pre.label_values,
+                                 "normalization": pre.normalization, "spacing_range": pre.spacing_range}}
     data_wait, began = 0.0, time.perf_counter()
     bar = tqdm(total=total, initial=start, desc=f"{run.model} seed {run.seed}", disable=not (run.progress and ctx.main),
                mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)

@@ -1,0 +1,197 @@
+"""``plans.json``: what preprocessing and training take from the dataset's fingerprint, planned as nnU-Net's
+experiment planner does, and read back in one place (:class:`Plans`).
+
+- **Target spacing**: the median spacing of the training cases; on anisotropic data (the coarsest axis's
+  spacing over ``ANISOTROPY`` times the others', and its median size under 1/``ANISOTROPY`` of theirs)
+  the coarse axis takes the 10th percentile of its spacings instead, never finer than the other axes.
+- **Normalisation per channel**, from ``channel_names``: ``CT`` clips to the foreground's 0.5–99.5th
+  percentiles and z-scores with the foreground's mean and std (dataset-wide); ``noNorm`` leaves the
+  intensities; anything else (MR, T1, ...) is z-scored per image.
+- **Patch and batch per model**: start from a box of ``REFERENCE_VOXELS`` voxels with the same extent in
+  mm along every axis, clipped to the median image (after resampling) and rounded up to the model's
+  divisor; while the estimated training memory (:mod:`segzoo.models.memory`) of ``MIN_BATCH`` patches
+  exceeds the budget, shrink by one divisor the axis where the patch covers most of the median image.
+  The batch then fills the budget, at least ``MIN_BATCH`` and at most what covers ``MAX_BATCH_FRACTION``
+  of the dataset's voxels.
+
+Every value the config sets (``preprocess.spacing``, ``preprocess.normalization``, ``train.patch_size``,
+``train.batch_size``) overrides the plan, and the file says which values came from where.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from segzoo.errors import SegzooError
+from segzoo.io import read_json
+from segzoo.models.memory import model_profile, training_bytes
+
+ANISOTROPY = 3  # nnU-Net's threshold for a separately treated coarse axis
+REFERENCE_VOXELS = 256**3  # the largest patch considered before the memory budget
+MIN_BATCH = 2
+MAX_BATCH_FRACTION = 0.05  # of all training voxels in one batch, at most
+SCHEMES = ("zscore", "ct", "none")
+MB = 2**20
+
+
+def target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> tuple[list[float], str]:
+    """nnU-Net's full-resolution target spacing for spacings and shapes [cases, 3] (RAS order)."""
+    target = np.median(spacings, axis=0)
+    median_shape = np.median(shapes, axis=0)
+    coarse = int(np.argmax(target))
+    others = [a for a in range(3) if a != coarse]
+    anisotropic_spacing = target[coarse] > ANISOTROPY * max(target[others])
+    anisotropic_shape = median_shape[coarse] * ANISOTROPY < min(median_shape[others])
+    if anisotropic_spacing and anisotropic_shape:
+        coarse_spacing = float(np.percentile(spacings[:, coarse], 10))
+        if coarse_spacing < max(target[others]):
+            coarse_spacing = float(max(target[others])) + 1e-5  # never finer than the fine axes
+        target[coarse] = coarse_spacing
+        return [float(s) for s in target], "median; anisotropic axis at its 10th percentile"
+    return [float(s) for s in target], "median"
+
+
+def normalization(channels: list[str], intensities: list[dict], override: list[str] | None) -> list[dict]:
+    """One normalisation per channel (scheme and, for CT, the dataset's clipping range, mean and std)."""
+    out = []
+    for c, (name, stats) in enumerate(zip(channels, intensities)):
+        if override:
+            scheme, source = override[c], "config"
+        else:
+            key = name.casefold()
+            scheme, source = ("ct" if key == "ct" else "none" if key == "nonorm" else "zscore"), "channel name"
+        entry = {"channel": name, "scheme": scheme, "source": source}
+        if scheme == "ct":
+            if stats["samples"] == 0:
+                raise SegzooError(f"channel {c} ({name}): CT normalisation needs foreground intensities, and the "
+                                  "training labels hold no foreground")
+            entry.update(clip=[stats["percentile_00_5"], stats["percentile_99_5"]], mean=stats["mean"],
+                         std=max(stats["std"], 1e-8))
+        out.append(entry)
+    return out
+
+
+def _initial_patch(spacing: list[float], median_shape: np.ndarray, divisor: int) -> list[int]:
+    inverse = 1 / np.asarray(spacing)
+    box = np.round(inverse * (REFERENCE_VOXELS / np.prod(inverse)) ** (1 / 3))
+    box = np.minimum(box, median_shape)
+    return [int(max(divisor, math.ceil(side / divisor) * divisor)) for side in box]
+
+
+def _can_shrink(patch: list[int], axis: int, divisor: int) -> bool:
+    smaller = patch[:axis] + [patch[axis] - divisor] + patch[axis + 1:]
+    return smaller[axis] >= divisor and (divisor == 1 or np.prod([p // divisor for p in smaller]) >= 2)
+
+
+def plan_model(profile: dict, spacing: list[float], median_shape: np.ndarray, dataset_voxels: float,
+               budget_bytes: float) -> dict:
+    """Patch and batch size of one model under the memory budget."""
+    divisor = profile["divisor"]
+    patch = _initial_patch(spacing, median_shape, divisor)
+    while training_bytes(profile, patch, MIN_BATCH) > budget_bytes:
+        ratios = np.asarray(patch) / median_shape
+        order = [int(a) for a in np.argsort(ratios, kind="stable")[::-1]]  # most covered first (ties: last axis)
+        axis = next((a for a in order if _can_shrink(patch, a, divisor)), None)
+        if axis is None:
+            break  # the smallest patch the model takes; the plan says it is over budget
+        patch[axis] -= divisor
+    per_sample = training_bytes(profile, patch, 1) - training_bytes(profile, patch, 0)
+    fits = int((budget_bytes - training_bytes(profile, patch, 0)) // per_sample)
+    cap = int(round(MAX_BATCH_FRACTION * dataset_voxels / np.prod(patch)))
+    batch = max(MIN_BATCH, min(fits, cap))
+    estimate = training_bytes(profile, patch, batch)
+    return {"patch_size": patch, "batch_size": batch, "divisor": divisor, "estimated_mb": round(estimate / MB, 1),
+            "within_budget": bool(estimate <= budget_bytes)}
+
+
+def data_plan(fingerprint: dict, *, spacing: list[float] | None = None,
+              normalization_override: list[str] | None = None) -> dict:
+    """What preprocessing takes from the fingerprint: target spacing, median resampled shape, normalisation.
+
+    Preprocessing calls this on the fingerprint file itself, so a change to the models' plans (widths,
+    memory budget) never reruns preprocessing."""
+    cases = fingerprint["cases"]
+    if not cases:
+        raise SegzooError(f"dataset {fingerprint['dataset']}: no labelled training case to plan from")
+    spacings = np.asarray([c["spacing"] for c in cases], dtype=np.float64)
+    shapes = np.asarray([c["shape"] for c in cases], dtype=np.float64)
+    if spacing:
+        target, spacing_source = [float(s) for s in spacing], "config"
+    else:
+        target, spacing_source = target_spacing(spacings, shapes)
+    median_shape = np.median(shapes * spacings / np.asarray(target), axis=0)
+    return {"target_spacing": target, "spacing_source": spacing_source,
+            "median_shape": [round(float(s), 1) for s in median_shape],
+            "normalization": normalization(fingerprint["channels"], fingerprint["intensities"], normalization_override)}
+
+
+def make_plans(fingerprint: dict, *, models: dict[str, dict], memory_mb: float, spacing: list[float] | None = None,
+               normalization_override: list[str] | None = None, patch_size: list[int] | None = None,
+               batch_size: int | None = None) -> dict:
+    """The plans for a fingerprint (:func:`segzoo.data.fingerprint.dataset_fingerprint`) and the config's models."""
+    data = data_plan(fingerprint, spacing=spacing, normalization_override=normalization_override)
+    cases = fingerprint["cases"]
+    median_shape = np.asarray(data["median_shape"])
+    dataset_voxels = float(np.prod(median_shape) * len(cases))
+    planned = {}
+    for name, options in models.items():
+        profile = model_profile(name, len(fingerprint["channels"]), len(fingerprint["regions"]), options)
+        entry = plan_model(profile, data["target_spacing"], median_shape, dataset_voxels, memory_mb * MB)
+        entry["patch_source"] = entry["batch_source"] = "plan"
+        if patch_size:
+            entry.update(patch_size=list(patch_size), patch_source="config")
+        if batch_size:
+            entry.update(batch_size=int(batch_size), batch_source="config")
+        if patch_size or batch_size:
+            estimate = training_bytes(profile, entry["patch_size"], entry["batch_size"])
+            entry.update(estimated_mb=round(estimate / MB, 1), within_budget=bool(estimate <= memory_mb * MB))
+        planned[name] = entry
+    spacings = np.asarray([c["spacing"] for c in cases], dtype=np.float64)
+    return {
+        "dataset": fingerprint["dataset"],
+        "channels": fingerprint["channels"],
+        **data,
+        "memory_mb": memory_mb,
+        "models": planned,
+        "fingerprint": {
+            "cases": len(cases),
+            "spacing_min": spacings.min(axis=0).tolist(),
+            "spacing_median": np.median(spacings, axis=0).tolist(),
+            "spacing_max": spacings.max(axis=0).tolist(),
+            "shape_median": np.median([c["shape"] for c in cases], axis=0).tolist(),
+            "intensities": fingerprint["intensities"],
+        },
+    }
+
+
+class Plans:
+    """A ``plans.json`` read once: ``.target_spacing``, ``.normalization``, ``.model(name)``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.data = read_json(self.path)
+        for key in ("target_spacing", "normalization", "models", "fingerprint"):
+            if key not in self.data:
+                raise SegzooError(f"{self.path}: no {key!r} (not a plans file written by `segzoo plan`)")
+
+    @property
+    def target_spacing(self) -> list[float]:
+        return list(self.data["target_spacing"])
+
+    @property
+    def normalization(self) -> list[dict]:
+        return list(self.data["normalization"])
+
+    @property
+    def fingerprint(self) -> dict:
+        return dict(self.data["fingerprint"])
+
+    def model(self, name: str) -> dict:
+        """The patch and batch size planned for model ``name``."""
+        if name not in self.data["models"]:
+            raise SegzooError(f"{self.path}: no plan for model {name!r} (planned: {', '.join(self.data['models'])}); "
+                              "rerun `segzoo plan` with this model in its settings")
+        return dict(self.data["models"][name])

@@ -1,0 +1,123 @@
+"""Config values that depend on the dataset, checked when the workflow starts (before any job runs).
+
+The dataset is described from what is cheap to read at that moment: ``dataset.json`` (channels, regions) and
+the NIfTI headers of the training images (shapes and spacings, no voxel data), or the phantom's settings.
+Each problem is one line naming the config key and the dataset's actual values. The zoo's own keys are checked
+by :func:`segzoo.weightgen.plan.problems`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from segzoo.data.fingerprint import ras_shape
+from segzoo.errors import SegzooError
+from segzoo.models.memory import model_profile
+
+
+@dataclass(frozen=True)
+class DatasetOutline:
+    """What the start-time checks know of a dataset: channel names, region names, and per training case its
+    RAS spacing and shape (from headers)."""
+
+    name: str
+    channels: list[str]
+    regions: list[str]
+    spacings: np.ndarray  # [cases, 3] mm, RAS order
+    shapes: np.ndarray  # [cases, 3] voxels, RAS order
+
+    def largest_resampled(self, target_spacing: list[float] | None) -> np.ndarray:
+        """The largest training image per axis, in voxels at ``target_spacing`` (default: the plan's rule)."""
+        from segzoo.data.plans import target_spacing as planned_spacing
+
+        target = np.asarray(target_spacing if target_spacing else planned_spacing(self.spacings, self.shapes)[0])
+        return (self.shapes * self.spacings / target).max(axis=0)
+
+
+def outline_raw(raw: str | Path) -> DatasetOutline:
+    """A raw dataset's outline from dataset.json and the training images' headers (SegzooError if unreadable)."""
+    from segzoo.data.dataset import read_dataset
+
+    ds = read_dataset(raw)
+    spacings, shapes = [], []
+    for case in ds.training:
+        try:
+            header = nib.load(str(case.images[0]))
+        except Exception as e:  # nibabel raises many types; verify reports the file in detail
+            raise SegzooError(f"{case.images[0]}: cannot be read ({type(e).__name__})") from None
+        zooms = np.sqrt((header.affine[:3, :3] ** 2).sum(axis=0))
+        order = nib.orientations.io_orientation(header.affine)[:, 0].astype(int)
+        ras_spacing = np.empty(3)
+        ras_spacing[order] = zooms
+        spacings.append(ras_spacing)
+        shapes.append(ras_shape(header.shape[:3], header.affine))
+    if not spacings:
+        raise SegzooError(f"{raw}: no training cases")
+    return DatasetOutline(ds.name, list(ds.channels), list(ds.regions), np.asarray(spacings), np.asarray(shapes))
+
+
+def outline_phantom(name: str, phantom: dict, regions: list[str]) -> DatasetOutline:
+    return DatasetOutline(name, ["T2"], regions, np.asarray([phantom["spacing"]], dtype=float),
+                          np.asarray([phantom["shape"]], dtype=float))
+
+
+def patch_problems(key: str, patch: list[int] | None, models: dict[str, dict], outline: DatasetOutline,
+                   target_spacing: list[float] | None) -> list[str]:
+    """A patch set in the config that a model cannot take, or that exceeds every training image."""
+    if not patch:
+        return []
+    found = []
+    for name, options in models.items():
+        divisor = model_profile(name, len(outline.channels), len(outline.regions), options)["divisor"]
+        coarsest = [p // divisor for p in patch]
+        if any(p % divisor for p in patch) or (divisor > 1 and np.prod(coarsest) < 2):
+            found.append(f"{key}: {patch} does not fit model {name}: every side must be a multiple of {divisor} "
+                         "(and the coarsest level more than one voxel); null lets the plan choose")
+    largest = outline.largest_resampled(target_spacing)
+    too_big = [f"{'xyz'[a]} {patch[a]} > {largest[a]:.0f}" for a in range(3) if patch[a] > largest[a]]
+    if too_big:
+        found.append(f"{key}: {patch} is larger than every training image of {outline.name} "
+                     f"({', '.join(too_big)} voxels at the target spacing): most of each patch would be padding; "
+                     "null lets the plan choose")
+    return found
+
+
+def config_problems(config: dict, outline: DatasetOutline, trained: list[str], imported: dict[str, Path]) -> list[str]:
+    """Every dataset-dependent config value that does not fit ``outline``, one line each."""
+    from segzoo.checkpoint import paths
+    from segzoo.io import read_json
+    from segzoo.models.registry import ZOO_NETWORK
+
+    spacing = config["preprocess"]["spacing"]
+    found = patch_problems("train.patch_size", config["train"]["patch_size"],
+                           {m: config["models"][m] for m in trained}, outline, spacing)
+    wg = config["weightgen"]
+    if wg["enabled"]:
+        found += patch_problems("weightgen.patch_size", wg["patch_size"],
+                                {ZOO_NETWORK: {"features": wg["features"]}}, outline, spacing)
+    schemes = config["preprocess"]["normalization"]
+    if schemes and len(schemes) != len(outline.channels):
+        found.append(f"preprocess.normalization: {len(schemes)} scheme(s) {schemes} for {len(outline.channels)} "
+                     f"channel(s) of {outline.name} ({', '.join(outline.channels)})")
+    for row, stem in imported.items():
+        try:
+            channels = read_json(paths(stem)[1])["channels"]
+        except SegzooError as e:
+            found.append(f"train.models: {row}: {e}")
+            continue
+        if len(channels) != len(outline.channels):
+            found.append(f"train.models: {row} takes {len(channels)} channel(s) ({', '.join(channels)}); "
+                         f"{outline.name} has {len(outline.channels)} ({', '.join(outline.channels)})")
+    folder = config["predict"]["input"]
+    if folder:
+        from segzoo.predict import find_cases
+
+        try:
+            find_cases(Path(folder), len(outline.channels))
+        except (SegzooError, OSError) as e:
+            found.append(f"predict.input: {e}")
+    return found

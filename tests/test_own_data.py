@@ -1,0 +1,84 @@
+"""The README's "Your own data" command on datasets that are not the phantom (issue 15): the default config, on
+the ci preset's sizes, runs end to end through Snakemake (zoo included, on the dataset's own regions), plans
+from the data's fingerprint and writes the dataset's own page beside any other dataset's."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import PHANTOM, digest, snakemake, workflow_copy
+from own_datasets import heterogeneous_dataset, two_channel_dataset
+
+pytestmark = pytest.mark.slow
+MODELS = ["unet3plus", "ms_unet3plus", "diffnet", "ms_diffnet"]
+
+
+def _own_data(wf: Path, raw: Path):
+    return snakemake(wf, "--cores", "2", "--configfile", "presets/ci.yaml", "--config", f"dataset={{raw: '{raw}'}}")
+
+
+def _zoo_tasks(wf: Path, name: str) -> list[str]:
+    return sorted({p.name.split("_lr")[0] for p in (wf / "results" / "zoo" / name / "runs" / "parent0").iterdir()})
+
+
+def _compared_models(wf: Path, name: str) -> set[str]:
+    with open(wf / "results" / "tables" / name / "comparison.csv") as f:
+        return {row["model"] for row in csv.DictReader(f)}
+
+
+def test_two_channel_dataset_with_its_own_test_set(ci_run, tmp_path):
+    """Two MR channels, classes instead of regions, imagesTs/labelsTs; run in the ci run's folder (a copy), so
+    the phantom's page must survive it."""
+    wf = Path(shutil.copytree(ci_run[0], tmp_path / "wf", symlinks=True))  # other tests expect ci_run's folder as is
+    first = wf / "results" / PHANTOM / "index.html"
+    before = hashlib.sha256(first.read_bytes()).hexdigest()
+    raw = two_channel_dataset(tmp_path / "Dataset902_TwoChannel")
+    result = _own_data(wf, raw)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    name = raw.name
+    splits = json.loads((wf / "results" / "splits" / name / "splits.json").read_text())
+    assert splits["test_source"] == "imagesTs" and splits["test"] == ["hippo_006", "hippo_007"]
+    plans = json.loads((wf / "results" / "plans" / name / "plans.json").read_text())
+    assert [n["channel"] for n in plans["normalization"]] == ["T1", "T2"]
+    assert {m: e["patch_source"] for m, e in plans["models"].items()} == {m: "plan" for m in MODELS}
+    trained = json.loads((wf / "results" / "train" / name / "unet3plus" / "seed0" / "best.json").read_text())
+    assert trained["patch_size"] == plans["models"]["unet3plus"]["patch_size"] and trained["channels"] == ["T1", "T2"]
+    assert _compared_models(wf, name) == set(MODELS)
+    assert _zoo_tasks(wf, name) == ["all", "anterior", "posterior"]
+    page = (wf / "results" / name / "index.html").read_text()
+    assert f"segzoo results: {name}" in page and "<h2>Plan</h2>" in page
+    assert hashlib.sha256(first.read_bytes()).hexdigest() == before
+    index = (wf / "results" / "index.html").read_text()
+    assert f"href='{PHANTOM}/index.html'" in index and f"href='{name}/index.html'" in index
+
+
+def test_heterogeneous_anisotropic_decathlon_dataset(tmp_path):
+    """Five unlike cases (6.5 mm brain slices, thin breast slices, LPS and RAS, another intensity scale) in the
+    Decathlon layout, under a path with a space: planned with nnU-Net's anisotropy rule, read and never written."""
+    raw = heterogeneous_dataset(tmp_path / "my data" / "Task01_Tumour")
+    before = digest(raw)
+    wf = workflow_copy(tmp_path / "wf")
+    result = _own_data(wf, raw)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    name = raw.name
+    plans = json.loads((wf / "results" / "plans" / name / "plans.json").read_text())
+    assert "anisotropic" in plans["spacing_source"] and plans["target_spacing"][2] < 5.0
+    assert _compared_models(wf, name) == set(MODELS)
+    assert _zoo_tasks(wf, name) == ["all", "edema", "tumour"]
+    splits = json.loads((wf / "results" / "splits" / name / "splits.json").read_text())
+    assert sorted(splits["train"] + splits["val"] + splits["test"]) == [f"tumour_{i}" for i in range(5)]
+    for case in splits["test"]:  # predictions come back on each case's own grid
+        image = nib.load(raw / "imagesTr" / f"{case}.nii.gz")
+        mask = nib.load(wf / "results" / "infer" / name / "diffnet" / "seed0" / f"{case}_tumour.nii.gz")
+        assert mask.shape == image.shape and np.allclose(mask.affine, image.affine, atol=1e-4)
+    assert (wf / "results" / name / "index.html").is_file()
+    assert not (wf / "results" / "raw").exists()
+    assert digest(raw) == before  # the user's data is read, never written
