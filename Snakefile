@@ -15,6 +15,7 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
     model="|".join([*config["models"], *IMPORTED]),
     seed=r"\d+",
+    fold=r"\d+",
     task="|".join(map(re.escape, WG_TASKS)),
     lr=r"[0-9.eE+-]+",
     arm=r"parent\d+|init\d+|per_seed",

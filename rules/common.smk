@@ -32,6 +32,18 @@ else:
     # The `segzoo` beside this Snakemake (e.g. .venv/bin), even when that folder is not on PATH.
     shell.prefix(f'export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
 
+def fold_count(splits):
+    """splits.folds, or the number of folds in nnU-Net's splits_final.json when one is given."""
+    if not splits["nnunet_splits"]:
+        return splits["folds"]
+    from segzoo.data.splits import read_nnunet_splits
+
+    try:
+        return len(read_nnunet_splits(splits["nnunet_splits"]))
+    except SegzooError as e:
+        raise WorkflowError(f"splits.nnunet_splits: {e}") from None
+
+
 PHANTOM_NAME = "Dataset001_SpinalPhantom"
 RAW = config["dataset"]["raw"]
 DATASET = config["dataset"]["name"] or (Path(RAW).name if RAW else PHANTOM_NAME)
@@ -44,7 +56,9 @@ FINGERPRINT = "results/plans/{dataset}/fingerprint.json"
 PLANS = "results/plans/{dataset}/plans.json"
 PREPROCESSED = "results/preprocessed/{dataset}"
 SPLITS = "results/splits/{dataset}/splits.json"
-TRAIN_RUN = "results/train/{dataset}/{model}/seed{seed}"
+FOLDS = fold_count(config["splits"])  # cross-validation folds; 1: one train/val split
+RUN = "{model}/seed{seed}" + ("/fold{fold}" if FOLDS > 1 else "")  # one training run: model, seed (and fold)
+TRAIN_RUN = "results/train/{dataset}/" + RUN
 PREDICTIONS = "results/infer/{dataset}/{model}/seed{seed}"
 SCORES = "results/evaluate/{dataset}/{model}/seed{seed}.csv"
 TABLES = "results/tables/{dataset}"
@@ -52,6 +66,9 @@ METRICS = "results/metrics/{dataset}"
 FIGURES = "results/figures/{dataset}"
 ZOO = "results/zoo/{dataset}"
 WEIGHTGEN = "results/weightgen/{dataset}"
+OOF_PREDICTIONS = "results/infer_oof/{dataset}/{model}/seed{seed}"  # cross-validation: each case by its fold's run
+OOF_SCORES = "results/evaluate_oof/{dataset}/{model}/seed{seed}.csv"
+OOF_TABLES = "results/tables_oof/{dataset}"
 NEW_PREDICTIONS = "results/predict/{dataset}/{model}"  # segzoo predict on config predict.input
 PAGE = "results/{dataset}/index.html"  # one page per dataset; another dataset's run never replaces it
 SITE_INDEX = "results/index.html"  # links to every dataset page found under results/
@@ -102,41 +119,49 @@ def run_outputs(pattern, trained_only=False):
     """``pattern`` for every run of the comparison (or only the trained ones), for the dataset wildcard."""
 
     def expand_runs(wildcards):
-        return [pattern.format(dataset=wildcards.dataset, model=m, seed=s) for m, s in RUNS
-                if not trained_only or m in TRAINED]
+        return [pattern.format(dataset=wildcards.dataset, model=m, seed=s, fold=0) for m, s in RUNS
+                if not trained_only or m in TRAINED]  # with folds, a training run's files are fold 0's
 
     return expand_runs
 
 
+def fold_runs(pattern, wildcards):
+    """``pattern`` (a TRAIN_RUN file) for every fold of one model and seed (one path without folds)."""
+    return [pattern.format(**wildcards, fold=f) for f in range(FOLDS)]
+
+
 def get_checkpoint(wildcards):
-    """The checkpoint a run predicts with: its best training checkpoint, or the imported nnU-Net model."""
+    """The checkpoints a model and seed predict the test set with: its best training checkpoint (every fold's,
+    ensembled, with cross-validation), or the imported nnU-Net model."""
     if wildcards.model in IMPORTED:
-        return f"{IMPORTED[wildcards.model]}.safetensors"
-    return rules.train.output.best.format(**wildcards)
+        return [f"{IMPORTED[wildcards.model]}.safetensors"]
+    return fold_runs(rules.train.output.best, wildcards)
 
 
 def get_postprocessing(wildcards):
     """A trained run's postprocessing.json (chosen on validation); imported nnU-Net models have none."""
     if wildcards.model in IMPORTED:
         return []
-    return [rules.postprocessing.output[0].format(**wildcards)]
+    return fold_runs(rules.postprocessing.output[0], wildcards)
 
 
 def postprocessing_option(wildcards, input):
-    return f"--postprocessing {shlex.quote(input.postprocessing[0])}" if input.postprocessing else ""
+    return "--postprocessing " + " ".join(map(shlex.quote, input.postprocessing)) if input.postprocessing else ""
 
 
 def runs_json(wildcards):
     """Every run of the comparison with its training folder (null for imported models) and its predictions,
     for the figures (JSON)."""
     return json.dumps([{"model": m, "seed": s,
-                        "run": TRAIN_RUN.format(dataset=wildcards.dataset, model=m, seed=s) if m in TRAINED else None,
+                        "run": TRAIN_RUN.format(dataset=wildcards.dataset, model=m, seed=s, fold=0) if m in TRAINED
+                        else None,
                         "predictions": PREDICTIONS.format(dataset=wildcards.dataset, model=m, seed=s)}
                        for m, s in RUNS])
 
 
 def train_targets():
-    return expand(f"{TRAIN_RUN}/best.safetensors", dataset=DATASET, model=TRAINED, seed=config["train"]["seeds"])
+    return expand(f"{TRAIN_RUN}/best.safetensors", dataset=DATASET, model=TRAINED, seed=config["train"]["seeds"],
+                  fold=range(FOLDS))
 
 
 def predict_targets():
@@ -155,17 +180,32 @@ def predict_images(wildcards):
 def model_runs(wildcards):
     """Every seed's best checkpoint of one trained model (predict ensembles them)."""
     return expand(rules.train.output.best, dataset=wildcards.dataset, model=wildcards.model,
-                  seed=config["train"]["seeds"])
+                  seed=config["train"]["seeds"], fold=range(FOLDS))
 
 
 def model_postprocessing(wildcards):
     """Every seed's postprocessing.json of one trained model (predict reads them beside the checkpoints)."""
     return expand(rules.postprocessing.output[0], dataset=wildcards.dataset, model=wildcards.model,
-                  seed=config["train"]["seeds"])
+                  seed=config["train"]["seeds"], fold=range(FOLDS))
 
 
 def evaluate_targets():
-    return [TABLES.format(dataset=DATASET)]
+    return [TABLES.format(dataset=DATASET)] + ([OOF_TABLES.format(dataset=DATASET)] if FOLDS > 1 else [])
+
+
+def splits_options():
+    if config["splits"]["nnunet_splits"]:
+        return "--nnunet-splits " + shlex.quote(config["splits"]["nnunet_splits"])
+    return f"--folds {FOLDS}" if FOLDS > 1 else ""
+
+
+def fold_option(wildcards):
+    return f"--fold {wildcards.fold}" if FOLDS > 1 else ""
+
+
+def oof_runs(wildcards):
+    """Every fold's run folder of one model and seed, in fold order (infer-oof)."""
+    return fold_runs(rules.train.output.final, wildcards)
 
 
 def dataset_outline():
@@ -283,7 +323,7 @@ def record_in_dvc():
 
 
 def print_outputs():
-    at = lambda pattern: pattern.format(dataset=DATASET, model="<model>", seed="<seed>")  # noqa: E731
+    at = lambda pattern: pattern.format(dataset=DATASET, model="<model>", seed="<seed>", fold="<fold>")  # noqa: E731
     print(f"\nsegzoo: done for {DATASET}")
     print(f"  verification report : {at(VERIFY_REPORT)}")
     print(f"  plans               : {at(PLANS)} (spacing, normalisation, patch and batch per model)")
@@ -294,6 +334,8 @@ def print_outputs():
     print(f"  learning curves     : {at(TRAIN_RUN)}/dvclive/")
     print(f"  test predictions    : {at(PREDICTIONS)}/")
     print(f"  comparison tables   : {at(TABLES)}/ (dice.md, comparison.csv, per_case.csv)")
+    if FOLDS > 1:
+        print(f"  cross-validation    : {at(OOF_TABLES)}/ (out-of-fold predictions of every training case)")
     print(f"  figures             : {at(FIGURES)}/")
     if WG["enabled"]:
         print(f"  checkpoint zoo      : {at(ZOO)}/ (index.csv, runs/)")

@@ -108,11 +108,13 @@ rule splits:
         SPLITS,
     input:
         data=rules.preprocess.output[0],
+        nnunet_splits=[config["splits"]["nnunet_splits"]] if config["splits"]["nnunet_splits"] else [],
         code=sources("data/splits.py", "data/preprocessed.py"),
     params:
         seed=config["seed"],
         val=config["splits"]["val_fraction"],
         test=config["splits"]["test_fraction"],
+        folds=splits_options(),
     log:
         "results/logs/splits/{dataset}.log",
     benchmark:
@@ -121,4 +123,4 @@ rule splits:
         "../envs/segzoo.yaml"
     shell:
         "segzoo splits {input.data:q} --out {output:q} --seed {params.seed}"
-        " --val-fraction {params.val} --test-fraction {params.test} > {log:q} 2>&1"
+        " --val-fraction {params.val} --test-fraction {params.test} {params.folds} > {log:q} 2>&1"

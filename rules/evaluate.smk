@@ -53,6 +53,80 @@ rule evaluate:
         " --tolerance-mm {params.tolerance} --out {output:q} > {log:q} 2>&1"
 
 
+# Cross-validation (splits.folds > 1): every training case predicted by the run of the fold that held it out,
+# scored and compared like the test set (n = every non-test case).
+rule infer_oof:
+    output:
+        directory(OOF_PREDICTIONS),
+    input:
+        runs=oof_runs,
+        data=rules.preprocess.output[0],
+        splits=rules.splits.output[0],
+        code=sources("infer.py", "models/*", "data/preprocess.py", "data/preprocessed.py", "data/nifti.py",
+                     *INFRASTRUCTURE),
+    params:
+        runs=lambda w, input: " ".join(shlex.quote(os.path.dirname(r)) for r in input.runs),
+        device=DEVICE,
+        sw_batch_size=config["train"]["sw_batch_size"],
+    wildcard_constraints:
+        model="|".join(config["models"]),
+    resources:
+        gpu=GPUS_PER_JOB,
+    log:
+        "results/logs/infer_oof/{dataset}/{model}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/infer_oof/{dataset}/{model}/seed{seed}.tsv"
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo infer-oof --runs {params.runs} --data {input.data:q} --splits {input.splits:q} --out {output:q}"
+        " --device {params.device} --sw-batch-size {params.sw_batch_size} > {log:q} 2>&1"
+
+
+rule evaluate_oof:
+    output:
+        OOF_SCORES,
+    input:
+        predictions=rules.infer_oof.output[0],
+        raw=raw_dataset,
+        data=rules.preprocess.output[0],
+        splits=rules.splits.output[0],
+        code=sources("evaluate/cases.py", "evaluate/metrics.py", "data/preprocessed.py", "data/nifti.py"),
+    params:
+        tolerance=config["evaluate"]["tolerance_mm"],
+    log:
+        "results/logs/evaluate_oof/{dataset}/{model}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/evaluate_oof/{dataset}/{model}/seed{seed}.tsv"
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo evaluate --predictions {input.predictions:q} --raw {input.raw:q} --data {input.data:q}"
+        " --splits {input.splits:q} --model {wildcards.model} --seed {wildcards.seed} --out-of-fold"
+        " --tolerance-mm {params.tolerance} --out {output:q} > {log:q} 2>&1"
+
+
+rule compare_oof:
+    output:
+        tables=directory(OOF_TABLES),
+        metrics=f"{METRICS}/comparison_oof.json",
+    input:
+        scores=run_outputs(OOF_SCORES, trained_only=True),
+        code=sources("evaluate/stats.py", "evaluate/report_tables.py", "evaluate/metrics.py"),
+    params:
+        metrics=" ".join(config["evaluate"]["metrics"]),
+        seed=config["seed"],
+    log:
+        "results/logs/compare_oof/{dataset}.log",
+    benchmark:
+        "results/benchmarks/compare_oof/{dataset}.tsv"
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo compare {input.scores:q} --out-dir {output.tables:q} --summary {output.metrics:q}"
+        " --metrics {params.metrics} --seed {params.seed} > {log:q} 2>&1"
+
+
 rule compare:
     output:
         tables=report(

@@ -41,10 +41,12 @@ rule page:
         figures=rules.figures.output[0],
         tables=rules.compare.output.tables,
         plans=rules.plan.output[0],
+        oof_tables=lambda w: [OOF_TABLES.format(dataset=w.dataset)] if FOLDS > 1 else [],
         weightgen=lambda w: [f"{WEIGHTGEN.format(dataset=w.dataset)}/evaluation"] if WG["enabled"] else [],
         code=sources("report/page.py", "data/plans.py"),
     params:
         weightgen=lambda w, input: f"--weightgen {shlex.quote(input.weightgen[0])}" if input.weightgen else "",
+        oof=lambda w, input: f"--oof-tables {shlex.quote(input.oof_tables[0])}" if input.oof_tables else "",
         config=json.dumps(config, sort_keys=True),
     log:
         "results/logs/page/{dataset}.log",
@@ -54,7 +56,7 @@ rule page:
         "../envs/segzoo.yaml"
     shell:
         "segzoo page --dataset {wildcards.dataset} --figures {input.figures:q} --tables {input.tables:q}"
-        " --plans {input.plans:q} {params.weightgen} --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"
+        " --plans {input.plans:q} {params.oof} {params.weightgen} --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule site_index:

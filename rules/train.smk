@@ -15,6 +15,7 @@ rule train:
         code=sources(*TRAIN_CODE),
     params:
         run=TRAIN_RUN,
+        fold=fold_option,
         curves=f"{TRAIN_RUN}/dvclive/plots",  # for dvc-sync: DVC plots
         settings=train_settings,
         device=DEVICE,
@@ -26,14 +27,14 @@ rule train:
     resources:
         gpu=TRAIN_GPUS,
     log:
-        "results/logs/train/{dataset}/{model}/seed{seed}.log",
+        f"results/logs/train/{{dataset}}/{RUN}.log",
     benchmark:
-        "results/benchmarks/train/{dataset}/{model}/seed{seed}.tsv"
+        f"results/benchmarks/train/{{dataset}}/{RUN}.tsv"
     conda:
         "../envs/segzoo.yaml"
     shell:
         "{params.launch} train --data {input.data:q} --splits {input.splits:q} --model {wildcards.model}"
-        " --seed {wildcards.seed} --out {params.run:q} --settings {params.settings:q} --plans {input.plans:q}"
+        " --seed {wildcards.seed} {params.fold} --out {params.run:q} --settings {params.settings:q} --plans {input.plans:q}"
         " --device {params.device} --threads {params.threads} > {log:q} 2>&1"
 
 
@@ -51,16 +52,17 @@ rule postprocessing:
     params:
         device=DEVICE,
         sw_batch_size=config["train"]["sw_batch_size"],
+        fold=fold_option,
     wildcard_constraints:
         model="|".join(config["models"]),  # imported nnU-Net models are not trained here: no postprocessing
     resources:
         gpu=GPUS_PER_JOB,
     log:
-        "results/logs/postprocessing/{dataset}/{model}/seed{seed}.log",
+        f"results/logs/postprocessing/{{dataset}}/{RUN}.log",
     benchmark:
-        "results/benchmarks/postprocessing/{dataset}/{model}/seed{seed}.tsv"
+        f"results/benchmarks/postprocessing/{{dataset}}/{RUN}.tsv"
     conda:
         "../envs/segzoo.yaml"
     shell:
-        "segzoo postprocessing --checkpoint {input.best:q} --data {input.data:q} --splits {input.splits:q}"
+        "segzoo postprocessing --checkpoint {input.best:q} --data {input.data:q} --splits {input.splits:q} {params.fold}"
         " --out {output:q} --device {params.device} --sw-batch-size {params.sw_batch_size} > {log:q} 2>&1"

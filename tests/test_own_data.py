@@ -82,3 +82,30 @@ def test_heterogeneous_anisotropic_decathlon_dataset(tmp_path):
     assert (wf / "results" / name / "index.html").is_file()
     assert not (wf / "results" / "raw").exists()
     assert digest(raw) == before  # the user's data is read, never written
+
+
+def test_three_fold_cross_validation_predicts_every_training_case_once(ci_run, tmp_path):
+    """splits.folds 3 on the ci run (a copy; one model, no zoo, to stay cheap): three fold runs, every non-test
+    case predicted out of fold exactly once and compared with n = every non-test case; the test set is predicted
+    by the folds' ensemble."""
+    wf = Path(shutil.copytree(ci_run[0], tmp_path / "wf", symlinks=True))  # other tests expect ci_run's folder as is
+    oof = f"results/tables_oof/{PHANTOM}"
+    test = f"results/infer/{PHANTOM}/unet3plus/seed0"
+    result = snakemake(wf, oof, test, "--cores", "2", "--configfile", "presets/ci.yaml", "--config",
+                       "splits={folds: 3}", "train={models: [unet3plus]}", "weightgen={enabled: false}")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    splits = json.loads((wf / "results" / "splits" / PHANTOM / "splits.json").read_text())
+    pool = sorted(set(splits["folds"][0]["train"] + splits["folds"][0]["val"]))
+    assert len(splits["folds"]) == 3 and len(pool) + len(splits["test"]) == 6
+    predicted = sorted(p.name.removesuffix("_prob.nii.gz")
+                       for p in (wf / "results" / "infer_oof" / PHANTOM / "unet3plus" / "seed0").glob("*_prob.nii.gz"))
+    assert predicted == pool
+    for fold in range(3):
+        sidecar = json.loads((wf / "results" / "train" / PHANTOM / "unet3plus" / "seed0" / f"fold{fold}" /
+                              "final.json").read_text())
+        assert sidecar["fold"] == fold
+    with open(wf / oof / "comparison.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["metric"] == "dice" and r["region"] == "canal"]
+    assert [int(r["n"]) for r in rows] == [len(pool)]
+    log = (wf / "results" / "logs" / "infer" / PHANTOM / "unet3plus" / "seed0.log").read_text()
+    assert f"predicted {len(splits['test'])} test case(s)" in log

@@ -78,10 +78,11 @@ def _splits(args: argparse.Namespace) -> None:
     from segzoo.io import write_json
 
     splits = splits_for_preprocessed(_preprocessed(args.preprocessed), args.seed, args.val_fraction,
-                                     args.test_fraction)
+                                     args.test_fraction, folds=args.folds, nnunet_splits=args.nnunet_splits)
     write_json(args.out, splits)
+    folds = f", {len(splits['folds'])} cross-validation folds" if "folds" in splits else ""
     print(f"wrote {args.out}: {len(splits['train'])} train, {len(splits['val'])} val, "
-          f"{len(splits['test'])} test ({splits['test_source']})")
+          f"{len(splits['test'])} test ({splits['test_source']}){folds}")
 
 
 def _preprocessed(folder: Path):
@@ -121,7 +122,7 @@ def _train(args: argparse.Namespace) -> None:
     from segzoo.train.loop import Run, train
 
     metrics = train(Run(preprocessed=_preprocessed(args.data), splits=args.splits, model=args.model, seed=args.seed,
-                        out=args.out, settings=settings["train"], model_options=settings["model"],
+                        out=args.out, settings=settings["train"], model_options=settings["model"], fold=args.fold,
                         device=device, threads=args.threads, progress=not args.no_progress))
     if not metrics:  # a DDP process other than 0: process 0 writes and reports
         return
@@ -147,12 +148,21 @@ def _infer(args: argparse.Namespace) -> None:
     print(f"predicted {len(cases)} test case(s) into {args.out}")
 
 
+def _infer_oof(args: argparse.Namespace) -> None:
+    device = _claim_device(args.device)
+    from segzoo.infer import infer_out_of_fold
+
+    cases = infer_out_of_fold(args.runs, _preprocessed(args.data), args.splits, args.out, device=device,
+                              sw_batch_size=args.sw_batch_size, overlap=args.overlap)
+    print(f"predicted {len(cases)} case(s) out of fold with {len(args.runs)} fold run(s) into {args.out}")
+
+
 def _postprocessing(args: argparse.Namespace) -> None:
     device = _claim_device(args.device)
     from segzoo.postprocess import write_postprocessing
 
     result = write_postprocessing(args.checkpoint, _preprocessed(args.data), args.splits, args.out, device=device,
-                                  sw_batch_size=args.sw_batch_size, overlap=args.overlap)
+                                  sw_batch_size=args.sw_batch_size, overlap=args.overlap, fold=args.fold)
     kept = [region for region, keep in result["largest_component"].items() if keep]
     print(f"chose postprocessing on {len(result['cases'])} validation case(s): largest component kept for "
           f"{', '.join(kept) or 'no region'}; written to {args.out}")
@@ -174,7 +184,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     refuse_existing(args.out)
     table = evaluate_run(args.predictions, args.raw, _preprocessed(args.data), args.splits,
-                         tolerance_mm=args.tolerance_mm, model=args.model, seed=args.seed)
+                         tolerance_mm=args.tolerance_mm, model=args.model, seed=args.seed,
+                         out_of_fold=args.out_of_fold)
     write_text(args.out, table.to_csv(index=False, float_format="%.6g"))
     print(f"scored {table['case'].nunique()} case(s) x {table['region'].nunique()} region(s) into {args.out}")
 
@@ -206,7 +217,8 @@ def _page(args: argparse.Namespace) -> None:
     from segzoo.report.page import write_page
 
     out = write_page(args.dataset, figures_dir=args.figures, tables=args.tables, weightgen=args.weightgen,
-                     config=json.loads(args.config_json), out=args.out, repo=Path.cwd(), plans=args.plans)
+                     config=json.loads(args.config_json), out=args.out, repo=Path.cwd(), plans=args.plans,
+                     oof_tables=args.oof_tables)
     print(f"report page: {out.resolve()}")
 
 
@@ -389,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--val-fraction", type=_fraction, default=0.2)
     p.add_argument("--test-fraction", type=_fraction, default=0.2)
+    p.add_argument("--folds", type=int, default=1, help="cross-validation folds of the non-test cases (1: none)")
+    p.add_argument("--nnunet-splits", type=Path, help="nnU-Net's splits_final.json: its folds, test cases removed")
     p.set_defaults(run=_splits)
 
     p = verbs.add_parser("train", help="train (or resume) one model with one seed")
@@ -400,13 +414,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", required=True,
                    help='JSON {"train": <config train section>, "model": <config models.<name> section>}')
     p.add_argument("--plans", type=Path, help="plans.json: patch_size and batch_size where the settings hold null")
+    p.add_argument("--fold", type=int, help="cross-validation fold of the splits to train on")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_train)
 
     p = verbs.add_parser("infer", help="predict the test cases with a trained model (NIfTI in the original grid)")
-    p.add_argument("--checkpoint", type=Path, required=True, help="a run's best.safetensors")
+    p.add_argument("--checkpoint", type=Path, nargs="+", required=True,
+                   help="a run's best.safetensors; several (cross-validation folds) are ensembled")
     p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
     p.add_argument("--splits", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -415,15 +431,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=_fraction, default=0.5)
     p.add_argument("--raw", type=Path, help="raw dataset: imported nnU-Net models predict from its images")
     p.add_argument("--no-mirror", action="store_true", help="imported nnU-Net models: no test-time mirroring")
-    p.add_argument("--postprocessing", type=Path,
-                   help="a trained run's postprocessing.json (segzoo postprocessing): applied to the masks")
+    p.add_argument("--postprocessing", type=Path, nargs="+",
+                   help="a trained run's postprocessing.json (segzoo postprocessing), one per checkpoint: applied "
+                        "to the masks (an ensemble keeps a region's largest component where most runs chose it)")
     p.set_defaults(run=_infer)
+
+    p = verbs.add_parser("infer-oof", help="cross-validation: each fold's run predicts its own validation cases")
+    p.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders, one per fold, in fold order")
+    p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
+    p.add_argument("--splits", type=Path, required=True, help="splits.json with folds")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--sw-batch-size", type=int, default=4)
+    p.add_argument("--overlap", type=_fraction, default=0.5)
+    p.set_defaults(run=_infer_oof)
 
     p = verbs.add_parser("postprocessing", help="choose per region whether keeping the largest connected component "
                          "raises validation Dice (nnU-Net's determine_postprocessing)")
     p.add_argument("--checkpoint", type=Path, required=True, help="a trained run's best.safetensors")
     p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
     p.add_argument("--splits", type=Path, required=True, help="its 'val' cases decide")
+    p.add_argument("--fold", type=int, help="cross-validation: the 'val' cases of this fold decide")
     p.add_argument("--out", type=Path, required=True, help="JSON to write, e.g. <run>/postprocessing.json")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--sw-batch-size", type=int, default=4)
@@ -454,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--tolerance-mm", type=_positive, default=1.0, help="surface Dice tolerance")
+    p.add_argument("--out-of-fold", action="store_true",
+                   help="score the cross-validation folds' validation cases (segzoo infer-oof) instead of the test set")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(run=_evaluate)
 
@@ -484,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-json", required=True)
     p.add_argument("--out", type=Path, required=True, help="the dataset's page, e.g. results/<dataset>/index.html")
     p.add_argument("--plans", type=Path, help="plans.json (segzoo plan): shown as the page's Plan section")
+    p.add_argument("--oof-tables", type=Path, help="the cross-validation (out-of-fold) comparison tables")
     p.set_defaults(run=_page)
 
     p = verbs.add_parser("site-index", help="write results/index.html: a link to every dataset's page")

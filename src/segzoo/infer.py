@@ -37,7 +37,7 @@ from segzoo.errors import SegzooError
 from segzoo.interop.nnunet_inference import predict_case, region_outputs
 from segzoo.io import output_dir, read_json
 from segzoo.models.registry import IMPORTED, build_model
-from segzoo.postprocess import apply_postprocessing, read_postprocessing
+from segzoo.postprocess import apply_postprocessing, majority_postprocessing, read_postprocessing
 
 
 def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, patch_size: list[int],
@@ -65,38 +65,78 @@ def predict_probabilities(model: torch.nn.Module, image: np.ndarray, patch_size:
     return torch.sigmoid(logits.float())[0].cpu().numpy()
 
 
-def infer_run(checkpoint: str | Path, pre: Preprocessed, splits: str | Path, out: str | Path, *,
+def infer_run(checkpoint: str | Path | list, pre: Preprocessed, splits: str | Path, out: str | Path, *,
               device: str = "cpu", sw_batch_size: int = 4, overlap: float = 0.5, raw: str | Path | None = None,
-              mirror: bool = True, postprocessing: str | Path | None = None) -> list[str]:
+              mirror: bool = True, postprocessing: str | Path | list | None = None) -> list[str]:
     """Predict every test case of ``splits`` with the model in ``checkpoint``; write NIfTI files to ``out``.
 
-    ``postprocessing`` (a trained run's ``postprocessing.json``) is applied to the masks. ``raw`` (the raw
-    dataset) and ``mirror`` (nnU-Net's test-time mirroring) serve imported nnU-Net models."""
+    Several checkpoints (a model's cross-validation folds) are ensembled by averaging their probabilities.
+    ``postprocessing`` (a trained run's ``postprocessing.json``, or one per checkpoint: a region keeps its
+    largest component where most chose it) is applied to the masks. ``raw`` (the raw dataset) and ``mirror``
+    (nnU-Net's test-time mirroring) serve imported nnU-Net models."""
     dev = torch.device(device)
-    model, sidecar = load_model(checkpoint, dev)
+    checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    loaded = [load_model(c, dev) for c in checkpoints]
+    model, sidecar = loaded[0]
     cases = read_json(splits)["test"]
     if sidecar["model"] == IMPORTED:
         if raw is None:
             raise SegzooError(f"{checkpoint}: an imported nnU-Net model predicts from the raw images; pass --raw")
-        if postprocessing is not None:
+        if postprocessing:
             raise SegzooError(f"{postprocessing}: segzoo's postprocessing is chosen for models trained here; "
                               f"{checkpoint} is an imported nnU-Net model")
+        if len(loaded) > 1:
+            raise SegzooError(f"{checkpoints}: an imported nnU-Net model predicts alone, not in an ensemble")
         _infer_imported(model, sidecar, pre, read_dataset(raw), cases, Path(out), dev, mirror, str(checkpoint))
         return cases
     regions = list(sidecar["regions"])
-    decision = None if postprocessing is None else read_postprocessing(postprocessing, regions)
     with output_dir(out) as tmp:
+        decision = _decision(postprocessing, regions)
         for case in cases:
-            image = pre.image(case)
-            props = pre.properties(case)
-            prob = predict_probabilities(model, image, sidecar["patch_size"], dev, sw_batch_size, overlap)
-            prob = np.clip(to_original_grid(prob, props, mode="bilinear"), 0.0, 1.0).astype(np.float32)
-            affine = np.asarray(props["original"]["affine"])
-            save_nifti(np.moveaxis(prob, 0, -1), affine, tmp / f"{case}_prob.nii.gz")
-            for r, name in enumerate(regions):
-                mask = apply_postprocessing((prob[r] > 0.5).astype(np.uint8), name, decision)
-                save_nifti(mask, affine, tmp / f"{case}_{name}.nii.gz")
+            probs = [predict_probabilities(m, pre.image(case), s["patch_size"], dev, sw_batch_size, overlap)
+                     for m, s in loaded]
+            prob = probs[0] if len(probs) == 1 else np.mean(probs, axis=0)
+            _write_case(tmp, case, prob, pre.properties(case), regions, decision)
     return cases
+
+
+def infer_out_of_fold(runs: list[str | Path], pre: Preprocessed, splits: str | Path, out: str | Path, *,
+                      device: str = "cpu", sw_batch_size: int = 4, overlap: float = 0.5) -> list[str]:
+    """Cross-validation: fold ``f``'s run (``runs[f]``) predicts fold ``f``'s validation cases, so every non-test
+    case gets one out-of-fold prediction. Each fold's ``final`` checkpoint predicts, without postprocessing:
+    nothing chosen on these cases (best checkpoint, largest component) touches their scores."""
+    dev = torch.device(device)
+    folds = read_json(splits).get("folds") or []
+    if len(folds) != len(runs):
+        raise SegzooError(f"{splits}: {len(folds)} fold(s) for {len(runs)} run(s); give one run per fold, in order")
+    cases = []
+    with output_dir(out) as tmp:
+        for run, fold in zip(runs, folds):
+            model, sidecar = load_model(Path(run) / "final", dev)
+            for case in fold["val"]:
+                prob = predict_probabilities(model, pre.image(case), sidecar["patch_size"], dev, sw_batch_size, overlap)
+                _write_case(tmp, case, prob, pre.properties(case), list(sidecar["regions"]), None)
+                cases.append(case)
+    return cases
+
+
+def _decision(postprocessing: str | Path | list | None, regions: list[str]):
+    if not postprocessing:
+        return None
+    if isinstance(postprocessing, (str, Path)):
+        return read_postprocessing(postprocessing, regions)
+    decisions = [read_postprocessing(p, regions) for p in postprocessing]
+    return decisions[0] if len(decisions) == 1 else majority_postprocessing(decisions, regions)
+
+
+def _write_case(folder: Path, case: str, prob: np.ndarray, props: dict, regions: list[str], decision) -> None:
+    """Probabilities [R, *preprocessed grid] mapped back to the case's own grid, and one mask per region."""
+    prob = np.clip(to_original_grid(prob, props, mode="bilinear"), 0.0, 1.0).astype(np.float32)
+    affine = np.asarray(props["original"]["affine"])
+    save_nifti(np.moveaxis(prob, 0, -1), affine, folder / f"{case}_prob.nii.gz")
+    for r, name in enumerate(regions):
+        mask = apply_postprocessing((prob[r] > 0.5).astype(np.uint8), name, decision)
+        save_nifti(mask, affine, folder / f"{case}_{name}.nii.gz")
 
 
 def _infer_imported(model, sidecar: dict, pre: Preprocessed, dataset, cases: list[str], out: Path,

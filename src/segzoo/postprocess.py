@@ -40,6 +40,7 @@ from monai.transforms import KeepLargestConnectedComponent
 
 from segzoo.data.loader import regions_to_channels
 from segzoo.data.preprocessed import Preprocessed
+from segzoo.data.splits import fold_split
 from segzoo.errors import SegzooError
 from segzoo.io import read_json, refuse_existing, write_json
 
@@ -127,7 +128,8 @@ def choose_postprocessing(model: torch.nn.Module, pre: Preprocessed, case_ids: l
 
 
 def write_postprocessing(checkpoint: str | Path, pre: Preprocessed, splits: str | Path, out: str | Path, *,
-                         device: str = "cpu", sw_batch_size: int = 4, overlap: float = 0.5) -> dict:
+                         device: str = "cpu", sw_batch_size: int = 4, overlap: float = 0.5,
+                         fold: int | None = None) -> dict:
     """Choose the postprocessing of a trained run on its splits' ``val`` cases and write it to ``out`` (JSON)."""
     from segzoo.infer import load_model
     from segzoo.models.registry import IMPORTED
@@ -142,7 +144,7 @@ def write_postprocessing(checkpoint: str | Path, pre: Preprocessed, splits: str 
     if regions != pre.regions:
         raise SegzooError(f"{checkpoint}: regions {regions} differ from {pre.folder}'s {pre.regions}; pass the "
                           "preprocessed folder it was trained on")
-    cases = read_json(splits).get("val") or []
+    cases = fold_split(read_json(splits), fold, splits).get("val") or []
     if not cases:
         raise SegzooError(f"{splits}: no validation cases ('val'); postprocessing is chosen on them")
     result = choose_postprocessing(model, pre, cases, patch_size=sidecar["patch_size"], device=dev,

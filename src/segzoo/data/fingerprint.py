@@ -52,7 +52,8 @@ def case_fingerprint(case: Case, n_channels: int, rng: np.random.Generator) -> t
         cropped = list(nonzero.shape)
     foreground = np.flatnonzero(label != 0)
     take = rng.choice(foreground, size=min(len(foreground), FOREGROUND_SAMPLES_PER_CASE), replace=False)
-    samples = [np.asarray(vol.data, dtype=np.float64).ravel()[take] for vol in channels]
+    where = np.unravel_index(take, label.shape)  # indexes the voxels without a float copy of the volume
+    samples = [np.asarray(vol.data[where], dtype=np.float64) for vol in channels]
     affine = channels[0].affine
     return {"id": case.id, "spacing": [float(s) for s in channels[0].ras_spacing],
             "shape": ras_shape(tuple(cropped), affine)}, samples

@@ -24,13 +24,18 @@ from segzoo.io import read_json
 
 
 def evaluate_run(predictions: str | Path, raw: str | Path, pre: Preprocessed, splits: str | Path, *,
-                 tolerance_mm: float, model: str, seed: int) -> pd.DataFrame:
-    """Rows ``model, seed, case, region, <metrics>`` for every test case in ``splits``."""
+                 tolerance_mm: float, model: str, seed: int, out_of_fold: bool = False) -> pd.DataFrame:
+    """Rows ``model, seed, case, region, <metrics>`` for every test case in ``splits`` (``out_of_fold``: every
+    case of the cross-validation folds' ``val`` lists instead)."""
     predictions = Path(predictions)
     regions = pre.regions
     labels = {c.id: c.label for c in read_dataset(raw).cases}
     rows = []
-    for case in read_json(splits)["test"]:
+    split = read_json(splits)
+    if out_of_fold and not split.get("folds"):
+        raise SegzooError(f"{splits}: no cross-validation folds to score out of fold (set splits.folds)")
+    cases = sorted(c for f in split["folds"] for c in f["val"]) if out_of_fold else split["test"]
+    for case in cases:
         if labels.get(case) is None:
             raise SegzooError(f"{raw}: test case {case} has no reference label")
         ref = load_volume(labels[case])

@@ -113,8 +113,23 @@ def plan_section(plans, rel) -> list[str]:
             "<th>estimated training memory (MiB)</th></tr>" + rows + "</table>"]
 
 
+def oof_section(tables: Path, metrics: list[str], rel) -> list[str]:
+    """The cross-validation comparison: every non-test case scored once, by the fold run that held it out."""
+    parts = ["<h2>Cross-validation (out of fold)</h2>",
+             "<p>Every non-test case predicted once, by the final checkpoint of the fold run that held it out (no "
+             "checkpoint or postprocessing chosen on it); same statistics as above over these cases. Files: "
+             f"<a href='{rel(tables / 'comparison.csv')}'>comparison.csv</a>, "
+             f"<a href='{rel(tables / 'per_case.csv')}'>per_case.csv</a>.</p>"]
+    for metric in metrics:
+        table = tables / f"{metric}.html"
+        if not table.is_file():
+            raise SegzooError(f"{table}: missing (run `segzoo compare` on the out-of-fold scores)")
+        parts.append(f"<h3>{html.escape(METRICS[metric].label)}</h3>" + table.read_text())
+    return parts
+
+
 def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path | None, config: dict, out: Path,
-               repo: Path, plans: Path | None = None) -> Path:
+               repo: Path, plans: Path | None = None, oof_tables: Path | None = None) -> Path:
     """Write ``out`` (normally ``results/<dataset>/index.html``) from the figures folder, the comparison tables and
     (when the stage ran) the G.pt evaluation folder; links are relative to ``out``'s folder."""
     figures = read_json(figures_dir / "figures.json")
@@ -134,6 +149,8 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
             raise SegzooError(f"{table}: missing (run `segzoo compare` with metric {metric})")
         parts.append(f"<h3>{html.escape(METRICS[metric].label)} <small>({METRICS[metric].better} is better; "
                      f"<code>{html.escape(metric)}</code>)</small></h3>" + table.read_text())
+    if oof_tables is not None:
+        parts += oof_section(oof_tables, config["evaluate"]["metrics"], rel)
     if plans is not None:
         from segzoo.data.plans import Plans
 

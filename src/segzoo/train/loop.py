@@ -34,6 +34,7 @@ from segzoo import provenance
 from segzoo.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from segzoo.data.loader import PatchBatches
 from segzoo.data.preprocessed import Preprocessed
+from segzoo.data.splits import fold_split
 from segzoo.determinism import make_deterministic
 from segzoo.errors import SegzooError
 from segzoo.io import read_json, write_json
@@ -67,6 +68,7 @@ class Run:
     initial_parameters: dict[str, torch.Tensor] | None = None  # start here instead of the seed's random init
     observer: Callable[[int, torch.nn.Module, float | None], None] | None = None
     """Called with (0, model, None) before the first step and (step, model, train loss) after each one."""
+    fold: int | None = None  # cross-validation: train on this fold's train cases, validate on its val cases
 
 
 def fingerprint(run: Run) -> str:
@@ -78,7 +80,7 @@ def fingerprint(run: Run) -> str:
     return provenance.fingerprint(
         {"model": run.model, "options": run.model_options, "seed": run.seed, "loss_regions": run.loss_regions,
          "centre_values": run.centre_values, "processes": Context.from_env().world, "settings": settings,
-         "threads": threads, "device": run.device},
+         "threads": threads, "device": run.device, **({"fold": run.fold} if run.fold is not None else {})},
         run.preprocessed.plan_bytes, run.splits.read_bytes(), *parameters)
 
 
@@ -139,7 +141,7 @@ def train(run: Run) -> dict:
 def _train(run: Run, ctx: Context, device: torch.device) -> dict:
     s = run.settings
     pre = run.preprocessed
-    splits = read_json(run.splits)
+    splits = fold_split(read_json(run.splits), run.fold, run.splits)
     region_names = pre.region_names
     model = build_model(run.model, len(pre.channels), len(region_names), **run.model_options)
     need = model.divisor
@@ -174,6 +176,7 @@ def _train(run: Run, ctx: Context, device: torch.device) -> dict:
     live = _live(run.out, resume=bool(resumed)) if ctx.main and run.observer is None else None
     autocast = device.type == "cuda" and s["bf16"]
     sidecar = {"model": run.model, "model_options": run.model_options, "seed": run.seed, "config_hash": key,
+               **({"fold": run.fold} if run.fold is not None else {}),
                "regions": pre.regions, "channels": pre.channels, "patch_size": s["patch_size"],
                "parameters": count_parameters(model),
                # what `segzoo predict` needs to preprocess new images exactly as these were
@@ -295,7 +298,7 @@ def _finish(run: Run, state_dir: Path, best: dict, timing: dict) -> dict:
     tensors, last = load_checkpoint(state_dir / "last")
     final = {k: v for k, v in tensors.items() if k.startswith("model.")}
     keep = {k: last[k] for k in ("model", "model_options", "seed", "config_hash", "regions", "channels",
-                                 "patch_size", "parameters", "preprocessing", "step")}
+                                 "patch_size", "parameters", "preprocessing", "step", "fold") if k in last}
     save_checkpoint(run.out / "final", final, {**keep, "metrics": {"train_loss": last["train_loss"]}})
     best_tensors, best_meta = load_checkpoint(state_dir / "best")
     save_checkpoint(run.out / "best", best_tensors, {k: v for k, v in best_meta.items() if k != "tensors_sha256"})
