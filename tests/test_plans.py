@@ -161,3 +161,11 @@ def test_the_gpu_preset_leaves_patch_and_batch_to_the_plan():
 
     gpu = yaml.safe_load((REPO / "presets" / "gpu.yaml").read_text())
     assert gpu["train"]["patch_size"] is None and gpu["train"]["batch_size"] is None and gpu["plan"]["memory_mb"]
+
+
+def test_a_tight_budget_keeps_some_context_along_every_axis():
+    """DiffNet (divisor 1) on thick slices: the axis the patch covers most is shrunk first, but never below 8
+    voxels where the median image has them (the bench's CT once planned a patch two slices thick)."""
+    plans = make_plans(_fingerprint(shape=(500, 500, 20), spacing=(0.7, 0.7, 5.0)), models={"diffnet": DIFFNET},
+                       memory_mb=128)
+    assert min(plans["models"]["diffnet"]["patch_size"]) >= 8, plans["models"]["diffnet"]

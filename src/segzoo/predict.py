@@ -125,7 +125,7 @@ def predict_folder(images: Path, out: Path, runs: list[str | Path], *, data: Pre
                                     n_channels=len(sidecar["channels"]), label_values=preprocessing["label_values"],
                                     out_dir=work, case_id=case, normalization=preprocessing.get("normalization"))
             image = pre.image(case)
-            prob = np.zeros((len(regions), *image.shape[1:]), dtype=np.float64)
+            prob = np.zeros((len(regions), *image.shape[1:]), dtype=np.float32)
             for model in models:
                 for axes in flips:
                     flipped = np.flip(image, axes) if axes else image

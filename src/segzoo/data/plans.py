@@ -10,7 +10,8 @@ experiment planner does, and read back in one place (:class:`Plans`).
 - **Patch and batch per model**: start from a box of ``REFERENCE_VOXELS`` voxels with the same extent in
   mm along every axis, clipped to the median image (after resampling) and rounded up to the model's
   divisor; while the estimated training memory (:mod:`segzoo.models.memory`) of ``MIN_BATCH`` patches
-  exceeds the budget, shrink by one divisor the axis where the patch covers most of the median image.
+  exceeds the budget, shrink by one divisor the axis where the patch covers most of the median image
+  (never below ``MIN_SIDE`` voxels where the median image has them).
   The batch then fills the budget, at least ``MIN_BATCH`` and at most what covers ``MAX_BATCH_FRACTION``
   of the dataset's voxels.
 
@@ -32,6 +33,7 @@ from segzoo.models.memory import model_profile, training_bytes
 ANISOTROPY = 3  # nnU-Net's threshold for a separately treated coarse axis
 REFERENCE_VOXELS = 256**3  # the largest patch considered before the memory budget
 MIN_BATCH = 2
+MIN_SIDE = 8  # voxels of context a patch keeps along every axis where the median image has them
 MAX_BATCH_FRACTION = 0.05  # of all training voxels in one batch, at most
 SCHEMES = ("zscore", "ct", "none")
 MB = 2**20
@@ -81,9 +83,12 @@ def _initial_patch(spacing: list[float], median_shape: np.ndarray, divisor: int)
     return [int(max(divisor, math.ceil(side / divisor) * divisor)) for side in box]
 
 
-def _can_shrink(patch: list[int], axis: int, divisor: int) -> bool:
+def _can_shrink(patch: list[int], axis: int, divisor: int, median_shape: np.ndarray) -> bool:
+    """Whether ``axis`` may lose one divisor: it keeps at least ``MIN_SIDE`` voxels (or the median image's side,
+    if smaller) and the model's divisor, so a model with divisor 1 is not left with a patch two slices thick."""
     smaller = patch[:axis] + [patch[axis] - divisor] + patch[axis + 1:]
-    return smaller[axis] >= divisor and (divisor == 1 or np.prod([p // divisor for p in smaller]) >= 2)
+    floor = max(divisor, min(MIN_SIDE, math.ceil(median_shape[axis])))
+    return smaller[axis] >= floor and (divisor == 1 or np.prod([p // divisor for p in smaller]) >= 2)
 
 
 def plan_model(profile: dict, spacing: list[float], median_shape: np.ndarray, dataset_voxels: float,
@@ -94,7 +99,7 @@ def plan_model(profile: dict, spacing: list[float], median_shape: np.ndarray, da
     while training_bytes(profile, patch, MIN_BATCH) > budget_bytes:
         ratios = np.asarray(patch) / median_shape
         order = [int(a) for a in np.argsort(ratios, kind="stable")[::-1]]  # most covered first (ties: last axis)
-        axis = next((a for a in order if _can_shrink(patch, a, divisor)), None)
+        axis = next((a for a in order if _can_shrink(patch, a, divisor, median_shape)), None)
         if axis is None:
             break  # the smallest patch the model takes; the plan says it is over budget
         patch[axis] -= divisor
