@@ -57,8 +57,8 @@ PLANS = "results/plans/{dataset}/plans.json"
 PREPROCESSED = "results/preprocessed/{dataset}"
 SPLITS = "results/splits/{dataset}/splits.json"
 FOLDS = fold_count(config["splits"])  # cross-validation folds; 1: one train/val split
-RUN = "{model}/seed{seed}" + ("/fold{fold}" if FOLDS > 1 else "")  # one training run: model, seed (and fold)
-TRAIN_RUN = "results/train/{dataset}/" + RUN
+RUN = "{model}/seed{seed}/fold{fold}" if FOLDS > 1 else "{model}/seed{seed}"  # one training run (model, seed, fold)
+TRAIN_RUN = f"results/train/{{dataset}}/{RUN}"
 PREDICTIONS = "results/infer/{dataset}/{model}/seed{seed}"
 SCORES = "results/evaluate/{dataset}/{model}/seed{seed}.csv"
 TABLES = "results/tables/{dataset}"
@@ -146,7 +146,7 @@ def get_postprocessing(wildcards):
 
 
 def postprocessing_option(wildcards, input):
-    return "--postprocessing " + " ".join(map(shlex.quote, input.postprocessing)) if input.postprocessing else ""
+    return f"--postprocessing {' '.join(map(shlex.quote, input.postprocessing))}" if input.postprocessing else ""
 
 
 def runs_json(wildcards):
@@ -195,7 +195,7 @@ def evaluate_targets():
 
 def splits_options():
     if config["splits"]["nnunet_splits"]:
-        return "--nnunet-splits " + shlex.quote(config["splits"]["nnunet_splits"])
+        return f"--nnunet-splits {shlex.quote(config['splits']['nnunet_splits'])}"
     return f"--folds {FOLDS}" if FOLDS > 1 else ""
 
 

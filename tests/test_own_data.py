@@ -22,7 +22,8 @@ MODELS = ["unet3plus", "ms_unet3plus", "diffnet", "ms_diffnet"]
 
 
 def _own_data(wf: Path, raw: Path):
-    return snakemake(wf, "--cores", "2", "--configfile", "presets/ci.yaml", "--config", f"dataset={{raw: '{raw}'}}")
+    return snakemake(wf, "--cores", "2", "--configfile", "presets/ci.yaml", "--config", f"dataset={{raw: '{raw}'}}",
+                     "train={patch_size: null, batch_size: null}")  # as in config.yaml: planned
 
 
 def _zoo_tasks(wf: Path, name: str) -> list[str]:

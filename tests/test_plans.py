@@ -139,7 +139,7 @@ def test_start_time_checks_name_the_key_and_the_datasets_values(tmp_path):
     assert len(problems) == 3, problems
     assert "train.patch_size: [20, 24, 400] does not fit model unet3plus: every side must be a multiple of 8" \
         in problems[0]
-    assert "train.patch_size: [20, 24, 400] is larger than every training image of Task01_Tumour (z 400 >" \
+    assert "train.patch_size: [20, 24, 400] is more than twice every training image of Task01_Tumour (z 400 > 2 x" \
         in problems[1]
     assert problems[2] == "preprocess.normalization: 2 scheme(s) ['zscore', 'ct'] for 1 channel(s) of " \
         "Task01_Tumour (MRI)"

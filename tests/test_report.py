@@ -68,7 +68,8 @@ def test_page_loads_every_image_in_headless_chromium(ci_run, tmp_path):
     weightgen = json.loads((wf / "results" / "weightgen" / PHANTOM / "evaluation" / "figures.json").read_text())
     assert f'data-images="{len(figures) + len(weightgen)}"' in body
     assert 'data-broken-images="0"' in body, body
-    assert dom.count("<table") == 7 + 6 and "unet3plus" in dom and "Checkpoint diffusion (G.pt)" in dom
+    assert dom.count("<table") == 7 + 1 + 6 and "unet3plus" in dom  # metrics, the plan, G.pt
+    assert "<h2>Plan</h2>" in dom and "Checkpoint diffusion (G.pt)" in dom
     assert 'class="comparison criteria"' in dom  # the G.pt section leads with its pass/fail criteria
     shot = tmp_path / "page.png"
     subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'b'}", "--window-size=1200,2000",

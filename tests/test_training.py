@@ -22,9 +22,7 @@ from segzoo.train.loop import Run, train
 from conftest import PHANTOM, REPO, snakemake, workflow_copy
 
 CI = load_config(REPO / "config.yaml", REPO / "presets" / "ci.yaml", schema_path=REPO / "schemas" / "config.schema.yaml")
-# The ci preset leaves patch and batch to the plan; these tests train directly, without one.
-SETTINGS = {**{k: v for k, v in CI["train"].items() if k not in ("models", "seeds", "threads")},
-            "patch_size": [16, 16, 16], "batch_size": 2}
+SETTINGS = {k: v for k, v in CI["train"].items() if k not in ("models", "seeds", "threads")}
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ from segzoo.data.fingerprint import ras_shape
 from segzoo.errors import SegzooError
 from segzoo.models.memory import model_profile
 
+PADDING = 2  # a set patch side may be up to this many times the largest training image's (the rest is padding)
+
 
 @dataclass(frozen=True)
 class DatasetOutline:
@@ -67,7 +69,7 @@ def outline_phantom(name: str, phantom: dict, regions: list[str]) -> DatasetOutl
 
 def patch_problems(key: str, patch: list[int] | None, models: dict[str, dict], outline: DatasetOutline,
                    target_spacing: list[float] | None) -> list[str]:
-    """A patch set in the config that a model cannot take, or that exceeds every training image."""
+    """A patch set in the config that a model cannot take, or that is more than twice every training image."""
     if not patch:
         return []
     found = []
@@ -78,9 +80,9 @@ def patch_problems(key: str, patch: list[int] | None, models: dict[str, dict], o
             found.append(f"{key}: {patch} does not fit model {name}: every side must be a multiple of {divisor} "
                          "(and the coarsest level more than one voxel); null lets the plan choose")
     largest = outline.largest_resampled(target_spacing)
-    too_big = [f"{'xyz'[a]} {patch[a]} > {largest[a]:.0f}" for a in range(3) if patch[a] > largest[a]]
-    if too_big:
-        found.append(f"{key}: {patch} is larger than every training image of {outline.name} "
+    too_big = [f"{'xyz'[a]} {patch[a]} > 2 x {largest[a]:.0f}" for a in range(3) if patch[a] > PADDING * largest[a]]
+    if too_big:  # a patch a little larger than the images is padded by the loader; this much is a mistake
+        found.append(f"{key}: {patch} is more than twice every training image of {outline.name} "
                      f"({', '.join(too_big)} voxels at the target spacing): most of each patch would be padding; "
                      "null lets the plan choose")
     return found
