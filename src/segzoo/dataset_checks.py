@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from segzoo.data.fingerprint import ras_shape
+from segzoo.data.nifti import ras_spacing
 from segzoo.errors import SegzooError
 from segzoo.models.memory import model_profile
 
@@ -51,11 +52,7 @@ def outline_raw(raw: str | Path) -> DatasetOutline:
             header = nib.load(str(case.images[0]))
         except Exception as e:  # nibabel raises many types; verify reports the file in detail
             raise SegzooError(f"{case.images[0]}: cannot be read ({type(e).__name__})") from None
-        zooms = np.sqrt((header.affine[:3, :3] ** 2).sum(axis=0))
-        order = nib.orientations.io_orientation(header.affine)[:, 0].astype(int)
-        ras_spacing = np.empty(3)
-        ras_spacing[order] = zooms
-        spacings.append(ras_spacing)
+        spacings.append(ras_spacing(header.affine))
         shapes.append(ras_shape(header.shape[:3], header.affine))
     if not spacings:
         raise SegzooError(f"{raw}: no training cases")

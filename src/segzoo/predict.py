@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from segzoo.checkpoint import load_checkpoint
-from segzoo.data.nifti import Volume, save_nifti
+from segzoo.data.nifti import ras_spacing, save_nifti
 from segzoo.data.preprocess import preprocess_case, to_original_grid
 from segzoo.data.preprocessed import Preprocessed, write_plan
 from segzoo.errors import SegzooError
@@ -73,7 +73,7 @@ def check_spacing(cases: dict[str, list[Path]], spacing_range: list[list[float]]
         return
     low, high = (np.asarray(r) for r in spacing_range)
     for files in cases.values():
-        spacing = Volume(files[0], np.empty(0), nib.load(str(files[0])).affine).ras_spacing  # header only
+        spacing = ras_spacing(nib.load(str(files[0])).affine)  # header only
         outside = (spacing < low / SPACING_SLACK) | (spacing > high * SPACING_SLACK)
         if outside.any():
             axis = int(np.argmax(outside))

@@ -28,9 +28,14 @@ class Volume:
     @property
     def ras_spacing(self) -> np.ndarray:
         """Spacing listed in RAS axis order, i.e. as it will be after reorientation."""
-        out = np.empty(3)
-        out[nib.orientations.io_orientation(self.affine)[:, 0].astype(int)] = self.spacing
-        return out
+        return ras_spacing(self.affine)
+
+
+def ras_spacing(affine: np.ndarray) -> np.ndarray:
+    """The voxel spacing of ``affine`` listed in RAS axis order (as it will be after reorientation)."""
+    out = np.empty(3)
+    out[nib.orientations.io_orientation(affine)[:, 0].astype(int)] = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    return out
 
 
 def load_volume(path: Path) -> Volume:
