@@ -23,9 +23,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) --resources gpu=2
 
-# pytest exits 5 when it collected no tests; that is not a failure.
+# Two pytest-xdist workers, each taking whole test modules (their module fixtures are made once); most tests wait
+# on subprocesses, so two workers keep both cores busy. pytest exits 5 when it collected no tests: not a failure.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 clean-results:
 	rm -rf results .snakemake

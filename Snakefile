@@ -30,6 +30,17 @@ include: "rules/weightgen.smk"
 include: "rules/report.smk"
 
 
+# Jobs of a few seconds that read and write small JSON/CSV files: on a cluster they run where Snakemake runs,
+# instead of waiting in the queue as sbatch jobs of their own.
+localrules:
+    splits,
+    plan,
+    compare,
+    compare_oof,
+    zoo_index,
+    site_index,
+
+
 rule all:
     input:
         data_targets(),

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from segzoo.data.phantom import PhantomSpec, write_phantom_dataset
 
@@ -61,13 +62,31 @@ def digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _shared_folder(tmp_path_factory) -> Path:
+    """A folder every pytest-xdist worker of this session sees (each worker has its own base temp below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def ci_run(tmp_path_factory):
-    """A finished ci-preset run. While developing, SEGZOO_TEST_CI_RUN=<folder of a finished run of this code>
-    reuses one (a copy of it, so the folder stays as it was); CI always runs it afresh."""
-    reuse = os.environ.get("SEGZOO_TEST_CI_RUN")
-    wf = workflow_copy(tmp_path_factory.mktemp("wf")) if not reuse else \
-        Path(shutil.copytree(reuse, tmp_path_factory.mktemp("reused") / "wf", symlinks=True))
-    result = snakemake(wf, "--cores", "all", "--resources", "gpu=2", "--configfile", "presets/ci.yaml")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return wf, result
+    """A finished ci-preset run, made once per test session and shared by the xdist workers (the first to ask
+    runs it under a file lock; the others wait and read its result). Tests treat its folder as read-only:
+    one that runs Snakemake in it for real copies it first. While developing, SEGZOO_TEST_CI_RUN=<folder of a
+    finished run of this code> reuses one (a copy of it, so the folder stays as it was); CI always runs it afresh."""
+    shared = _shared_folder(tmp_path_factory)
+    wf, stdout, stderr = shared / "ci_run" / "wf", shared / "ci_run" / "stdout", shared / "ci_run" / "stderr"
+    with FileLock(str(shared / "ci_run.lock")):
+        if not stderr.exists():
+            reuse = os.environ.get("SEGZOO_TEST_CI_RUN")
+            if reuse:
+                shutil.copytree(reuse, wf, symlinks=True)
+            else:
+                workflow_copy(wf)
+            result = snakemake(wf, "--cores", "all", "--resources", "gpu=2", "--configfile", "presets/ci.yaml")
+            stdout.write_text(result.stdout)
+            if result.returncode != 0:
+                (shared / "ci_run" / "failed").touch()
+            stderr.write_text(result.stderr)
+    assert not (shared / "ci_run" / "failed").exists(), stderr.read_text()[-3000:]
+    return wf, subprocess.CompletedProcess([], 0, stdout.read_text(), stderr.read_text())

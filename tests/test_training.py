@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,17 +97,15 @@ def _train_process(snakemake_pid: int):
 def test_sigkilled_training_resumes_under_snakemake_bit_identical(tmp_path):
     target = f"results/train/{PHANTOM}/unet3plus/seed0/final.safetensors"
     long_run = ["--configfile", "presets/ci.yaml", "long.yaml"]
-    reference = workflow_copy(tmp_path / "reference")
     wf = workflow_copy(tmp_path / "killed")
-    for folder in (reference, wf):
-        (folder / "long.yaml").write_text("train: {steps: 60, checkpoint_every: 5, val_every: 20}\n")
-    done = snakemake(reference, target, "--cores", "1", *long_run)
-    assert done.returncode == 0, done.stdout[-3000:]
-
+    (wf / "long.yaml").write_text("train: {steps: 60, checkpoint_every: 5, val_every: 20}\n")
     prep = snakemake(wf, f"results/splits/{PHANTOM}/splits.json", "--cores", "1", *long_run)
     assert prep.returncode == 0
-    env_path = str(Path(sys.executable).parent)
-    proc = subprocess.Popen([f"{env_path}/snakemake", target, "--cores", "1", *long_run], cwd=wf,
+    reference = Path(shutil.copytree(wf, tmp_path / "reference", symlinks=True))  # the same data, trained unbroken
+    snakemake_bin = str(Path(sys.executable).parent / "snakemake")
+    unbroken = subprocess.Popen([snakemake_bin, target, "--cores", "1", *long_run], cwd=reference,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([snakemake_bin, target, "--cores", "1", *long_run], cwd=wf,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     state = wf / "results" / "train" / PHANTOM / "unet3plus" / "seed0" / "state" / "last.json"
     deadline = time.time() + 120
@@ -120,6 +119,8 @@ def test_sigkilled_training_resumes_under_snakemake_bit_identical(tmp_path):
     assert proc.returncode != 0
     killed_at = json.loads(state.read_text())["step"]
     assert killed_at < 60 and not (wf / target).exists()
+    done = unbroken.communicate(timeout=300)[0]
+    assert unbroken.returncode == 0, done[-3000:]
 
     rerun = snakemake(wf, target, "--cores", "1", *long_run)
     assert rerun.returncode == 0, rerun.stdout[-3000:]
