@@ -90,3 +90,15 @@ def ci_run(tmp_path_factory):
             stderr.write_text(result.stderr)
     assert not (shared / "ci_run" / "failed").exists(), stderr.read_text()[-3000:]
     return wf, subprocess.CompletedProcess([], 0, stdout.read_text(), stderr.read_text())
+
+
+# Modules that take minutes, longest first: `make test` runs two pytest-xdist workers that each take whole
+# modules in collection order, so starting the long ones first keeps one worker from finishing the session alone.
+LONG_MODULES = ["test_dvc", "test_own_data", "test_slurm", "test_training", "test_weightgen", "test_nnunet_pipeline",
+                "test_nnunet_interop", "test_workflow", "test_tracking", "test_onnx_export", "test_predict",
+                "test_ddp", "test_report"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.module.__name__ if item.module else "", len(rank)))
