@@ -1,5 +1,6 @@
-"""``results/index.html``: one static page (no server, relative links) with the comparison tables,
-every figure with its caption, the configuration used and the code version.
+"""``results/<dataset>/index.html``: one static page (no server, relative links) that leads with the answer (a
+summary, then a table of contents), then the comparison tables, every figure with its caption, the configuration
+used and the code version.
 
 A small inline script counts, once the page has loaded, the images that failed to load and writes
 the count to ``<body data-broken-images>``, so a headless browser can check the page.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -19,10 +21,15 @@ from segzoo.errors import SegzooError
 from segzoo.evaluate.metrics import METRICS
 from segzoo.io import read_json, write_text
 from segzoo.provenance import source_digest
+from segzoo.report.summary import summary_section
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1150px; color: #222; }
-table.comparison { border-collapse: collapse; font-size: 0.85rem; margin-bottom: 1rem; }
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1150px; color: #222; padding: 0 1rem; }
+table.comparison { border-collapse: collapse; font-size: 0.85rem; margin-bottom: 1rem; display: block;
+                   max-width: 100%; overflow-x: auto; }
+table.summary { font-size: 0.95rem; }
+nav.toc { background: #f6f8fa; border: 1px solid #ddd; padding: 0.5rem 1rem; margin: 1rem 0; }
+nav.toc ol { columns: 2; margin: 0.25rem 0; }
 table.comparison th, table.comparison td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: left; }
 figure { margin: 1.5rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.9rem; color: #444; }
@@ -128,6 +135,24 @@ def oof_section(tables: Path, metrics: list[str], rel) -> list[str]:
     return parts
 
 
+def with_anchors(parts: list[str]) -> tuple[list[str], str]:
+    """Give every section heading (``<h2>``) an id made from its text and return the parts with a table of
+    contents linking to them."""
+    seen: dict[str, int] = {}
+    entries = []
+
+    def anchor(match: re.Match) -> str:
+        title = match.group(1)
+        slug = re.sub(r"[^a-z0-9]+", "-", html.unescape(re.sub(r"<[^>]+>", "", title)).lower()).strip("-") or "s"
+        seen[slug] = seen.get(slug, 0) + 1
+        slug = slug if seen[slug] == 1 else f"{slug}-{seen[slug]}"
+        entries.append(f"<li><a href='#{slug}'>{title}</a></li>")
+        return f"<h2 id='{slug}'>{title}</h2>"
+
+    anchored = [re.sub(r"<h2>(.*?)</h2>", anchor, part) for part in parts]
+    return anchored, "<nav class='toc'><b>Contents</b><ol>" + "".join(entries) + "</ol></nav>"
+
+
 def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path | None, config: dict, out: Path,
                repo: Path, plans: Path | None = None, oof_tables: Path | None = None) -> Path:
     """Write ``out`` (normally ``results/<dataset>/index.html``) from the figures folder, the comparison tables and
@@ -160,13 +185,22 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
         if fig["section"] != section:
             section = fig["section"]
             parts.append(f"<h2>{html.escape(section)}</h2>")
+        also = "".join(f" <a href='{rel(figures_dir / f)}'>{html.escape(Path(f).suffix[1:].upper())}</a>"
+                       for f in fig.get("also", []))
         parts.append(f"<figure><img src='{rel(figures_dir / fig['file'])}' alt='{html.escape(fig['caption'])}'>"
-                     f"<figcaption>{html.escape(fig['caption'])}</figcaption></figure>")
+                     f"<figcaption>{html.escape(fig['caption'])}{' Also as:' + also if also else ''}</figcaption>"
+                     "</figure>")
     if weightgen is not None:
         parts += weightgen_section(weightgen, rel)
     parts.append("<h2>Configuration</h2><pre>" + html.escape(yaml.safe_dump(config, sort_keys=False)) + "</pre>")
+    import pandas as pd
+
+    gpt = read_json(weightgen / "summary.json") if weightgen is not None else None
+    lead = summary_section(pd.read_csv(tables / "comparison.csv"), config["evaluate"]["metrics"], gpt)
+    body, toc = with_anchors(parts[:2] + lead + parts[2:])
+    body.insert(2 + len(lead), toc)  # the answer, then where to find the rest
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>segzoo: {html.escape(dataset)}</title><style>{STYLE}</style><script>{CHECK}</script></head>"
-            "<body>" + "\n".join(parts) + "</body></html>\n")
+            "<body>" + "\n".join(body) + "</body></html>\n")
     write_text(out, page, overwrite=True)
     return out

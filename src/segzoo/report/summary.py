@@ -1,0 +1,89 @@
+"""The answer first: what the top of a dataset's page says before any table.
+
+Per region, the model with the best mean of the headline metric (Dice where it is scored) with its bootstrap CI,
+and which models differ from the baseline after Holm's correction; then how many of G.pt's success criteria
+passed, naming the failed ones. Everything is read from the files the page shows further down
+(``comparison.csv`` and the G.pt ``summary.json``), so the summary cannot disagree with the tables.
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pandas as pd
+
+from segzoo.evaluate.metrics import METRICS
+from segzoo.evaluate.stats import BASELINE
+
+ALPHA = 0.05  # family-wise error rate of the Holm-corrected tests
+
+
+def headline_metric(metrics: list[str]) -> str:
+    """Dice when it is scored, else the first metric the config lists."""
+    return "dice" if "dice" in metrics else metrics[0]
+
+
+def region_answers(comparison: pd.DataFrame, metric: str) -> list[dict]:
+    """One entry per region: the best model by mean ``metric`` (ties: the first listed), its mean and CI, and
+    the models whose difference from the baseline is significant after Holm, each with its direction and p."""
+    rows = comparison[comparison["metric"] == metric]
+    higher = METRICS[metric].better == "higher"
+    answers = []
+    for region, group in rows.groupby("region", sort=False):
+        scored = group.dropna(subset=["mean"])
+        if scored.empty:
+            answers.append({"region": region, "best": None})
+            continue
+        best = scored.loc[scored["mean"].idxmax() if higher else scored["mean"].idxmin()]
+        baseline = scored[scored["model"] == BASELINE]
+        base_mean = float(baseline["mean"].iloc[0]) if len(baseline) else np.nan
+        significant = [{"model": r.model, "p": float(r.p_holm),
+                        "direction": "better" if (r.mean > base_mean) == higher else "worse"}
+                       for r in group.itertuples() if not pd.isna(r.p_holm) and r.p_holm < ALPHA]
+        tested = group["p_holm"].notna().sum()
+        answers.append({"region": region, "best": best["model"], "mean": float(best["mean"]),
+                        "ci": (float(best["ci_low"]), float(best["ci_high"])), "n": int(best["n"]),
+                        "significant": significant, "tests": int(tested),
+                        "smallest_p": float(group["p_holm"].min()) if tested else None})
+    return answers
+
+
+def summary_section(comparison: pd.DataFrame, metrics: list[str], gpt: dict | None) -> list[str]:
+    """The page's "Summary" section (HTML parts). ``gpt``: the G.pt evaluation's ``summary.json``, or None."""
+    metric = headline_metric(metrics)
+    label = METRICS[metric].label
+    rows = []
+    for a in region_answers(comparison, metric):
+        if a["best"] is None:
+            rows.append(f"<tr><td>{html.escape(a['region'])}</td><td colspan='3'>no model has a value</td></tr>")
+            continue
+        if a["significant"]:
+            tests = "; ".join(f"<b>{html.escape(s['model'])}</b> {s['direction']} (p = {s['p']:.3g})"
+                              for s in a["significant"])
+        elif a["tests"]:
+            tests = f"none (smallest p = {a['smallest_p']:.3g})"
+        else:
+            tests = "not testable (fewer than 2 paired cases with a difference)"
+        rows.append(f"<tr><td>{html.escape(a['region'])}</td><td><b>{html.escape(a['best'])}</b></td>"
+                    f"<td>{a['mean']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}], n = {a['n']}</td><td>{tests}</td></tr>")
+    parts = ["<h2>Summary</h2>",
+             f"<p>Best model per region by mean {html.escape(label)} on the test cases, with its 95 % bootstrap CI, "
+             f"and the models whose per-case {html.escape(label)} differs from {BASELINE} (paired Wilcoxon, "
+             f"Holm-corrected over all models and regions, α = {ALPHA}). Details in "
+             "<a href='#comparison'>Comparison</a>.</p>",
+             f"<table class='comparison summary'><tr><th>region</th><th>best model</th><th>mean [95 % CI]</th>"
+             f"<th>differs from {BASELINE} after Holm</th></tr>" + "".join(rows) + "</table>"]
+    if gpt is not None:
+        failed = [c for c in gpt["criteria"] if not c["passed"]]
+        verdict = (f"<p><b>Checkpoint diffusion (G.pt): {gpt['criteria_passed']} of {gpt['criteria_total']} success "
+                   "criteria passed</b>")
+        by_criterion: dict[str, list[str]] = {}
+        for c in failed:
+            by_criterion.setdefault(c["criterion"], []).append(str(c["task"]))
+        if failed:
+            verdict += ". Failed: " + "; ".join(f"{html.escape(name)} ({html.escape(', '.join(tasks))})"
+                                                for name, tasks in by_criterion.items())
+        parts.append(verdict + ". Measured values in <a href='#checkpoint-diffusion-g-pt'>Checkpoint diffusion</a>."
+                     "</p>")
+    return parts
