@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -81,3 +82,20 @@ def test_broken_user_dataset_stops_at_verify(dataset_copy, tmp_path):
     assert not (wf / "results" / "verify" / f"{dataset_copy.name}.json").exists()
     assert not (wf / "results" / "preprocessed").exists()
     assert digest(dataset_copy) == before
+
+
+def test_the_console_says_one_line_per_job_start_and_end(ci_run):
+    """profiles/default's logger: a start and a done line per job with its wildcards and the jobs done so far; the
+    commands stay in Snakemake's log file."""
+    wf, result = ci_run
+    lines = result.stderr.splitlines()
+    starts = [line for line in lines if re.match(r"\d\d:\d\d:\d\d start ", line)]
+    done = [line for line in lines if re.match(r"\d\d:\d\d:\d\d done  .* in \d+ s \[\d+/\d+\]$", line)]
+    total = int(re.search(r"^(\d+) jobs to run: ", result.stderr, re.M).group(1))
+    assert len(starts) == len(done) == total
+    assert f"[{total}/{total}]" in done[-1]
+    assert any(f"train dataset={PHANTOM} model=unet3plus seed=0" in line for line in starts)
+    assert "Shell command" not in result.stderr and "--settings" not in result.stderr
+    assert len(lines) < 2 * total + 20
+    logs = sorted((wf / ".snakemake" / "log").glob("*.snakemake.log"))
+    assert "segzoo train" in logs[-1].read_text()  # the full record is still kept
