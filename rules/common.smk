@@ -115,6 +115,19 @@ def train_settings(wildcards):
     return json.dumps({"train": train, "model": config["models"][wildcards.model]}, sort_keys=True)
 
 
+TRACKING = "results/tracking"  # W&B offline runs (wandb/) and the local MLflow store (mlruns/)
+
+
+def tracking_option(wildcards, output):
+    """`--tracking JSON` for the train, zoo and gpt-train jobs ("" when config tracking is off). It takes `output`
+    only so that Snakemake counts it as derived from the outputs: such params are no rerun trigger, so switching
+    tracking on or off reruns no job (and the settings JSON, which the resume fingerprint reads, never holds it)."""
+    from segzoo.tracking import checked
+
+    tracking = checked({**config["tracking"], "dir": TRACKING})
+    return f"--tracking {shlex.quote(json.dumps(tracking, sort_keys=True))}" if tracking else ""
+
+
 def run_outputs(pattern, trained_only=False):
     """``pattern`` for every run of the comparison (or only the trained ones), for the dataset wildcard."""
 

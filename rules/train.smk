@@ -21,6 +21,7 @@ rule train:
         device=DEVICE,
         launch=train_launcher(),
         threads=config["train"]["threads"],  # per process
+        tracking=tracking_option,
     wildcard_constraints:
         model="|".join(config["models"]),  # imported nnU-Net models are not trained here
     threads: config["train"]["threads"] * TRAIN_PROCESSES
@@ -35,7 +36,7 @@ rule train:
     shell:
         "{params.launch} train --data {input.data:q} --splits {input.splits:q} --model {wildcards.model}"
         " --seed {wildcards.seed} {params.fold} --out {params.run:q} --settings {params.settings:q} --plans {input.plans:q}"
-        " --device {params.device} --threads {params.threads} > {log:q} 2>&1"
+        " --device {params.device} --threads {params.threads} {params.tracking} > {log:q} 2>&1"
 
 
 # Per region: keep the largest connected component where it raises validation Dice (segzoo.postprocess);

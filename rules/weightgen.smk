@@ -45,6 +45,7 @@ rule zoo_job:
         settings=json.dumps(zoo_plan.zoo_settings(config), sort_keys=True),
         seed=config["seed"],
         device=DEVICE,
+        tracking=tracking_option,
     threads: WG["threads"]
     resources:
         gpu=GPUS_PER_JOB,
@@ -58,7 +59,7 @@ rule zoo_job:
         "segzoo zoo --data {input.data:q} --splits {input.splits:q} --data-seed {params.seed}"
         " --task {wildcards.task} --lr {wildcards.lr} --seeds {params.seeds} {params.start}"
         " --settings {params.settings:q} --out {output.runs:q} --device {params.device} --threads {threads}"
-        " > {log:q} 2>&1"
+        " {params.tracking} > {log:q} 2>&1"
 
 
 rule zoo_index:
@@ -95,6 +96,7 @@ rule gpt_train:
         settings=json.dumps({"gpt": WG["gpt"]}, sort_keys=True),
         seed=config["seed"],
         device=DEVICE,
+        tracking=tracking_option,
     threads: WG["gpt"]["threads"]
     resources:
         gpu=GPUS_PER_JOB,
@@ -106,7 +108,7 @@ rule gpt_train:
         "../envs/segzoo.yaml"
     shell:
         "segzoo gpt-train --index {input.index:q} --seed {params.seed} --settings {params.settings:q}"
-        " --out {params.stem:q} --device {params.device} --threads {threads} > {log:q} 2>&1"
+        " --out {params.stem:q} --device {params.device} --threads {threads} {params.tracking} > {log:q} 2>&1"
 
 
 rule gpt_sample:

@@ -40,6 +40,7 @@ from segzoo.errors import SegzooError
 from segzoo.io import read_json, write_json
 from segzoo.models.blocks import count_parameters
 from segzoo.models.registry import build_model
+from segzoo.tracking import NO_TRACKING, Tracker, tracker
 from segzoo.train.distributed import Context
 from segzoo.train.loss import build_loss
 from segzoo.train.validate import validation_dice
@@ -69,6 +70,7 @@ class Run:
     observer: Callable[[int, torch.nn.Module, float | None], None] | None = None
     """Called with (0, model, None) before the first step and (step, model, train loss) after each one."""
     fold: int | None = None  # cross-validation: train on this fold's train cases, validate on its val cases
+    tracking: dict | None = None  # W&B / MLflow (segzoo.tracking); never part of the fingerprint: it changes no weight
 
 
 def fingerprint(run: Run) -> str:
@@ -133,12 +135,24 @@ def train(run: Run) -> dict:
                           f"{ctx.world} (torchrun)")
     device = ctx.start(device)
     try:
-        return _train(run, ctx, device)
+        with _tracker(run, ctx) as track:
+            return _train(run, ctx, device, track)
     finally:
         ctx.stop()
 
 
-def _train(run: Run, ctx: Context, device: torch.device) -> dict:
+def _tracker(run: Run, ctx: Context):
+    """The run's W&B / MLflow runs (process 0 only; a no-op when tracking is off), named dataset/model/seed."""
+    dataset = run.preprocessed.dataset
+    fold = f"/fold{run.fold}" if run.fold is not None else ""
+    settings = {"dataset": dataset, "model": run.model, "model_options": run.model_options, "seed": run.seed,
+                "fold": run.fold, "train": run.settings, "device": run.device, "threads": run.threads,
+                "processes": ctx.world, "out": str(run.out)}
+    return tracker(run.tracking if ctx.main else None, f"{dataset}/{run.model}/seed{run.seed}{fold}", settings,
+                   kind="train", group=dataset)
+
+
+def _train(run: Run, ctx: Context, device: torch.device, track: Tracker = NO_TRACKING) -> dict:
     s = run.settings
     pre = run.preprocessed
     splits = fold_split(read_json(run.splits), run.fold, run.splits)
@@ -209,6 +223,7 @@ def _train(run: Run, ctx: Context, device: torch.device) -> dict:
         train_loss = losses[-1]
         done = step + 1
         bar.update(1)
+        track.log_metrics(done, {"train/loss": train_loss, "train/lr": optimizer.param_groups[0]["lr"]})
         if run.observer is not None:
             run.observer(done, model, losses[-1])
         validate = ctx.main and (done % s["val_every"] == 0 or done == total)
@@ -221,6 +236,9 @@ def _train(run: Run, ctx: Context, device: torch.device) -> dict:
             losses = []
             if live is not None:
                 _log(live, done, train_loss, mean, per_region)
+            track.log_metrics(done, {"val/dice": mean, **{f"val/dice_{n}": v for n, v in per_region.items()},
+                                     "time/seconds": time.perf_counter() - began,
+                                     "time/data_wait_seconds": data_wait})
             bar.set_postfix(loss=f"{train_loss:.3f}", dice=f"{mean:.3f}")
             if mean > best["dice"]:
                 best = {"dice": mean, "step": done, "per_region": per_region}
@@ -242,6 +260,16 @@ def _train(run: Run, ctx: Context, device: torch.device) -> dict:
     if live is not None:
         live.end()
     metrics = _finish(run, state_dir, best, timing)
+    if track.enabled:
+        try:
+            track.log_summary({**metrics, **timing, "config_hash": key, "resumed_from_step": start})
+            track.log_checkpoint(run.out / "final.safetensors")
+            track.finish()
+        except SegzooError:  # the run's outputs go too; its state stays, so a rerun resumes at the end
+            for name in ("final.safetensors", "final.json", "best.safetensors", "best.json", "metrics.json",
+                         "timing.json"):
+                (run.out / name).unlink(missing_ok=True)
+            raise
     ctx.barrier()
     return metrics
 

@@ -25,6 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from segzoo.io import write_text
 from segzoo.checkpoint import load_checkpoint, save_checkpoint
 from segzoo.determinism import make_deterministic
+from segzoo.tracking import tracker
 from segzoo.weightgen.gpt import GPT, noise_schedule
 from segzoo.weightgen.params import LayerScale
 from segzoo.weightgen.zoo import Zoo, ZooRun
@@ -54,9 +55,22 @@ def _starts(runs: list[ZooRun]) -> list[torch.Tensor]:
     return list({run.start: run.start_params for run in runs}.values())
 
 
-def train_gpt(zoo: Zoo, gpt_config: dict, seed: int, out: Path, device: str = "cpu", threads: int = 1) -> dict:
-    """Fit G.pt; write ``<out>.safetensors|json`` (EMA weights) and ``<out>_loss.csv``; return the sidecar."""
+def train_gpt(zoo: Zoo, gpt_config: dict, seed: int, out: Path, device: str = "cpu", threads: int = 1,
+              tracking: dict | None = None, dataset: str = "") -> dict:
+    """Fit G.pt; write ``<out>.safetensors|json`` (EMA weights) and ``<out>_loss.csv``; return the sidecar.
+
+    ``tracking``: W&B / MLflow (segzoo.tracking), one run named ``<dataset>/gpt/seed<seed>``."""
     make_deterministic(seed, threads)
+    settings = {"dataset": dataset, "seed": seed, "gpt": gpt_config, "device": device, "threads": threads,
+                "out": str(out)}
+    with tracker(tracking, f"{dataset}/gpt/seed{seed}", settings, kind="gpt", group=dataset) as track:
+        sidecar = _train_gpt(zoo, gpt_config, seed, out, device, track)
+        track.log_summary({k: sidecar[k] for k in ("final_loss", "seconds", "parameters", "train_checkpoints")})
+        track.log_checkpoint(Path(f"{out}.safetensors"))
+    return sidecar  # a tracking failure raises before this: `segzoo gpt-train` then removes the outputs
+
+
+def _train_gpt(zoo: Zoo, gpt_config: dict, seed: int, out: Path, device: str, track) -> dict:
     runs = zoo.select("train")
     tasks = sorted({r.task for r in runs})
     scale = LayerScale.fit(zoo.layout, [r.params - r.start_params for r in runs])
@@ -96,6 +110,11 @@ def train_gpt(zoo: Zoo, gpt_config: dict, seed: int, out: Path, device: str = "c
         optimizer.step()
         ema.update_parameters(model)
         losses.append(loss.detach())
+        if track.enabled and ((step + 1) % 100 == 0 or step + 1 == gpt_config["steps"]):
+            first_step = (step // 100) * 100  # the losses of these steps, read from the device in one go
+            for k, value in enumerate(torch.stack(losses[first_step:]).float().cpu().tolist(), first_step + 1):
+                track.log_metrics(k, {"train/loss": value})
+            track.log_metrics(step + 1, {"time/seconds": time.perf_counter() - began})
     losses = torch.stack(losses).cpu().numpy() if losses else np.zeros(0)
     seconds = time.perf_counter() - began
     sidecar = {"tasks": tasks, "regions": zoo.regions, "layout": zoo.layout, "architecture": zoo.architecture,

@@ -40,6 +40,7 @@ from segzoo.errors import SegzooError
 from segzoo.io import new_files, output_dir, read_json, write_json, write_text
 from segzoo.models.registry import ZOO_NETWORK, build_model
 from segzoo.checkpoint import load_checkpoint, save_checkpoint
+from segzoo.tracking import NO_TRACKING, Tracker, tracker
 from segzoo.weightgen.params import flatten, layout_of, load_vector, unflatten
 from segzoo.weightgen.plan import ALL, imported_start, start_index, start_name
 from segzoo.weightgen.scoring import Batch, loss_and_dice
@@ -131,8 +132,10 @@ def train_start(pre: Preprocessed, splits: Path, mode: str, k: int, *, settings:
 
 
 def train_zoo_run(pre: Preprocessed, splits: Path, task: str, lr: float, seed: int, start: torch.Tensor, *,
-                  start_label: str, settings: dict, out: Path, device: str, threads: int, batch: Batch) -> dict:
-    """Train one zoo run from ``start`` [P] and write ``<out>.safetensors|json``; return the sidecar."""
+                  start_label: str, settings: dict, out: Path, device: str, threads: int, batch: Batch,
+                  track: Tracker = NO_TRACKING) -> dict:
+    """Train one zoo run from ``start`` [P] and write ``<out>.safetensors|json``; return the sidecar. ``track``
+    gets the loss of every step and the validation loss and Dice of every snapshot."""
     region_names = pre.region_names
     trained = task_regions(task, region_names)
     steps = settings["steps"]
@@ -141,10 +144,13 @@ def train_zoo_run(pre: Preprocessed, splits: Path, task: str, lr: float, seed: i
     dev = torch.device(device)
 
     def observe(step: int, model: torch.nn.Module, train_loss: float | None) -> None:
+        if train_loss is not None:
+            track.log_metrics(step, {"train/loss": train_loss})
         if step not in wanted:
             return
         began = time.perf_counter()
         val_loss, dice = loss_and_dice(model, batch, dev)
+        track.log_metrics(step, {"val/loss": val_loss, **{f"val/dice_{n}": d for n, d in zip(region_names, dice)}})
         params.append(flatten(model))
         layout[:] = layout_of(model)
         rows.append({"step": step, "train_loss": np.nan if train_loss is None else train_loss,
@@ -164,10 +170,12 @@ def train_zoo_run(pre: Preprocessed, splits: Path, task: str, lr: float, seed: i
 
 
 def train_zoo_job(pre: Preprocessed, splits: Path, task: str, lr: float, seeds: list[int], start_file: Path | None, *,
-                  settings: dict, out: Path, device: str, threads: int, data_seed: int) -> list[dict]:
+                  settings: dict, out: Path, device: str, threads: int, data_seed: int,
+                  tracking: dict | None = None) -> list[dict]:
     """Several runs in one job (one per seed) into the new folder ``out``: ``seed<s>.safetensors|json``.
 
     ``start_file``: the start every run begins at (spawn, shared); None: each seed's own init (per_seed).
+    ``tracking``: W&B / MLflow (segzoo.tracking), one tracked run per seed, named dataset/task/lr/seed/start.
     """
     task_regions(task, pre.region_names)  # refuse an unknown task before any training
     batch = Batch.of(pre, splits, "val", settings, data_seed)
@@ -180,8 +188,18 @@ def train_zoo_job(pre: Preprocessed, splits: Path, task: str, lr: float, seeds: 
     with output_dir(out) as tmp:
         for seed in seeds:
             vector, label = starts[seed]
-            sidecars.append(train_zoo_run(pre, splits, task, lr, seed, vector, start_label=label, settings=settings,
-                                          out=tmp / f"seed{seed}", device=device, threads=threads, batch=batch))
+            described = {"dataset": pre.dataset, "task": task, "lr": lr, "seed": seed, "start": label,
+                         "zoo": settings, "device": device, "threads": threads, "data_seed": data_seed}
+            # A tracking failure ends the job here: output_dir removes every run of it.
+            with tracker(tracking, f"{pre.dataset}/{task}/lr{lr:g}/seed{seed}/{label}", described, kind="zoo",
+                         group=pre.dataset) as track:
+                sidecar = train_zoo_run(pre, splits, task, lr, seed, vector, start_label=label, settings=settings,
+                                        out=tmp / f"seed{seed}", device=device, threads=threads, batch=batch,
+                                        track=track)
+                final = {k: v[-1] for k, v in sidecar["checkpoints"].items() if k.startswith(("dice_", "val_loss"))}
+                track.log_summary({"seconds_per_step": sidecar["seconds_per_step"], "final": final})
+                track.log_checkpoint(out / f"seed{seed}.safetensors")  # where the job's folder puts it
+            sidecars.append(sidecar)
     return sidecars
 
 
