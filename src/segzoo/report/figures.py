@@ -17,17 +17,21 @@ from segzoo.data.preprocessed import Preprocessed
 from segzoo.evaluate.metrics import METRICS
 from segzoo.io import output_dir, write_json
 from segzoo.report import plots
-from segzoo.report.architecture import architecture_figure
+from segzoo.report.architecture import architecture_diagram, parameter_figure, require_dot
 
 
 def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict], config: dict,
                   out: Path) -> list[dict]:
     """Learning curves, per-case box/strip plots, overlays (best/median/worst per model), reliability,
-    and one architecture figure per model. Returns the figure list (also ``figures.json``).
+    and per model its wiring diagram (PNG, with SVG and PDF under ``also``) and parameter chart. Returns the figure
+    list (also ``figures.json``). Raises :class:`SegzooError` first thing when Graphviz's ``dot`` is missing.
 
     ``runs``: ``[{"model", "seed", "run": training folder (None for an imported model), "predictions": inference
     folder}]`` (from the rule).
     """
+    drawn = list(dict.fromkeys(r["model"] for r in runs if r["model"] in config["models"]))  # not imported nnU-Nets
+    if drawn:
+        require_dot()  # before any work, so that a missing Graphviz fails at once
     scores = pd.read_csv(Path(tables) / "per_case.csv")
     regions = pre.regions
     cases = {c.id: c for c in read_dataset(raw).cases}
@@ -43,8 +47,10 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
 
     figures = []
     with output_dir(out) as tmp:
-        def add(png: Path, caption: str, section: str):
+        def add(png: Path, caption: str, section: str, also: list[Path] = ()):
             figures.append({"file": png.name, "caption": caption, "section": section})
+            if also:  # the same figure in other formats (the diagrams' SVG and PDF)
+                figures[-1]["also"] = [p.name for p in also]
 
         add(plots.learning_curves(curves, tmp / "learning_curves.png"),
             "Training loss (mean over the steps since the previous validation) and validation Dice (mean over "
@@ -84,10 +90,16 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
         add(plots.reliability(probs, tmp / "reliability.png"),
             "Reliability diagram: observed foreground frequency against predicted probability (10 bins) over all "
             "test voxels and regions; the lower panel counts voxels per bin.", "Calibration")
-        for model in (m for m in models if m in config["models"]):  # imported nnU-Net models: see their plans
-            add(architecture_figure(model, config["models"][model], len(pre.channels), len(regions),
-                                    tmp / f"architecture_{model}.png"),
-                f"{model} as built from the model object: every component in the order a forward pass calls it, "
-                f"with its output shape and parameter count.", "Architectures")
+        for model in drawn:  # imported nnU-Net models: see their plans
+            options, channels = config["models"][model], len(pre.channels)
+            diagram = architecture_diagram(model, options, channels, len(regions), tmp / f"architecture_{model}")
+            add(diagram["png"],
+                f"{model}: how it is wired, traced from the model object (one forward pass, one level deep in its "
+                f"module tree). Boxes are modules with their output shape and parameters; a wire's label says what "
+                f"happens on it (the legend is under the title).", "Architectures",
+                also=[diagram["svg"], diagram["pdf"]])
+            add(parameter_figure(model, options, channels, len(regions), tmp / f"parameters_{model}.png"),
+                f"{model}: parameters of every component, in the order a forward pass calls it, with its output "
+                f"shape.", "Architectures")
         write_json(tmp / "figures.json", figures)
     return figures
