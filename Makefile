@@ -18,10 +18,20 @@ $(STAMP): pyproject.toml constraints.txt
 	# would otherwise pull a CUDA torchvision that fails to import on CPU machines.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt dynamic-network-architectures
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	# Graphviz's dot draws the architecture diagrams (segzoo figures): installed with apt when we are root.
+	@command -v dot >/dev/null 2>&1 || if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
+	else echo "NOTE: Graphviz's dot is missing; segzoo figures needs it: sudo apt-get install graphviz" >&2; fi
 	@touch $@
 
+# `make demo TRACKING=1` also logs every training, zoo and G.pt run to W&B (offline) and MLflow (a local store),
+# both under results/tracking/, after installing the segzoo[tracking] extra.
+TRACKING ?=
+TRACKING_CONFIG := --config 'tracking={wandb: offline, mlflow: local}'
 demo: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) --resources gpu=2
+	$(if $(TRACKING),$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[tracking]')
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) --resources gpu=2 \
+		$(if $(TRACKING),$(TRACKING_CONFIG))
 
 # Two pytest-xdist workers, each taking whole test modules (their module fixtures are made once); most tests wait
 # on subprocesses, so two workers keep both cores busy. pytest exits 5 when it collected no tests: not a failure.

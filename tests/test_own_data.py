@@ -55,7 +55,7 @@ def test_two_channel_dataset_with_its_own_test_set(ci_run, tmp_path):
     assert _compared_models(wf, name) == set(MODELS)
     assert _zoo_tasks(wf, name) == ["all", "anterior", "posterior"]
     page = (wf / "results" / name / "index.html").read_text()
-    assert f"segzoo results: {name}" in page and "<h2>Plan</h2>" in page
+    assert f"segzoo results: {name}" in page and "<h2 id='plan'>Plan</h2>" in page
     assert hashlib.sha256(first.read_bytes()).hexdigest() == before
     index = (wf / "results" / "index.html").read_text()
     assert f"href='{PHANTOM}/index.html'" in index and f"href='{name}/index.html'" in index

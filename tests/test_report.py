@@ -41,6 +41,10 @@ def test_figures_are_all_written_and_listed(ci_run):
     sections = {f["section"] for f in figures}
     assert sections == {"Learning curves", "Per-case scores", "Qualitative results", "Calibration", "Architectures"}
     assert sum(f.startswith("overlay_") for f in files) == 4 * 3  # best, median, worst per model
+    diagrams = [f for f in figures if f["file"].startswith("architecture_")]
+    assert len(diagrams) == 4 and all(f["also"] == [f["file"][:-3] + "svg", f["file"][:-3] + "pdf"] for f in diagrams)
+    assert all((folder / name).stat().st_size > 0 for f in figures for name in f.get("also", []))
+    assert sum(f.startswith("parameters_") for f in files) == 4  # each diagram's parameter chart
     for name in files:
         assert mpimg.imread(folder / name).shape[0] > 100
     page = (wf / "results" / PHANTOM / "index.html").read_text()
@@ -69,8 +73,8 @@ def test_page_loads_every_image_in_headless_chromium(ci_run, tmp_path):
     weightgen = json.loads((wf / "results" / "weightgen" / PHANTOM / "evaluation" / "figures.json").read_text())
     assert f'data-images="{len(figures) + len(weightgen)}"' in body
     assert 'data-broken-images="0"' in body, body
-    assert dom.count("<table") == 7 + 1 + 6 and "unet3plus" in dom  # metrics, the plan, G.pt
-    assert "<h2>Plan</h2>" in dom and "Checkpoint diffusion (G.pt)" in dom
+    assert dom.count("<table") == 1 + 7 + 1 + 6 and "unet3plus" in dom  # the summary, metrics, the plan, G.pt
+    assert '<h2 id="plan">Plan</h2>' in dom and "Checkpoint diffusion (G.pt)" in dom
     assert 'class="comparison criteria"' in dom  # the G.pt section leads with its pass/fail criteria
     shot = tmp_path / "page.png"
     subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'b'}", "--window-size=1200,2000",

@@ -118,12 +118,15 @@ def _train(args: argparse.Namespace) -> None:
     settings = _json_settings(args.settings, "train", "model")
     if args.plans:
         settings["train"] = _planned(settings["train"], args.plans, args.model)
+    from segzoo.tracking import parse_tracking
+
+    tracking = parse_tracking(args.tracking)
     device = _claim_device(args.device)
     from segzoo.train.loop import Run, train
 
     metrics = train(Run(preprocessed=_preprocessed(args.data), splits=args.splits, model=args.model, seed=args.seed,
                         out=args.out, settings=settings["train"], model_options=settings["model"], fold=args.fold,
-                        device=device, threads=args.threads, progress=not args.no_progress))
+                        device=device, threads=args.threads, progress=not args.no_progress, tracking=tracking))
     if not metrics:  # a DDP process other than 0: process 0 writes and reports
         return
     print(f"trained {args.model} (seed {args.seed}): best validation Dice {metrics['best_val_dice']:.3f} at step "
@@ -247,12 +250,15 @@ def _zoo_start(args: argparse.Namespace) -> None:
 
 def _zoo(args: argparse.Namespace) -> None:
     settings = _json_settings(args.settings, "zoo")
+    from segzoo.tracking import parse_tracking
+
+    tracking = parse_tracking(args.tracking)
     device = _claim_device(args.device)
     from segzoo.weightgen.zoo import train_zoo_job
 
     runs = train_zoo_job(_preprocessed(args.data), args.splits, args.task, args.lr, args.seeds, args.start,
                          settings=settings["zoo"], out=args.out, device=device, threads=args.threads,
-                         data_seed=args.data_seed)
+                         data_seed=args.data_seed, tracking=tracking)
     for sidecar in runs:
         dice = {k.removeprefix("dice_"): round(v[-1], 3) for k, v in sidecar["checkpoints"].items()
                 if k.startswith("dice_")}
@@ -275,13 +281,17 @@ def _gpt_train(args: argparse.Namespace) -> None:
     from segzoo.checkpoint import paths
 
     settings = _json_settings(args.settings, "gpt")
+    from segzoo.tracking import parse_tracking
+
+    tracking = parse_tracking(args.tracking)
     with new_files(*paths(args.out), args.out.with_name(args.out.name + "_loss.csv")):
         device = _claim_device(args.device)
         from segzoo.weightgen.gpt_train import train_gpt
         from segzoo.weightgen.zoo import load_zoo
 
+        # a tracking failure raises inside: new_files removes what was written
         sidecar = train_gpt(load_zoo(args.index, roles=("train",)), settings["gpt"], args.seed, args.out, device,
-                         args.threads)
+                            args.threads, tracking=tracking, dataset=args.index.resolve().parent.name)
     print(f"G.pt ({sidecar['parameters']} parameters) trained on {sidecar['train_checkpoints']} checkpoints of "
           f"{len(sidecar['train_runs'])} runs in {sidecar['seconds']:.1f} s; final loss {sidecar['final_loss']:.4f}")
 
@@ -418,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--tracking", metavar="JSON", help="experiment tracking beside dvclive (segzoo[tracking] extra): "
+                   '{"wandb": "off|offline|online", "mlflow": "off|local|<URI>", "dir": "results/tracking"}')
     p.set_defaults(run=_train)
 
     p = verbs.add_parser("infer", help="predict the test cases with a trained model (NIfTI in the original grid)")
@@ -524,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     _weightgen_verbs(verbs)
     _nnunet_verbs(verbs)
     _dvc_verbs(verbs)
+    _export_verbs(verbs)
     return parser
 
 
@@ -552,6 +565,8 @@ def _weightgen_verbs(verbs) -> None:
     p.add_argument("--seeds", type=int, nargs="+", required=True, help="one run per seed (data order, snapshots)")
     p.add_argument("--start", type=Path, help="start file (zoo-start); without it each seed starts at its own init")
     p.add_argument("--out", type=Path, required=True, help="folder to create: seed<s>.safetensors|json per run")
+    p.add_argument("--tracking", metavar="JSON", help="experiment tracking beside dvclive (segzoo[tracking] extra): "
+                   '{"wandb": "off|offline|online", "mlflow": "off|local|<URI>", "dir": "results/tracking"}')
     p.set_defaults(run=_zoo)
 
     p = verbs.add_parser("zoo-index", help="one table row per checkpoint; roles; drop runs with NaN or huge weights")
@@ -566,6 +581,8 @@ def _weightgen_verbs(verbs) -> None:
     p.add_argument("--index", type=Path, required=True, help="the zoo's index.csv (run files beside it)")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out", type=Path, required=True, help="output stem")
+    p.add_argument("--tracking", metavar="JSON", help="experiment tracking beside dvclive (segzoo[tracking] extra): "
+                   '{"wandb": "off|offline|online", "mlflow": "off|local|<URI>", "dir": "results/tracking"}')
     p.set_defaults(run=_gpt_train)
 
     p = verbs.add_parser("gpt-sample", help="one-shot networks from G.pt for the evaluation prompts (DDIM)")
@@ -640,6 +657,32 @@ def _dvc_verbs(verbs) -> None:
     p.add_argument("--gpus", type=int, default=2, help="the stages run snakemake with --resources gpu=N")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if dvc.yaml is stale")
     p.set_defaults(run=_dvc_sync)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from segzoo.interop.onnx_export import ABS_TOLERANCE, OPSET, REL_TOLERANCE, export_onnx
+
+    done = export_onnx(args.checkpoint, args.onnx, force=args.force, verify_patch=args.verify_patch)
+    print(f"exported {done.model} to {done.path} (ONNX opset {OPSET}): image [N, {done.channels}, X, Y, Z] -> logits "
+          f"[N, {done.outputs}, X, Y, Z], X, Y, Z multiples of {done.divisor}")
+    if done.max_abs_diff is None:
+        print("not verified: onnxruntime is not installed (pip install -e '.[onnx]')", file=sys.stderr)
+    else:
+        print(f"ONNX Runtime vs PyTorch on a [1, {done.channels}, {', '.join(map(str, done.verify_patch))}] patch: "
+              f"max abs difference {done.max_abs_diff:.3g} of logits up to {done.max_abs_logit:.3g} (tolerance "
+              f"{done.tolerance:.3g} = {ABS_TOLERANCE:g} + {REL_TOLERANCE:g} x max |logit|)")
+
+
+def _export_verbs(verbs) -> None:
+    p = verbs.add_parser("export", help="write a trained checkpoint as an ONNX model (deployment, Netron)")
+    p.add_argument("checkpoint", type=Path, help="a run's best/final checkpoint (stem or .safetensors) or an "
+                   "imported model folder")
+    p.add_argument("--onnx", type=Path, required=True, help="ONNX file to write, e.g. model.onnx")
+    p.add_argument("--force", action="store_true", help="overwrite an existing ONNX file")
+    p.add_argument("--verify-patch", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                   help="patch ONNX Runtime is compared with PyTorch on (default: the phantom's shape, rounded up "
+                        "to the model's divisor)")
+    p.set_defaults(run=_export)
 
 
 def main(argv: list[str] | None = None) -> int:
