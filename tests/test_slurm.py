@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PHANTOM, workflow_copy
+from conftest import PHANTOM, snakemake, workflow_copy
 from slurm_cluster import local_cluster, missing
 
 pytestmark = pytest.mark.slow
@@ -33,11 +34,14 @@ def cluster(tmp_path_factory):
 def test_training_jobs_run_through_sbatch_with_one_gpu_each(cluster, tmp_path):
     wf = workflow_copy(tmp_path / "wf")
     # The computing happens on the CPU (the GPUs are fake), but every training job asks SLURM for one GPU.
-    # Each sbatch job costs seconds of scheduling, so the targets are two trainings and the data jobs before
-    # them (the rest of the pipeline runs the same commands in the ci run): two models are enough to see two
-    # training jobs on two GPUs at once.
+    # Each sbatch job costs seconds of scheduling, so the data stage runs here first, without SLURM, and the
+    # cluster gets the two trainings (the rest of the pipeline runs the same commands in the ci run): two models
+    # are enough to see two training jobs on two GPUs at once.
     (wf / "slurm_test.yaml").write_text("device: cpu\nweightgen: {enabled: false}\n"
                                         "train: {models: [unet3plus, diffnet]}\n")
+    data = snakemake(wf, f"results/splits/{PHANTOM}/splits.json", f"results/plans/{PHANTOM}/plans.json", "--cores",
+                     "2", "--configfile", "presets/ci.yaml", "slurm_test.yaml")
+    assert data.returncode == 0, data.stderr[-3000:]
     targets = [f"results/train/{PHANTOM}/{model}/seed0/best.safetensors" for model in ("unet3plus", "diffnet")]
     env = {**cluster, "PATH": f"{BIN}:/usr/bin:/bin", "SEGZOO_SLURM_PARTITION": "debug"}
     began = time.perf_counter()
@@ -48,6 +52,8 @@ def test_training_jobs_run_through_sbatch_with_one_gpu_each(cluster, tmp_path):
         cwd=wf, env=env, capture_output=True, text=True, timeout=900)
     seconds = time.perf_counter() - began
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    record = sorted((wf / ".snakemake" / "log").glob("*.snakemake.log"))[-1].read_text()  # Snakemake's full log
+    assert re.search(r"^train\s+2\ntotal\s+2$", record, re.M)  # only the trainings went to the cluster
     runs = sorted((wf / "results" / "train" / PHANTOM).glob("*/seed0/timing.json"))
     assert len(runs) == 2
     timing = [json.loads(p.read_text()) for p in runs]
