@@ -24,6 +24,20 @@ def run_segzoo(*args, cwd=None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
+def prepared_phantom(root: Path, *, seed: int, cases: int = 6, **spec) -> tuple:
+    """A 32×32×16 phantom dataset under ``root``, preprocessed, with train/val/test splits: the data of the tests that
+    train in-process. Returns ``(Preprocessed, splits.json)``; ``spec`` overrides PhantomSpec fields."""
+    from segzoo.data.preprocess import preprocess_dataset
+    from segzoo.data.splits import splits_for_preprocessed
+    from segzoo.io import write_json
+
+    raw = write_phantom_dataset(root / "raw" / "D", cases=cases, seed=seed,
+                                spec=PhantomSpec(shape=(32, 32, 16), spacing=(1.0, 1.0, 3.0), **spec))
+    pre = preprocess_dataset(raw, root / "pre" / "D")
+    write_json(root / "splits.json", splits_for_preprocessed(pre, 0, 0.2, 0.2))
+    return pre, root / "splits.json"
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A sound 4-case phantom dataset, shared read-only by tests (copy it before breaking it)."""

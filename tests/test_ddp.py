@@ -11,11 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PHANTOM, snakemake, workflow_copy
-from segzoo.data.phantom import PhantomSpec, write_phantom_dataset
-from segzoo.data.preprocess import preprocess_dataset
-from segzoo.data.splits import splits_for_preprocessed
-from segzoo.io import write_json
+from conftest import PHANTOM, prepared_phantom, snakemake, workflow_copy
 from segzoo.models.registry import build_model
 from segzoo.checkpoint import load_checkpoint
 from segzoo.train.loss import PooledRegionDiceCE, RegionDiceCE
@@ -30,12 +26,8 @@ MODEL = {"base": 4, "levels": 4, "deep_supervision": True, "cgm": False}
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
-    raw = write_phantom_dataset(root / "raw" / "D", cases=5, seed=2, spec=PhantomSpec(shape=(32, 32, 16),
-                                                                                       spacing=(1.0, 1.0, 3.0)))
-    pre = preprocess_dataset(raw, root / "pre" / "D")
-    write_json(root / "splits.json", splits_for_preprocessed(pre, 0, 0.2, 0.2))
-    return pre.folder, root / "splits.json"
+    pre, splits = prepared_phantom(tmp_path_factory.mktemp("ddp"), seed=2, cases=5)
+    return pre.folder, splits
 
 
 def _train(prepared, out: Path, processes: int) -> subprocess.CompletedProcess:

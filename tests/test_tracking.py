@@ -22,16 +22,12 @@ import pytest
 
 from segzoo.cli import main
 from segzoo.config import load_config
-from segzoo.data.phantom import PhantomSpec, write_phantom_dataset
-from segzoo.data.preprocess import preprocess_dataset
-from segzoo.data.splits import splits_for_preprocessed
 from segzoo.errors import SegzooError
-from segzoo.io import write_json
 from segzoo.train.loop import Run, train
 from segzoo.weightgen.gpt_train import train_gpt
 from segzoo.weightgen.zoo import load_zoo, train_zoo_job, write_index
 
-from conftest import REPO
+from conftest import REPO, prepared_phantom
 
 CI = load_config(REPO / "config.yaml", REPO / "presets" / "ci.yaml",
                  schema_path=REPO / "schemas" / "config.schema.yaml")
@@ -50,12 +46,7 @@ def extra():
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    raw = write_phantom_dataset(root / "raw" / "D", cases=6, seed=4,
-                                spec=PhantomSpec(shape=(32, 32, 16), spacing=(1.0, 1.0, 3.0), lesion_free_fraction=0))
-    pre = preprocess_dataset(raw, root / "pre" / "D")
-    write_json(root / "splits.json", splits_for_preprocessed(pre, 0, 0.2, 0.2))
-    return pre, root / "splits.json"
+    return prepared_phantom(tmp_path_factory.mktemp("data"), seed=4, lesion_free_fraction=0)
 
 
 def _run(prepared, out: Path, tracking: dict | None = None, **fields) -> Run:

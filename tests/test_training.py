@@ -14,13 +14,9 @@ import psutil
 import pytest
 
 from segzoo.config import load_config
-from segzoo.data.phantom import PhantomSpec, write_phantom_dataset
-from segzoo.data.preprocess import preprocess_dataset
-from segzoo.data.splits import splits_for_preprocessed
-from segzoo.io import write_json
 from segzoo.train.loop import Run, train
 
-from conftest import PHANTOM, REPO, snakemake, workflow_copy
+from conftest import PHANTOM, REPO, prepared_phantom, snakemake, workflow_copy
 
 CI = load_config(REPO / "config.yaml", REPO / "presets" / "ci.yaml", schema_path=REPO / "schemas" / "config.schema.yaml")
 SETTINGS = {k: v for k, v in CI["train"].items() if k not in ("models", "seeds", "threads")}
@@ -28,12 +24,7 @@ SETTINGS = {k: v for k, v in CI["train"].items() if k not in ("models", "seeds",
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    raw = write_phantom_dataset(root / "raw" / "D", cases=6, seed=4,
-                                spec=PhantomSpec(shape=(32, 32, 16), spacing=(1.0, 1.0, 3.0)))
-    pre = preprocess_dataset(raw, root / "pre" / "D")
-    write_json(root / "splits.json", splits_for_preprocessed(pre, 0, 0.2, 0.2))
-    return pre, root / "splits.json"
+    return prepared_phantom(tmp_path_factory.mktemp("data"), seed=4)
 
 
 def _run(prepared, out: Path, model="unet3plus", seed=0, **overrides) -> Run:

@@ -11,11 +11,9 @@ import torch
 
 from segzoo.config import load_config
 from segzoo.data.loader import PatchBatches
-from segzoo.data.phantom import REGIONS, PhantomSpec, write_phantom_dataset
-from segzoo.data.preprocess import preprocess_dataset
-from segzoo.data.splits import splits_for_preprocessed
+from segzoo.data.phantom import REGIONS
 from segzoo.errors import SegzooError
-from segzoo.io import read_json, write_json
+from segzoo.io import read_json
 from segzoo.models.registry import ZOO_NETWORK, build_model
 from segzoo.checkpoint import load_checkpoint, save_checkpoint
 from segzoo.weightgen import merge
@@ -29,7 +27,7 @@ from segzoo.weightgen.sample import generate, lookup
 from segzoo.weightgen.scoring import Scorer
 from segzoo.weightgen.zoo import (Zoo, ZooRun, load_zoo, random_init, train_start, train_zoo_job, write_index)
 
-from conftest import PHANTOM, REPO, run_segzoo, snakemake, workflow_copy
+from conftest import PHANTOM, REPO, prepared_phantom, run_segzoo, snakemake, workflow_copy
 
 CI = load_config(REPO / "config.yaml", REPO / "presets" / "ci.yaml",
                  schema_path=REPO / "schemas" / "config.schema.yaml")
@@ -45,12 +43,7 @@ def _settings(**overrides) -> dict:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("wg")
-    raw = write_phantom_dataset(root / "raw" / "D", cases=6, seed=5,
-                                spec=PhantomSpec(shape=(32, 32, 16), spacing=(1.0, 1.0, 3.0), lesion_free_fraction=0))
-    pre = preprocess_dataset(raw, root / "pre" / "D")
-    write_json(root / "splits.json", splits_for_preprocessed(pre, 0, 0.2, 0.2))
-    return pre, root / "splits.json"
+    return prepared_phantom(tmp_path_factory.mktemp("wg"), seed=5, lesion_free_fraction=0)
 
 
 def _job(pre, splits, task, lr, seeds, start, settings, out):
