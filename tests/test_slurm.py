@@ -37,8 +37,10 @@ def test_training_jobs_run_through_sbatch_with_one_gpu_each(cluster, tmp_path):
     # Each sbatch job costs seconds of scheduling, so the data stage runs here first, without SLURM, and the
     # cluster gets the two trainings (the rest of the pipeline runs the same commands in the ci run): two models
     # are enough to see two training jobs on two GPUs at once.
+    # 100 steps (ci: 12) keep each training running for seconds, not one: two jobs dispatched together then
+    # overlap however their imports and SLURM's launch stagger them (at 12 steps a run has missed by 0.1 s).
     (wf / "slurm_test.yaml").write_text("device: cpu\nweightgen: {enabled: false}\n"
-                                        "train: {models: [unet3plus, diffnet]}\n")
+                                        "train: {models: [unet3plus, diffnet], steps: 100}\n")
     data = snakemake(wf, f"results/splits/{PHANTOM}/splits.json", f"results/plans/{PHANTOM}/plans.json", "--cores",
                      "2", "--configfile", "presets/ci.yaml", "slurm_test.yaml")
     assert data.returncode == 0, data.stderr[-3000:]
