@@ -97,7 +97,8 @@ def train_launcher():
 INFRASTRUCTURE = ("checkpoint.py", "devices.py", "determinism.py", "provenance.py", "errors.py")
 DATA_CODE = ("data/dataset.py", "data/verify.py", "data/nifti.py")
 PLAN_CODE = ("data/fingerprint.py", "data/plans.py", "models/*")
-TRAIN_CODE = ("data/loader.py", "data/preprocessed.py", "models/*", "train/*", "infer.py", *INFRASTRUCTURE)
+TRAIN_CODE = ("data/loader.py", "data/preprocessed.py", "models/*", "train/*", "infer.py", "mirroring.py",
+              *INFRASTRUCTURE)
 WEIGHTGEN_CODE = ("weightgen/*", *TRAIN_CODE)
 
 

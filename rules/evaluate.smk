@@ -11,7 +11,7 @@ rule infer:
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
         code=sources("infer.py", "postprocess.py", "models/*", "data/preprocess.py", "data/preprocessed.py",
-                     "data/nifti.py", "data/dataset.py", "interop/nnunet_inference.py", *INFRASTRUCTURE),
+                     "data/nifti.py", "data/dataset.py", "interop/nnunet_inference.py", "mirroring.py", *INFRASTRUCTURE),
     params:
         device=DEVICE,
         sw_batch_size=config["train"]["sw_batch_size"],
@@ -161,7 +161,8 @@ rule predict:
         runs=model_runs,
         postprocessing=model_postprocessing,  # found by predict beside each run's checkpoint
         code=sources("predict.py", "infer.py", "postprocess.py", "models/*", "data/preprocess.py",
-                     "data/preprocessed.py", "data/nifti.py", *INFRASTRUCTURE),
+                     "data/preprocessed.py", "data/nifti.py", "data/dataset.py", "interop/nnunet_inference.py",
+                     "mirroring.py", *INFRASTRUCTURE),
     params:
         input=config["predict"]["input"],
         runs=lambda w, input: " ".join(shlex.quote(os.path.dirname(r)) for r in input.runs),

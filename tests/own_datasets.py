@@ -5,9 +5,12 @@
 - :func:`heterogeneous_dataset`: Decathlon layout, one channel, five cases that differ in shape, spacing
   (brain MR at 6.5 mm slices, thinner breast and chest slices) and orientation (RAS and LPS), like the
   mixed tumour dataset.
+- :func:`asymmetric_dataset`: nnU-Net v2 layout, a structure that lies on one side of a landmark only (front of a
+  bright plate, never behind it), so mirroring front to back turns a right answer into a wrong one; mirroring
+  left to right does not.
 
-Their anatomy comes from the phantom generator (a tube inside a ring), relabelled and recontrasted, so a
-model can learn something in a few steps; everything else about them is foreign to the phantom.
+The first two take their anatomy from the phantom generator (a tube inside a ring), relabelled and recontrasted,
+so a model can learn something in a few steps; everything else about them is foreign to the phantom.
 """
 
 from __future__ import annotations
@@ -92,4 +95,30 @@ def heterogeneous_dataset(root: Path) -> Path:
     (root / "dataset.json").write_text(json.dumps({
         "name": "tumour", "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "edema", "2": "tumour"},
         "numTraining": len(training), "training": training, "test": []}))
+    return root
+
+
+def asymmetric_dataset(root: Path, cases: int = 8, test_cases: int = 4, seed: int = 11) -> Path:
+    """``root`` (e.g. .../Dataset905_Asymmetric) in nnU-Net v2 layout with imagesTs/labelsTs: in noise, a bright plate
+    across Y at a random depth and extent, and the one region ("front") in the 4 voxels in front of it (+Y, anterior).
+    Nothing in the image marks the front but its side of the plate: a model must tell +Y from -Y."""
+    for folder in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (root / folder).mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    shape, affine = (32, 32, 16), np.diag([1.0, 1.0, 2.0, 1.0])
+    for i in range(cases + test_cases):
+        image = rng.normal(100.0, 10.0, shape).astype(np.float32)
+        label = np.zeros(shape, dtype=np.uint8)
+        y = int(rng.integers(8, 20))
+        x0 = int(rng.integers(2, 22))
+        x1 = int(rng.integers(x0 + 8, 31))
+        z0, z1 = int(rng.integers(1, 5)), int(rng.integers(11, 15))
+        image[x0:x1, y:y + 2, z0:z1] += 120.0  # the plate
+        label[x0:x1, y + 2:y + 6, z0:z1] = 1  # in front of it only
+        images, labels = ("imagesTs", "labelsTs") if i >= cases else ("imagesTr", "labelsTr")
+        nib.save(nib.Nifti1Image(image, affine), root / images / f"asym_{i:03d}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), root / labels / f"asym_{i:03d}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "name": root.name, "channel_names": {"0": "MR"}, "labels": {"background": 0, "front": 1},
+        "numTraining": cases, "file_ending": ".nii.gz"}))
     return root

@@ -73,3 +73,16 @@ def test_an_imported_network_starts_the_zoo_only_when_it_is_the_zoo_network(work
     params, _ = load_checkpoint(workflow / start.removesuffix(".json"))
     imported, _ = load_checkpoint(workflow / "imported" / "zoo_like")
     assert params["params"].shape[1] == sum(t.numel() for t in imported.values())
+
+
+def test_an_imported_model_trained_on_other_channels_is_refused_before_any_job(workflow):
+    relabelled = Path(shutil.copytree(workflow / "imported" / "lab", workflow / "imported" / "lab_t1"))
+    sidecar = json.loads((relabelled / "model.json").read_text())
+    (relabelled / "model.json").write_text(json.dumps({**sidecar, "channels": ["T1"]}))  # the tensors are unchanged
+    extra = _config(workflow, "t1.yaml", {"train": {"models": ["unet3plus", "nnunet:imported/lab_t1"]},
+                                          "weightgen": {"enabled": False}})
+    result = snakemake(workflow, "-n", "--configfile", "presets/ci.yaml", extra)
+    message = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "names the channels ['T2']" in message and "train.models: nnunet_lab_t1" in message
+    assert "was trained on ['T1']" in message

@@ -442,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sw-batch-size", type=int, default=4)
     p.add_argument("--overlap", type=_fraction, default=0.5)
     p.add_argument("--raw", type=Path, help="raw dataset: imported nnU-Net models predict from its images")
-    p.add_argument("--no-mirror", action="store_true", help="imported nnU-Net models: no test-time mirroring")
+    p.add_argument("--no-mirror", action="store_true", help="imported nnU-Net models: no test-time mirroring (by default, as nnU-Net, over the axes its "
+                        "checkpoint allows)")
     p.add_argument("--postprocessing", type=Path, nargs="+",
                    help="a trained run's postprocessing.json (segzoo postprocessing), one per checkpoint: applied "
                         "to the masks (an ensemble keeps a region's largest component where most runs chose it)")
@@ -475,9 +476,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of <case>_<XXXX>.nii.gz (one file per channel) or, for one channel, <case>.nii.gz")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder to create: <case>.nii.gz label maps")
     p.add_argument("--run", dest="runs", nargs="+", required=True,
-                   help="run folder(s) (their best checkpoint) or checkpoint stems; several are ensembled")
-    p.add_argument("--data", type=Path, help="the preprocessed training folder, for runs that do not record it")
-    p.add_argument("--tta", action="store_true", help="average over mirrored predictions (all 7 flips)")
+                   help="segzoo run folder(s) (their best checkpoint), checkpoint stems, or folders made by segzoo "
+                        "nnunet-import (predicted the nnU-Net way; its folds ensembled as nnU-Net does); several "
+                        "are ensembled")
+    p.add_argument("--data", type=Path, help="the preprocessed training folder, for segzoo runs that do not record "
+                   "their preprocessing")
+    p.add_argument("--tta", action="store_true", help="test-time mirroring: average over every combination of the "
+                   "flips each model was trained with (segzoo: train.augment.flip_axes; nnU-Net: its allowed "
+                   "mirroring axes); a model trained without flips gets none")
     p.add_argument("--probabilities", action="store_true", help="also write <case>_prob.nii.gz")
     p.add_argument("--any-spacing", action="store_true",
                    help="predict images whose spacing is far outside the training cases' (refused by default)")

@@ -88,6 +88,7 @@ def patch_problems(key: str, patch: list[int] | None, models: dict[str, dict], o
 def config_problems(config: dict, outline: DatasetOutline, trained: list[str], imported: dict[str, Path]) -> list[str]:
     """Every dataset-dependent config value that does not fit ``outline``, one line each."""
     from segzoo.checkpoint import paths
+    from segzoo.data.dataset import channel_order_problem
     from segzoo.io import read_json
     from segzoo.models.registry import ZOO_NETWORK
 
@@ -108,9 +109,10 @@ def config_problems(config: dict, outline: DatasetOutline, trained: list[str], i
         except SegzooError as e:
             found.append(f"train.models: {row}: {e}")
             continue
-        if len(channels) != len(outline.channels):
-            found.append(f"train.models: {row} takes {len(channels)} channel(s) ({', '.join(channels)}); "
-                         f"{outline.name} has {len(outline.channels)} ({', '.join(outline.channels)})")
+        problem = channel_order_problem(channels, f"train.models: {row} ({stem})", outline.channels,
+                                        f"{outline.name}'s dataset.json")
+        if problem:
+            found.append(problem)
     folder = config["predict"]["input"]
     if folder:
         from segzoo.predict import find_cases

@@ -15,8 +15,10 @@ component of its mask. The probability maps stay as predicted: there such a mask
 probability > 0.5.
 
 A model imported from nnU-Net (``segzoo nnunet-import``) is run on the raw images with nnU-Net's own
-preprocessing (:mod:`segzoo.interop.nnunet_inference`); its masks are nnU-Net's segmentation mapped to
-the dataset's regions, and its probabilities the matching heads (summed classes for a softmax model).
+preprocessing (:mod:`segzoo.interop.nnunet_inference`), mirrored over the axes its checkpoint allows unless
+``mirror`` is off; its masks are nnU-Net's segmentation mapped to the dataset's regions, and its probabilities
+the matching heads (summed classes for a softmax model). A model trained on other channels than the dataset
+names, or in another order, is refused with both lists.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from segzoo.checkpoint import load_checkpoint, load_module_tensors
-from segzoo.data.dataset import read_dataset
+from segzoo.data.dataset import channel_order_problem, read_dataset
 from segzoo.data.nifti import save_nifti
 from segzoo.data.preprocess import to_original_grid
 from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
 from segzoo.interop.nnunet_inference import predict_case, region_outputs
 from segzoo.io import output_dir, read_json
+from segzoo.mirroring import describe, model_axes
 from segzoo.models.registry import IMPORTED, build_model
 from segzoo.postprocess import apply_postprocessing, majority_postprocessing, read_postprocessing
 
@@ -78,6 +81,10 @@ def infer_run(checkpoint: str | Path | list, pre: Preprocessed, splits: str | Pa
     checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
     loaded = [load_model(c, dev) for c in checkpoints]
     model, sidecar = loaded[0]
+    problem = channel_order_problem(sidecar["channels"], str(checkpoints[0]), pre.channels,
+                                    f"{raw or pre.folder} (dataset {pre.dataset})")
+    if problem:
+        raise SegzooError(problem)
     cases = read_json(splits)["test"]
     if sidecar["model"] == IMPORTED:
         if raw is None:
@@ -87,6 +94,8 @@ def infer_run(checkpoint: str | Path | list, pre: Preprocessed, splits: str | Pa
                               f"{checkpoint} is an imported nnU-Net model")
         if len(loaded) > 1:
             raise SegzooError(f"{checkpoints}: an imported nnU-Net model predicts alone, not in an ensemble")
+        if mirror:
+            print(describe(str(checkpoint), model_axes(sidecar)[0], nnunet=True))
         _infer_imported(model, sidecar, pre, read_dataset(raw), cases, Path(out), dev, mirror, str(checkpoint))
         return cases
     regions = list(sidecar["regions"])

@@ -158,6 +158,28 @@ def _read_nnunet(root: Path, json_path: Path, dataset_json: dict) -> RawDataset:
     return ds
 
 
+def channel_names(json_path: str | Path) -> list[str]:
+    """The channel names of a dataset.json in file-index order (nnU-Net's ``channel_names`` or the Decathlon's
+    ``modality``)."""
+    json_path = Path(json_path)
+    dataset_json = read_json(json_path)
+    key = next((k for k in ("channel_names", "modality") if isinstance(dataset_json, dict) and k in dataset_json), None)
+    if key is None:
+        raise SegzooError(f"{json_path}: names no channels ('channel_names' or 'modality')")
+    return _channels(json_path, dataset_json, key)
+
+
+def channel_order_problem(model_channels: list[str], model_source: str, dataset_channels: list[str],
+                          dataset_source: str) -> str | None:
+    """A line saying that a model was trained on other channels, or in another order, than a dataset names (channels
+    go by file index, ``_0000`` first, so the model would read one channel as another); None when they agree."""
+    if list(model_channels) == list(dataset_channels):
+        return None
+    return (f"{dataset_source}: names the channels {list(dataset_channels)} (by file index, _0000 first); "
+            f"{model_source} was trained on {list(model_channels)}: it would read one channel as another. Give the "
+            "images in the model's channel order (and a dataset.json that names them so)")
+
+
 def _channels(json_path: Path, dataset_json: dict, key: str) -> list[str]:
     """Channel names in index order from ``dataset_json[key]`` ({"0": "T2", "1": "T1"})."""
     mapping = dataset_json[key]

@@ -27,6 +27,7 @@ import torch
 from scipy.ndimage import binary_fill_holes, gaussian_filter, map_coordinates, zoom
 
 from segzoo.errors import SegzooError
+from segzoo.mirroring import flip_combinations
 
 ANISOTROPY = 3.0  # nnU-Net resamples the coarse axis separately when its spacing is over 3x the finest
 
@@ -163,17 +164,18 @@ def gaussian_weight(patch: list[int], sigma_scale: float = 0.125, scale: float =
 
 @torch.no_grad()
 def sliding_window(model: torch.nn.Module, image: np.ndarray, patch: list[int], mirror_axes: list[int],
-                   device: torch.device) -> np.ndarray:
-    """Logits [K, *spatial] for one preprocessed image [C, *spatial] as nnU-Net computes them: its tile
-    positions, its float16 Gaussian, mirroring per tile, weighted logits and weights summed in float16."""
+                   device: torch.device, accumulate: torch.dtype = torch.half) -> torch.Tensor:
+    """Logits [K, *spatial] (on the CPU, in ``accumulate``) for one preprocessed image [C, *spatial] as nnU-Net
+    computes them: its tile positions, its Gaussian, mirroring per tile over every combination of
+    ``mirror_axes``, weighted logits and weights summed in float16 (``accumulate=torch.float32`` gives the
+    reference that float16's rounding is measured against)."""
     pad = [max(p - s, 0) for p, s in zip(patch, image.shape[1:])]
     padding = [(0, 0)] + [(d // 2, d - d // 2) for d in pad]
     padded = np.pad(image, padding, mode="constant")
     x = torch.from_numpy(np.ascontiguousarray(padded))[None].to(device)
-    weight = gaussian_weight(patch).to(device)
-    flips = [tuple(a + 2 for a in combo) for n in range(1, len(mirror_axes) + 1)
-             for combo in itertools.combinations(mirror_axes, n)]
-    total, norm = None, torch.zeros(padded.shape[1:], dtype=torch.half, device=device)
+    weight = gaussian_weight(patch).to(device=device, dtype=accumulate)
+    flips = [tuple(a + 2 for a in combo) for combo in flip_combinations(mirror_axes)[1:]]
+    total, norm = None, torch.zeros(padded.shape[1:], dtype=accumulate, device=device)
     for start in itertools.product(*(tile_starts(s, p) for s, p in zip(padded.shape[1:], patch))):
         box = tuple(slice(s, s + p) for s, p in zip(start, patch))
         tile = x[(slice(None), slice(None), *box)]
@@ -182,17 +184,22 @@ def sliding_window(model: torch.nn.Module, image: np.ndarray, patch: list[int], 
             logits += torch.flip(model(torch.flip(tile, dims)).float(), dims)
         logits /= len(flips) + 1
         if total is None:
-            total = torch.zeros((logits.shape[1], *padded.shape[1:]), dtype=torch.half, device=device)
+            total = torch.zeros((logits.shape[1], *padded.shape[1:]), dtype=accumulate, device=device)
         total[(slice(None), *box)] += logits[0] * weight
         norm[box] += weight
     torch.div(total, norm, out=total)
     inner = tuple(slice(lo, lo + s) for (lo, _), s in zip(padding[1:], image.shape[1:]))
-    return total[(slice(None), *inner)].float().cpu().numpy()
+    return total[(slice(None), *inner)].cpu()
 
 
-def predict_case(model: torch.nn.Module, sidecar: dict, images: list[Path], device: torch.device,
-                 mirror: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities [K, *nibabel grid] (one per head) and nnU-Net's label map [*nibabel grid] for one case."""
+def predict_case(models: torch.nn.Module | list[torch.nn.Module], sidecar: dict, images: list[Path],
+                 device: torch.device, mirror: bool = True,
+                 accumulate: torch.dtype = torch.half) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities [K, *nibabel grid] (one per head) and nnU-Net's label map [*nibabel grid] for one case.
+
+    Several models (an imported model's folds, sharing its plans) are ensembled as nnU-Net ensembles folds: their
+    sliding-window logits are summed and divided by their number (in float16, on the CPU) before resampling."""
+    models = [models] if isinstance(models, torch.nn.Module) else list(models)
     nn = sidecar["nnunet"]
     volumes = [nib.load(str(p)) for p in images]
     if len(volumes) != len(sidecar["channels"]):
@@ -210,7 +217,14 @@ def predict_case(model: torch.nn.Module, sidecar: dict, images: list[Path], devi
     cropped_shape = list(data.shape[1:])
     target = nn["spacing"]
     data = resample(data, new_shape(cropped_shape, spacing, target), spacing, target, order=3)
-    logits = sliding_window(model, data, sidecar["patch_size"], nn["mirror_axes"] if mirror else [], device)
+    axes = nn["mirror_axes"] if mirror else []
+    logits = None
+    for model in models:
+        fold = sliding_window(model, data, sidecar["patch_size"], axes, device, accumulate)
+        logits = fold if logits is None else logits.add_(fold)
+    if len(models) > 1:
+        logits /= len(models)
+    logits = logits.float().numpy()
     logits = resample(logits, cropped_shape, target, spacing, order=1)
     if sidecar["output"] == "softmax":
         prob = torch.softmax(torch.from_numpy(logits), 0).numpy()

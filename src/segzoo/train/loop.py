@@ -38,6 +38,7 @@ from segzoo.data.splits import fold_split
 from segzoo.determinism import make_deterministic
 from segzoo.errors import SegzooError
 from segzoo.io import read_json, write_json
+from segzoo.mirroring import trained_axes
 from segzoo.models.blocks import count_parameters
 from segzoo.models.registry import build_model
 from segzoo.tracking import NO_TRACKING, Tracker, tracker
@@ -193,6 +194,7 @@ def _train(run: Run, ctx: Context, device: torch.device, track: Tracker = NO_TRA
                **({"fold": run.fold} if run.fold is not None else {}),
                "regions": pre.regions, "channels": pre.channels, "patch_size": s["patch_size"],
                "parameters": count_parameters(model),
+               "mirror_axes": trained_axes(s["augment"]),  # test-time mirroring may use these flips (predict --tta)
                # what `segzoo predict` needs to preprocess new images exactly as these were
                "preprocessing": {"target_spacing": pre.spacing, "label_values": pre.label_values,
                                  "normalization": pre.normalization, "spacing_range": pre.spacing_range}}
@@ -326,7 +328,7 @@ def _finish(run: Run, state_dir: Path, best: dict, timing: dict) -> dict:
     tensors, last = load_checkpoint(state_dir / "last")
     final = {k: v for k, v in tensors.items() if k.startswith("model.")}
     keep = {k: last[k] for k in ("model", "model_options", "seed", "config_hash", "regions", "channels",
-                                 "patch_size", "parameters", "preprocessing", "step", "fold") if k in last}
+                                 "patch_size", "parameters", "mirror_axes", "preprocessing", "step", "fold") if k in last}
     save_checkpoint(run.out / "final", final, {**keep, "metrics": {"train_loss": last["train_loss"]}})
     best_tensors, best_meta = load_checkpoint(state_dir / "best")
     save_checkpoint(run.out / "best", best_tensors, {k: v for k, v in best_meta.items() if k != "tensors_sha256"})
