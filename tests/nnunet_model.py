@@ -136,3 +136,15 @@ def train_zoo_network(pre, steps: int = 30, seed: int = 0) -> torch.nn.Module:
         loss.backward()
         optimiser.step()
     return model
+
+
+HALF_ULP = 2.0 ** -11  # float16's unit roundoff: one rounding of a logit moves a sigmoid probability by less
+
+
+def parity_tolerance(ours: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per voxel and head, how far nnU-Net's probabilities may lie from segzoo's (``ours``), both computed with the
+    weighted tile logits summed in float16: twice segzoo's distance there from the fp32 ``reference`` (nnU-Net
+    rounds the same sums; each side may be that far off, in opposite directions), plus one float16 rounding.
+    Where the Gaussian weights are tiny (the image's outermost voxels, covered by tile edges only) float16
+    keeps few bits and the bound is wide; inside it is a few 1e-4."""
+    return 2 * np.abs(ours - reference) + HALF_ULP
