@@ -67,8 +67,8 @@ def reference(stems: list[Path], images: list[Path], mirror: bool) -> np.ndarray
     """The imported model's (or folds') probabilities [K, X, Y, Z] with the tile sums in float32."""
     import torch
 
-    from segzoo.infer import load_model
-    from segzoo.interop.nnunet_inference import predict_case
+    from segzoo.inference.trained import load_model
+    from segzoo.inference.nnunet import predict_case
 
     loaded = [load_model(stem, torch.device("cpu")) for stem in stems]
     return predict_case([m for m, _ in loaded], loaded[0][1], images, torch.device("cpu"), mirror=mirror,

@@ -13,7 +13,7 @@ import torch
 
 from segzoo.data.dataset import read_dataset
 from segzoo.interop.nnunet_export import nnunet_plans
-from segzoo.interop.nnunet_inference import ReaderGrid, crop_to_nonzero, new_shape, normalise, resample
+from segzoo.inference.nnunet import ReaderGrid, crop_to_nonzero, new_shape, normalise, resample
 from segzoo.models.nnunet import build_network
 
 PATCH = [8, 16, 16]  # [Z, Y, X]: SimpleITK's axis order

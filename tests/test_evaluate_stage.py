@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import PHANTOM
-from segzoo.postprocess import FILE_NAME, apply_postprocessing, read_postprocessing
+from segzoo.inference.postprocess import FILE_NAME, apply_postprocessing, read_postprocessing
 
 pytestmark = pytest.mark.slow
 MODELS = ["unet3plus", "ms_unet3plus", "diffnet", "ms_diffnet"]

@@ -195,8 +195,8 @@ def test_label_maps_from_elsewhere_are_scored(lab, tmp_path):
 
 def _reference(imported: list[Path], images: list[Path], mirror: bool) -> np.ndarray:
     """The imported model's (or folds') probabilities [K, X, Y, Z] with every sum in float32, not float16."""
-    from segzoo.infer import load_model
-    from segzoo.interop.nnunet_inference import predict_case
+    from segzoo.inference.trained import load_model
+    from segzoo.inference.nnunet import predict_case
 
     loaded = [load_model(stem, torch.device("cpu")) for stem in imported]
     prob, _ = predict_case([m for m, _ in loaded], loaded[0][1], images, torch.device("cpu"), mirror=mirror,
@@ -329,7 +329,7 @@ def test_an_exported_zoo_network_runs_under_nnunet_like_segzoo(tmp_path, nnunet)
 @pytest.mark.slow
 def test_a_gpt_sample_exports_as_an_nnunet_folder_holding_its_weights(ci_run, tmp_path):
     from conftest import PHANTOM
-    from segzoo.weightgen.params import flatten
+    from segzoo.models.flat import flatten
 
     wf, _ = ci_run
     samples = wf / "results" / "weightgen" / PHANTOM / "samples"

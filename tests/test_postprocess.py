@@ -13,7 +13,7 @@ import pytest
 from conftest import PHANTOM, run_segzoo
 from segzoo.errors import SegzooError
 from segzoo.io import write_json
-from segzoo.postprocess import (CONNECTIVITY, FILE_NAME, Postprocessing, apply_postprocessing, choose_from_masks,
+from segzoo.inference.postprocess import (CONNECTIVITY, FILE_NAME, Postprocessing, apply_postprocessing, choose_from_masks,
                                 keep_largest_component, majority_postprocessing, read_postprocessing)
 
 SHAPE = (20, 20, 20)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import PHANTOM, run_segzoo, snakemake
-from segzoo.postprocess import FILE_NAME, apply_postprocessing, read_postprocessing
+from segzoo.inference.postprocess import FILE_NAME, apply_postprocessing, read_postprocessing
 
 pytestmark = pytest.mark.slow
 REGIONS = ["canal", "sc", "lesion"]

@@ -20,7 +20,8 @@ import torch
 from segzoo.config import load_config
 from segzoo.data.preprocess import preprocess_dataset, to_original_grid
 from segzoo.data.splits import splits_for_preprocessed
-from segzoo.infer import load_model, predict_probabilities
+from segzoo.inference.trained import load_model
+from segzoo.inference.window import predict_probabilities
 from segzoo.io import write_json
 from segzoo.train.loop import Run, train
 
@@ -64,7 +65,7 @@ def _dice(raw: Path, out: Path) -> float:
 
 def _all_flips_dice(pre, run: Path, cases: list[str]) -> float:
     """Mean Dice on the preprocessed test cases when the prediction averages all 8 flips (3 axes), as --tta did."""
-    model, sidecar = load_model(run / "best", CPU)
+    model, trained = load_model(run / "best", CPU)
     scores = []
     for case in cases:
         image, truth = pre.image(case), pre.label(case)[0] == 1
@@ -72,7 +73,7 @@ def _all_flips_dice(pre, run: Path, cases: list[str]) -> float:
         for bits in range(8):
             axes = tuple(a + 1 for a in range(3) if bits >> a & 1)
             flipped = np.flip(image, axes) if axes else image
-            p = predict_probabilities(model, flipped, sidecar["patch_size"], CPU)
+            p = predict_probabilities(model, flipped, trained.patch_size, CPU)
             prob += (np.flip(p, axes) if axes else p)[0] / 8
         mask = prob > 0.5
         scores.append(2 * (truth & mask).sum() / (truth.sum() + mask.sum()))
@@ -96,11 +97,11 @@ def test_tta_flips_only_the_trained_axis_and_costs_no_dice(lab, tmp_path):
     assert sorted(f"{c}.nii.gz" for c in test) == sorted(p.name for p in (raw / "labelsTs").iterdir())
     assert _all_flips_dice(pre, run, test) < without - 0.3
     # Exactly the flips () and (X,): the probabilities are the mean of the two, computed here by hand.
-    model, sidecar = load_model(run / "best", CPU)
+    model, trained = load_model(run / "best", CPU)
     case = test[0]
     image = pre.image(case)
-    expected = (predict_probabilities(model, image, sidecar["patch_size"], CPU) +
-                np.flip(predict_probabilities(model, np.flip(image, 1), sidecar["patch_size"], CPU), 1)) / 2
+    expected = (predict_probabilities(model, image, trained.patch_size, CPU) +
+                np.flip(predict_probabilities(model, np.flip(image, 1), trained.patch_size, CPU), 1)) / 2
     expected = np.clip(to_original_grid(expected, pre.properties(case), mode="bilinear"), 0, 1)
     got = np.moveaxis(np.asarray(nib.load(tmp_path / "tta" / f"{case}_prob.nii.gz").dataobj), -1, 0)
     np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -22,7 +22,8 @@ from segzoo.weightgen.audit import Audit
 from segzoo.weightgen.evaluate import r_squared
 from segzoo.weightgen.gpt import GPT, Tokenizer
 from segzoo.weightgen.gpt_train import load_gpt, train_gpt
-from segzoo.weightgen.params import LayerScale, flatten, layout_of, load_vector, unflatten
+from segzoo.models.flat import flatten, layout_of, load_vector, unflatten
+from segzoo.weightgen.layer_scale import LayerScale
 from segzoo.weightgen.sample import generate, lookup
 from segzoo.weightgen.scoring import Scorer
 from segzoo.weightgen.zoo import (Zoo, ZooRun, load_zoo, random_init, train_start, train_zoo_job, write_index)

@@ -9,8 +9,6 @@ the two writes is detected instead of loaded.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from segzoo.errors import SegzooError
-from segzoo.io import default_mode, read_json, write_json
+from segzoo.io import output_file, read_json, write_json
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"}
 FOLDER_STEM = "model"  # a folder given as a checkpoint holds <folder>/model.safetensors|json (segzoo nnunet-import)
@@ -33,17 +31,9 @@ def paths(stem: str | Path) -> tuple[Path, Path]:
 def save_checkpoint(stem: str | Path, tensors: dict[str, torch.Tensor], sidecar: dict) -> None:
     """Write ``<stem>.safetensors`` then ``<stem>.json``, each atomically (temporary file + rename)."""
     weights, sidecar_path = paths(stem)
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{weights.name}.partial-", dir=weights.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, default_mode(directory=False))
+    with output_file(weights, overwrite=True) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
-        digest = sha256(Path(tmp))
-        os.replace(tmp, weights)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        digest = sha256(tmp)
     write_json(sidecar_path, {**sidecar, "tensors_sha256": digest}, overwrite=True)
 
 

@@ -162,7 +162,7 @@ def _infer_oof(args: argparse.Namespace) -> None:
 
 def _postprocessing(args: argparse.Namespace) -> None:
     device = _claim_device(args.device)
-    from segzoo.postprocess import write_postprocessing
+    from segzoo.inference.postprocess import write_postprocessing
 
     result = write_postprocessing(args.checkpoint, _preprocessed(args.data), args.splits, args.out, device=device,
                                   sw_batch_size=args.sw_batch_size, overlap=args.overlap, fold=args.fold)

@@ -115,7 +115,7 @@ def config_problems(config: dict, outline: DatasetOutline, trained: list[str], i
             found.append(problem)
     folder = config["predict"]["input"]
     if folder:
-        from segzoo.predict import find_cases
+        from segzoo.inference.images import find_cases
 
         try:
             find_cases(Path(folder), len(outline.channels))

@@ -37,18 +37,44 @@ def output_dir(path: str | os.PathLike) -> Iterator[Path]:
 
     On any exception the temporary directory is removed, so a failed command leaves nothing behind.
     """
-    path = Path(path)
-    refuse_existing(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    try:
-        os.chmod(tmp, default_mode(directory=True))
+    with _staged(Path(path), directory=True, overwrite=False) as tmp:
         yield tmp
-        if path.is_dir():
-            path.rmdir()  # empty, checked above
-        tmp.rename(path)
+
+
+@contextmanager
+def output_file(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden temporary file next to ``path`` to write; rename it over ``path`` only on success (refusing
+    an existing ``path`` unless ``overwrite``). On any exception the temporary file is removed."""
+    with _staged(Path(path), directory=False, overwrite=overwrite) as tmp:
+        yield tmp
+
+
+@contextmanager
+def _staged(path: Path, *, directory: bool, overwrite: bool) -> Iterator[Path]:
+    """The one way segzoo writes an output: into a hidden sibling, renamed into place when complete."""
+    if not overwrite:
+        refuse_existing(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        os.chmod(tmp, default_mode(directory=directory))
+        yield tmp
+        if directory:
+            if path.is_dir():
+                path.rmdir()  # empty, checked above
+            tmp.rename(path)
+        else:
+            os.replace(tmp, path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if directory:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         raise
 
 
@@ -83,19 +109,20 @@ def read_json(path: str | os.PathLike):
 
 def write_text(path: str | os.PathLike, text: str, *, overwrite: bool = False) -> None:
     """Write ``text`` atomically (temporary file + rename); refuse an existing file unless ``overwrite``."""
-    path = Path(path)
-    if not overwrite:
-        refuse_existing(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
-    try:
-        os.chmod(tmp, default_mode(directory=False))
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with output_file(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text)
+
+
+def save_figure(fig, png: str | os.PathLike, dpi: int = 100) -> Path:
+    """A matplotlib figure as a PNG (laid out tightly), then closed."""
+    import matplotlib.pyplot as plt
+
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(png, dpi=dpi)
+    plt.close(fig)
+    return png
 
 
 def write_json(path: str | os.PathLike, obj, *, overwrite: bool = False) -> None:

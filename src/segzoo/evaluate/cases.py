@@ -1,8 +1,9 @@
 """Scoring one run's predictions: one CSV row per test case and region (see :mod:`segzoo.evaluate.metrics`).
 
-Predictions come in either of two forms, case by case, in the original image grid:
+Predictions come in either of two forms, case by case, in the original image grid
+(:class:`segzoo.inference.predictions.PredictionsFolder` reads both):
 
-* segzoo's (``segzoo infer``): ``<case>_<region>.nii.gz`` masks and ``<case>_prob.nii.gz`` probabilities;
+* segzoo's (``segzoo infer``): a mask per region and the probabilities;
 * a label map per case, ``<case>.nii.gz``, as nnU-Net (``nnUNetv2_predict``) and most tools write them,
   with the dataset's label values: each region's mask is the voxels holding one of its values. Without
   probabilities, NLL and calibration are NaN (left out of the means).
@@ -20,6 +21,7 @@ from segzoo.data.nifti import load_volume
 from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
 from segzoo.evaluate.metrics import METRICS, score_region
+from segzoo.inference.predictions import PredictionsFolder
 from segzoo.io import read_json
 
 
@@ -27,7 +29,7 @@ def evaluate_run(predictions: str | Path, raw: str | Path, pre: Preprocessed, sp
                  tolerance_mm: float, model: str, seed: int, out_of_fold: bool = False) -> pd.DataFrame:
     """Rows ``model, seed, case, region, <metrics>`` for every test case in ``splits`` (``out_of_fold``: every
     case of the cross-validation folds' ``val`` lists instead)."""
-    predictions = Path(predictions)
+    folder = PredictionsFolder(predictions)
     regions = pre.regions
     labels = {c.id: c.label for c in read_dataset(raw).cases}
     rows = []
@@ -39,32 +41,10 @@ def evaluate_run(predictions: str | Path, raw: str | Path, pre: Preprocessed, sp
         if labels.get(case) is None:
             raise SegzooError(f"{raw}: test case {case} has no reference label")
         ref = load_volume(labels[case])
-        label_map = predictions / f"{case}.nii.gz"
-        if label_map.is_file() and not (predictions / f"{case}_{next(iter(regions))}.nii.gz").is_file():
-            label = np.asarray(_prediction(label_map, ref).data).reshape(ref.data.shape)
-            masks = {name: np.isin(label, values) for name, values in regions.items()}
-            prob = None
-        else:
-            masks = {name: _prediction(predictions / f"{case}_{name}.nii.gz", ref).data > 0 for name in regions}
-            prob = np.asarray(_prediction(predictions / f"{case}_prob.nii.gz", ref).data, dtype=np.float32)
-            if prob.ndim == 3:
-                prob = prob[..., None]
+        masks = folder.masks(case, regions, ref)
+        prob = folder.probabilities(case, ref) if folder.has_masks(case, regions) else None
         for r, (name, values) in enumerate(regions.items()):
             region_prob = None if prob is None else prob[..., r]
             row = score_region(masks[name], np.isin(ref.data, values), region_prob, ref.spacing, tolerance_mm)
             rows.append({"model": model, "seed": seed, "case": case, "region": name, **row})
     return pd.DataFrame(rows, columns=["model", "seed", "case", "region", *METRICS])
-
-
-def _prediction(path: Path, ref):
-    """A prediction file, checked to lie in the reference's grid (shape and affine)."""
-    if not path.is_file():
-        raise SegzooError(f"{path}: missing (run `segzoo infer` first, or give a label map {path.parent.name}/"
-                          f"<case>.nii.gz per test case)")
-    volume = load_volume(path)
-    if volume.data.shape[:3] != ref.data.shape:
-        raise SegzooError(f"{path}: shape {volume.data.shape[:3]} differs from the reference {ref.data.shape} "
-                          f"({ref.path.name})")
-    if not np.allclose(volume.affine, ref.affine, atol=1e-3):
-        raise SegzooError(f"{path}: affine differs from the reference's ({ref.path.name}): not in the original grid")
-    return volume

@@ -11,6 +11,9 @@ from segzoo.evaluate.metrics import METRICS
 from segzoo.evaluate.stats import compare, wide_table
 from segzoo.io import new_files, output_dir, write_json
 
+PER_CASE = "per_case.csv"  # every score: model, seed, case, region, one column per metric
+COMPARISON = "comparison.csv"  # long form: model, region, metric, mean, CI, n, p, ...
+
 
 def write_tables(score_files: list[Path], out_dir: Path, metrics: list[str], seed: int,
                  summary: Path | None = None) -> list[Path]:
@@ -22,8 +25,8 @@ def write_tables(score_files: list[Path], out_dir: Path, metrics: list[str], see
     with new_files(*([summary] if summary else [])), output_dir(out_dir) as tmp:
         if summary:
             write_json(summary, mean_summary(long))
-        scores.to_csv(tmp / "per_case.csv", index=False, float_format="%.6g")
-        long.to_csv(tmp / "comparison.csv", index=False, float_format="%.6g")
+        scores.to_csv(tmp / PER_CASE, index=False, float_format="%.6g")
+        long.to_csv(tmp / COMPARISON, index=False, float_format="%.6g")
         for metric in metrics:
             wide = wide_table(long[long["metric"] == metric])
             (tmp / f"{metric}.md").write_text(f"### {metric}: mean [95% CI] over the n test cases with a value "

@@ -26,6 +26,7 @@ import torch
 from segzoo.checkpoint import load_checkpoint, load_module_tensors
 from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
+from segzoo.inference.predictions import region_labels
 from segzoo.io import output_dir
 from segzoo.models.nnunet import build_network, plain_conv_unet_architecture
 from segzoo.models.registry import IMPORTED, ZOO_NETWORK
@@ -39,7 +40,7 @@ def network_from(checkpoint: str | Path, pre: Preprocessed, network: int = -1) -
     tensors, sidecar = load_checkpoint(checkpoint)
     channels = len(pre.channels)
     if "params" in tensors:  # zoo runs and G.pt samples: [N, P] flat vectors
-        from segzoo.weightgen.params import load_vector
+        from segzoo.models.flat import load_vector
 
         if "architecture" not in sidecar:
             raise SegzooError(f"{checkpoint}: holds parameter vectors but no architecture in its sidecar (zoo runs "
@@ -64,21 +65,6 @@ def network_from(checkpoint: str | Path, pre: Preprocessed, network: int = -1) -
         raise SegzooError(f"{checkpoint}: {architecture['network_class_name']} does not export (PlainConvUNet only)")
     model = build_network(architecture, channels, len(sidecar["regions"]), source=str(checkpoint))
     return load_module_tensors(model, tensors, str(checkpoint)), architecture, sidecar.get("patch_size")
-
-
-def region_labels(regions: dict[str, list[int]]) -> tuple[dict, list[int]]:
-    """Region-based dataset.json labels and a regions_class_order: each region's class is a label value of it
-    that no later region holds (so painting regions in order gives every voxel its innermost region)."""
-    order = []
-    names = list(regions)
-    for i, name in enumerate(names):
-        later = {v for n in names[i + 1:] for v in regions[n]}
-        own = [v for v in regions[name] if v not in later]
-        if not own:
-            raise SegzooError(f"region {name} {regions[name]} has no label value of its own; no regions_class_order "
-                              "paints it")
-        order.append(min(own))
-    return {"background": 0, **{n: sorted(v) for n, v in regions.items()}}, order
 
 
 def nnunet_plans(*, dataset: str, spacing: list[float], patch: list[int], channels: int, architecture: dict,

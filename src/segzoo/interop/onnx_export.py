@@ -1,6 +1,6 @@
 """``segzoo export CHECKPOINT --onnx OUT``: a trained model as one ONNX file, for deployment and for viewing.
 
-The checkpoint is turned into a model exactly as inference does (:func:`segzoo.infer.load_model`: rebuilt from
+The checkpoint is turned into a model exactly as inference does (:func:`segzoo.inference.trained.load_model`: rebuilt from
 its sidecar, weights from safetensors, eval mode), so every model that ``segzoo infer`` runs exports: the four
 segzoo models, ``plain_conv_unet`` checkpoints and imported nnU-Net models. Files of flat parameter vectors
 (zoo runs, G.pt samples) record no channels and are refused (``segzoo nnunet-export`` takes them).
@@ -34,7 +34,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -46,7 +45,8 @@ import torch
 from segzoo.checkpoint import PICKLE_SUFFIXES, paths
 from segzoo.data.phantom import PhantomSpec
 from segzoo.errors import SegzooError
-from segzoo.io import default_mode, refuse_existing
+from segzoo.inference.trained import TrainedModel, load_model
+from segzoo.io import output_file, refuse_existing
 
 OPSET = 20  # ONNX opset of the exported file: torch 2.13's default for the dynamo exporter (ONNX Runtime >= 1.17)
 ABS_TOLERANCE = 1e-4  # allowed max |ONNX Runtime - PyTorch| of the logits (float32) on the verification patch ...
@@ -85,18 +85,14 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, force: bool = False,
     if not force:
         refuse_existing(out)
     _need("onnx", "onnxscript")
-    model, sidecar = _load(checkpoint)
+    model, trained = _load(checkpoint)
     divisor = int(getattr(model, "divisor", 1))
-    patch = _verify_patch(verify_patch, sidecar, divisor)
-    proto = _export(model, len(sidecar["channels"]), divisor, str(checkpoint))
-    _describe(proto, model, sidecar, Path(checkpoint), divisor)
+    patch = _verify_patch(verify_patch, trained, divisor)
+    proto = _export(model, len(trained.channels), divisor, str(checkpoint))
+    _describe(proto, model, trained, Path(checkpoint), divisor)
     import onnx
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.partial-", dir=out.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, default_mode(directory=False))
+    with output_file(out, overwrite=force) as tmp:
         onnx.save_model(proto, tmp)
         try:
             onnx.checker.check_model(tmp, full_check=True)
@@ -104,17 +100,12 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, force: bool = False,
             raise SegzooError(f"{checkpoint}: the exported ONNX model fails onnx.checker ({_first_line(e)})") from None
         diff = scale = None
         if importlib.util.find_spec("onnxruntime") is not None:
-            diff, scale = max_abs_difference(model, Path(tmp), len(sidecar["channels"]), patch, str(checkpoint))
+            diff, scale = max_abs_difference(model, tmp, len(trained.channels), patch, str(checkpoint))
             if not diff <= tolerance(scale):
                 raise SegzooError(f"{checkpoint}: ONNX Runtime and PyTorch differ by up to {diff:.3g} on a "
-                                  f"{[1, len(sidecar['channels']), *patch]} patch (tolerance {tolerance(scale):.3g}"
+                                  f"{[1, len(trained.channels), *patch]} patch (tolerance {tolerance(scale):.3g}"
                                   f" at max |logit| {scale:.3g}); nothing written")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    outputs = len(sidecar["regions"] if "regions" in sidecar else sidecar["classes"])
-    return Exported(out, sidecar["model"], divisor, len(sidecar["channels"]), outputs,
+    return Exported(out, trained.model, divisor, len(trained.channels), len(trained.heads),
                     patch if diff is not None else None, diff, scale)
 
 
@@ -147,7 +138,7 @@ def _need(*modules: str) -> None:
         raise SegzooError(f"ONNX export needs {', '.join(missing)}: pip install -c constraints.txt -e '.[onnx]'")
 
 
-def _load(checkpoint: str | Path) -> tuple[torch.nn.Module, dict]:
+def _load(checkpoint: str | Path) -> tuple[torch.nn.Module, TrainedModel]:
     """The model in eval mode on the CPU, as inference loads it, and its sidecar."""
     path = Path(checkpoint)
     stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
@@ -155,23 +146,22 @@ def _load(checkpoint: str | Path) -> tuple[torch.nn.Module, dict]:
             and not paths(stem)[0].is_file()):
         raise SegzooError(f"{path}: not a segzoo checkpoint (give <stem>.safetensors with its <stem>.json sidecar, "
                           f"the stem, or an imported model folder)")
-    from segzoo.infer import load_model
-
     try:
         return load_model(checkpoint, torch.device("cpu"))
-    except KeyError as e:
-        raise SegzooError(f"{checkpoint}: not a model checkpoint segzoo can rebuild (its sidecar has no {e}); "
-                          f"export a trained run's best or final checkpoint or an imported nnU-Net model (zoo "
+    except SegzooError as e:
+        if "not a model checkpoint segzoo can rebuild" not in str(e):
+            raise
+        raise SegzooError(f"{e}; export a trained run's best or final checkpoint or an imported nnU-Net model (zoo "
                           f"runs and G.pt samples hold parameter vectors: use segzoo nnunet-export)") from None
 
 
-def _verify_patch(patch: list[int] | None, sidecar: dict, divisor: int) -> list[int]:
+def _verify_patch(patch: list[int] | None, trained: TrainedModel, divisor: int) -> list[int]:
     """The patch ONNX Runtime is checked on: the one given, else the phantom's shape rounded up to the divisor."""
     if patch is None:
         return [math.ceil(s / divisor) * divisor for s in PhantomSpec().shape]
     if len(patch) != 3 or any(s <= 0 or s % divisor for s in patch):
         raise SegzooError(f"--verify-patch {patch}: give three positive sides, each a multiple of {divisor} "
-                          f"(the {sidecar['model']} model's divisor)")
+                          f"(the {trained.model} model's divisor)")
     return list(patch)
 
 
@@ -193,20 +183,21 @@ def _export(model: torch.nn.Module, channels: int, divisor: int, source: str):
     return program.model_proto
 
 
-def _describe(proto, model: torch.nn.Module, sidecar: dict, checkpoint: Path, divisor: int) -> None:
+def _describe(proto, model: torch.nn.Module, trained: TrainedModel, checkpoint: Path, divisor: int) -> None:
     """Doc string, producer and metadata_props: what a Netron user (or a deployment) needs to feed the model."""
     from segzoo import __version__
 
-    channels = list(sidecar["channels"])
-    heads_key = "regions" if "regions" in sidecar else "classes"
-    heads = sidecar[heads_key]
-    names = list(heads) if isinstance(heads, dict) else heads
-    kind = sidecar.get("output", "sigmoid")
-    pre = sidecar.get("preprocessing") or {}
-    nnunet = sidecar.get("nnunet")
+    sidecar = trained.sidecar  # how it was made: step, seed, config hash, the tensors' digest
+    channels = trained.channels
+    heads_key = "regions" if trained.output == "sigmoid" else "classes"
+    heads = trained.heads
+    names = list(heads)
+    kind = trained.output
+    pre = trained.preprocessing or {}
+    nnunet = trained.nnunet
     proto.producer_name, proto.producer_version = "segzoo", __version__
     proto.doc_string = (
-        f"segzoo {sidecar['model']} from {checkpoint.name}. Input '{INPUT}': float32 [N, C, X, Y, Z], "
+        f"segzoo {trained.model} from {checkpoint.name}. Input '{INPUT}': float32 [N, C, X, Y, Z], "
         f"C = {len(channels)} ({', '.join(map(str, channels))}); N, X, Y and Z are dynamic, X, Y and Z must be "
         f"multiples of {divisor}. The image is preprocessed as in training "
         + ("(segzoo preprocessing: RAS voxel axes, the target spacing and normalisation in the metadata). "
@@ -216,14 +207,14 @@ def _describe(proto, model: torch.nn.Module, sidecar: dict, checkpoint: Path, di
            else f"class ({', '.join(names)}); softmax over them gives the probabilities."))
     props = {
         "segzoo_version": __version__,
-        "model": sidecar["model"],
-        "model_options": sidecar.get("model_options", {}),
+        "model": trained.model,
+        "model_options": trained.model_options,
         "input": f"{INPUT} float32 [N, C, X, Y, Z]; X, Y, Z multiples of {divisor}",
         "output": f"{OUTPUT} float32 [N, {len(names)}, X, Y, Z]; {kind}",
         "divisor": divisor,
         "channels": channels,
         heads_key: heads,
-        "patch_size": sidecar.get("patch_size"),
+        "patch_size": trained.patch_size,
         "spacing_mm": pre.get("target_spacing"),
         "normalization": pre.get("normalization"),
         "label_values": pre.get("label_values"),

@@ -15,6 +15,8 @@ import pandas as pd
 from segzoo.data.dataset import read_dataset
 from segzoo.data.preprocessed import Preprocessed
 from segzoo.evaluate.metrics import METRICS
+from segzoo.evaluate.report_tables import PER_CASE
+from segzoo.inference.predictions import PredictionsFolder
 from segzoo.io import output_dir, write_json
 from segzoo.report import plots
 from segzoo.report.architecture import architecture_diagram, parameter_figure, require_dot
@@ -32,7 +34,7 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
     drawn = list(dict.fromkeys(r["model"] for r in runs if r["model"] in config["models"]))  # not imported nnU-Nets
     if drawn:
         require_dot()  # before any work, so that a missing Graphviz fails at once
-    scores = pd.read_csv(Path(tables) / "per_case.csv")
+    scores = pd.read_csv(Path(tables) / PER_CASE)
     regions = pre.regions
     cases = {c.id: c for c in read_dataset(raw).cases}
     models = list(dict.fromkeys(r["model"] for r in runs))
@@ -70,9 +72,9 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
             picks = {"worst": dice.iloc[0], "median": dice.iloc[len(dice) // 2], "best": dice.iloc[-1]}
             for label, row in picks.items():
                 case = cases[row["case"]]
-                pred = nib.load(Path(first[model]["predictions"]) / f"{row['case']}_{focus}.nii.gz")
+                pred = PredictionsFolder(first[model]["predictions"]).mask(row["case"], focus)
                 reference = np.isin(label_map(row["case"]), regions[focus])
-                add(plots.overlay(case.images[0], reference, np.asarray(pred.dataobj) > 0,
+                add(plots.overlay(case.images[0], reference, pred > 0,
                                   tmp / f"overlay_{model}_{label}.png",
                                   f"{model} seed {seed}, {label} case {row['case']} ({focus} Dice {row['dice']:.3f})"),
                     f"{model}: the {label} test case by {focus} Dice ({row['case']}, Dice {row['dice']:.3f}); "
@@ -81,7 +83,7 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
         for model in models:
             p, y = [], []
             for case_id in scores[(scores["model"] == model)]["case"].unique():
-                prob = np.asarray(nib.load(Path(first[model]["predictions"]) / f"{case_id}_prob.nii.gz").dataobj)
+                prob = PredictionsFolder(first[model]["predictions"]).probabilities(case_id)
                 label = label_map(case_id)
                 for r, values in enumerate(regions.values()):
                     p.append(prob[..., r].ravel())

@@ -19,6 +19,7 @@ import yaml
 from segzoo import __version__
 from segzoo.errors import SegzooError
 from segzoo.evaluate.metrics import METRICS
+from segzoo.evaluate.report_tables import COMPARISON, PER_CASE
 from segzoo.io import read_json, write_text
 from segzoo.provenance import source_digest
 from segzoo.report.summary import summary_section
@@ -125,8 +126,8 @@ def oof_section(tables: Path, metrics: list[str], rel) -> list[str]:
     parts = ["<h2>Cross-validation (out of fold)</h2>",
              "<p>Every non-test case predicted once, by the final checkpoint of the fold run that held it out (no "
              "checkpoint or postprocessing chosen on it); same statistics as above over these cases. Files: "
-             f"<a href='{rel(tables / 'comparison.csv')}'>comparison.csv</a>, "
-             f"<a href='{rel(tables / 'per_case.csv')}'>per_case.csv</a>.</p>"]
+             f"<a href='{rel(tables / COMPARISON)}'>{COMPARISON}</a>, "
+             f"<a href='{rel(tables / PER_CASE)}'>{PER_CASE}</a>.</p>"]
     for metric in metrics:
         table = tables / f"{metric}.html"
         if not table.is_file():
@@ -166,8 +167,8 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
              "<p>Mean [95 % bootstrap CI] over the n test cases with a value (seeds averaged per case; a region "
              "absent from both reference and prediction has no Dice and drops out); p: paired Wilcoxon test against "
              "unet3plus over the cases both models have a value for, Holm-corrected. Files: "
-             f"<a href='{rel(tables / 'comparison.csv')}'>comparison.csv</a>, "
-             f"<a href='{rel(tables / 'per_case.csv')}'>per_case.csv</a>.</p>"]
+             f"<a href='{rel(tables / COMPARISON)}'>{COMPARISON}</a>, "
+             f"<a href='{rel(tables / PER_CASE)}'>{PER_CASE}</a>.</p>"]
     for metric in config["evaluate"]["metrics"]:
         table = tables / f"{metric}.html"
         if not table.is_file():
@@ -196,7 +197,7 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
     import pandas as pd
 
     gpt = read_json(weightgen / "summary.json") if weightgen is not None else None
-    lead = summary_section(pd.read_csv(tables / "comparison.csv"), config["evaluate"]["metrics"], gpt)
+    lead = summary_section(pd.read_csv(tables / COMPARISON), config["evaluate"]["metrics"], gpt)
     body, toc = with_anchors(parts[:2] + lead + parts[2:])
     body.insert(2 + len(lead), toc)  # the answer, then where to find the rest
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

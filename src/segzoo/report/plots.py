@@ -13,7 +13,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from segzoo.evaluate.metrics import METRICS, calibration_bins  # noqa: E402
-from segzoo.report.slices import draw_orthogonal, save_figure  # noqa: E402
+from segzoo.io import save_figure  # noqa: E402
+from segzoo.report.slices import draw_orthogonal  # noqa: E402
 
 
 def _save(fig, png: Path) -> Path:

@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
+from segzoo.io import save_figure  # noqa: E402
+
 CONTOUR_COLOURS = {1: "tab:cyan", 2: "tab:orange", 3: "tab:red"}
 
 
@@ -31,15 +33,6 @@ def draw_orthogonal(axes, data: np.ndarray, spacing, centre, contours: list[tupl
                 ax.contour(cut(mask), levels=[0.5], colors=colour, linewidths=0.8)
         ax.set_title(name)
         ax.set_axis_off()
-
-
-def save_figure(fig, png: str | Path, dpi: int = 100) -> Path:
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(png, dpi=dpi)
-    plt.close(fig)
-    return png
 
 
 def render_orthogonal(image_path: str | Path, png: str | Path, label_path: str | Path | None = None,

@@ -38,7 +38,7 @@ from segzoo.data.splits import fold_split
 from segzoo.determinism import make_deterministic
 from segzoo.errors import SegzooError
 from segzoo.io import read_json, write_json
-from segzoo.mirroring import trained_axes
+from segzoo.inference.mirroring import trained_axes
 from segzoo.models.blocks import count_parameters
 from segzoo.models.registry import build_model
 from segzoo.tracking import NO_TRACKING, Tracker, tracker

@@ -8,7 +8,7 @@ from monai.metrics import DiceMetric
 
 from segzoo.data.loader import regions_to_channels
 from segzoo.data.preprocessed import Preprocessed
-from segzoo.infer import sliding_window_logits
+from segzoo.inference.window import sliding_window_logits
 
 
 @torch.no_grad()

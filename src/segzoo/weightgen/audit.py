@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from segzoo.weightgen.params import LayerScale
+from segzoo.weightgen.layer_scale import LayerScale
 from segzoo.weightgen.scoring import Scorer, pooled_dice
 from segzoo.weightgen.zoo import Zoo, task_regions
 

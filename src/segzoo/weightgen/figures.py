@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from segzoo.report.slices import save_figure  # noqa: E402
+from segzoo.io import save_figure  # noqa: E402
 from segzoo.weightgen.zoo import task_regions  # noqa: E402
 
 ONESHOT_BARS = [("oneshot_dice", "G.pt one-shot"), ("best_checkpoint_dice", "best checkpoint (val-chosen)"),

@@ -2,7 +2,7 @@
 
 Shapes: B batch, P parameters, T tokens, C chunk size, D width, R regions (metric slots).
 
-Everything lives in the normalised change space of :class:`segzoo.weightgen.params.LayerScale`:
+Everything lives in the normalised change space of :class:`segzoo.weightgen.layer_scale.LayerScale`:
 ``x = (θ − θ_start) / σ_layer``, where θ_start is the run's start (its parent, or its random init).
 A vector [B, P] is cut per layer into chunks of C values (a layer's last chunk is zero-padded), giving
 tokens [B, T, C]; every token position has its own linear encoder (C → D) and decoder (D → C). The
@@ -121,7 +121,7 @@ class GPT(nn.Module):
     @classmethod
     def from_config(cls, layout: list[list], regions: int, tasks: int, gpt_config: dict) -> GPT:
         """The G.pt the config's ``weightgen.gpt`` section describes, for a zoo network of ``layout``."""
-        from segzoo.weightgen.params import layer_sizes
+        from segzoo.models.flat import layer_sizes
 
         return cls(layer_sizes(layout), regions=regions, tasks=tasks,
                    **{k: gpt_config[k] for k in ("chunk", "width", "layers", "heads", "diffusion_steps")})

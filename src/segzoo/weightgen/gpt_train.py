@@ -27,7 +27,7 @@ from segzoo.checkpoint import load_checkpoint, save_checkpoint
 from segzoo.determinism import make_deterministic
 from segzoo.tracking import tracker
 from segzoo.weightgen.gpt import GPT, noise_schedule
-from segzoo.weightgen.params import LayerScale
+from segzoo.weightgen.layer_scale import LayerScale
 from segzoo.weightgen.zoo import Zoo, ZooRun
 
 

@@ -18,7 +18,7 @@ from segzoo.errors import SegzooError
 from segzoo.interop.nnunet_import import imported_checkpoint
 from segzoo.io import read_json
 from segzoo.models.nnunet import plain_conv_unet_architecture
-from segzoo.weightgen.params import flatten
+from segzoo.models.flat import flatten
 
 
 def _describe(architecture: dict, parameters: int) -> str:

@@ -74,7 +74,7 @@ class Scorer:
         self.batches = {s: Batch.of(pre, splits, s, settings, data_seed) for s in ("val", "test")}
 
     def load(self, vector: torch.Tensor) -> torch.nn.Module:
-        from segzoo.weightgen.params import load_vector
+        from segzoo.models.flat import load_vector
 
         return load_vector(self.model, vector.to(self.device))
 

@@ -41,7 +41,7 @@ from segzoo.io import new_files, output_dir, read_json, write_json, write_text
 from segzoo.models.registry import ZOO_NETWORK, build_model
 from segzoo.checkpoint import load_checkpoint, save_checkpoint
 from segzoo.tracking import NO_TRACKING, Tracker, tracker
-from segzoo.weightgen.params import flatten, layout_of, load_vector, unflatten
+from segzoo.models.flat import flatten, layout_of, load_vector, unflatten
 from segzoo.weightgen.plan import ALL, imported_start, start_index, start_name
 from segzoo.weightgen.scoring import Batch, loss_and_dice
 

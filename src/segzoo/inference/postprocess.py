@@ -4,7 +4,7 @@ nnU-Net's ``determine_postprocessing`` asks, for each label or region, whether r
 component but the largest raises the validation Dice; segzoo asks the same for each region of a trained run:
 
 1. Each validation case of the run's splits is predicted on the preprocessed grid (the sliding window of
-   :func:`segzoo.infer.predict_probabilities`) and thresholded at 0.5 per region.
+   :func:`segzoo.inference.window.predict_probabilities`) and thresholded at 0.5 per region.
 2. Per region, the Dice of every case is computed twice against the case's region mask: as predicted, and with
    only the largest component kept. Empty masks follow :mod:`segzoo.evaluate.metrics` (and nnU-Net): when the
    reference and the prediction are both empty the Dice is NaN and left out of the mean; when exactly one is
@@ -42,12 +42,14 @@ from segzoo.data.loader import regions_to_channels
 from segzoo.data.preprocessed import Preprocessed
 from segzoo.data.splits import fold_split
 from segzoo.errors import SegzooError
+from segzoo.inference.predictions import THRESHOLD
+from segzoo.inference.trained import load_model
+from segzoo.inference.window import predict_probabilities
 from segzoo.io import read_json, refuse_existing, write_json
 
 FILE_NAME = "postprocessing.json"  # beside a run's checkpoints
 CONNECTIVITY = 26  # neighbours of a voxel: 6 (faces), 18 (+ edges) or 26 (+ corners)
 ORTHOGONAL_HOPS = {6: 1, 18: 2, 26: 3}  # the same, as MONAI/scikit-image count connectivity
-THRESHOLD = 0.5  # sigmoid probability above which a voxel belongs to a region, as infer and predict threshold
 RULE = "keep the largest component of a region where it strictly raises the region's mean validation Dice"
 
 
@@ -117,8 +119,6 @@ def choose_postprocessing(model: torch.nn.Module, pre: Preprocessed, case_ids: l
                           device: torch.device, sw_batch_size: int, regions: dict[str, list[int]],
                           overlap: float = 0.5) -> dict:
     """Predict the validation cases ``case_ids`` with ``model`` on the preprocessed grid and decide per region."""
-    from segzoo.infer import predict_probabilities  # segzoo.infer applies the decision: it imports this module
-
     predictions, references = [], []
     for case in case_ids:
         prob = predict_probabilities(model, pre.image(case), patch_size, device, sw_batch_size, overlap)
@@ -131,23 +131,20 @@ def write_postprocessing(checkpoint: str | Path, pre: Preprocessed, splits: str 
                          device: str = "cpu", sw_batch_size: int = 4, overlap: float = 0.5,
                          fold: int | None = None) -> dict:
     """Choose the postprocessing of a trained run on its splits' ``val`` cases and write it to ``out`` (JSON)."""
-    from segzoo.infer import load_model
-    from segzoo.models.registry import IMPORTED
-
     refuse_existing(Path(out))  # before predicting anything
     dev = torch.device(device)
-    model, sidecar = load_model(checkpoint, dev)
-    if sidecar["model"] == IMPORTED:
+    model, trained = load_model(checkpoint, dev)
+    if trained.imported:
         raise SegzooError(f"{checkpoint}: an imported nnU-Net model; segzoo chooses postprocessing only for "
                           "models trained here")
-    regions = dict(sidecar["regions"])
+    regions = dict(trained.regions)
     if regions != pre.regions:
         raise SegzooError(f"{checkpoint}: regions {regions} differ from {pre.folder}'s {pre.regions}; pass the "
                           "preprocessed folder it was trained on")
     cases = fold_split(read_json(splits), fold, splits).get("val") or []
     if not cases:
         raise SegzooError(f"{splits}: no validation cases ('val'); postprocessing is chosen on them")
-    result = choose_postprocessing(model, pre, cases, patch_size=sidecar["patch_size"], device=dev,
+    result = choose_postprocessing(model, pre, cases, patch_size=trained.patch_size, device=dev,
                                    sw_batch_size=sw_batch_size, regions=regions, overlap=overlap)
     write_json(out, result)
     return result

@@ -27,7 +27,9 @@ import torch
 from scipy.ndimage import binary_fill_holes, gaussian_filter, map_coordinates, zoom
 
 from segzoo.errors import SegzooError
-from segzoo.mirroring import flip_combinations
+from segzoo.inference.mirroring import flip_combinations
+from segzoo.inference.predictions import THRESHOLD
+from segzoo.inference.trained import TrainedModel
 
 ANISOTROPY = 3.0  # nnU-Net resamples the coarse axis separately when its spacing is over 3x the finest
 
@@ -192,7 +194,7 @@ def sliding_window(model: torch.nn.Module, image: np.ndarray, patch: list[int], 
     return total[(slice(None), *inner)].cpu()
 
 
-def predict_case(models: torch.nn.Module | list[torch.nn.Module], sidecar: dict, images: list[Path],
+def predict_case(models: torch.nn.Module | list[torch.nn.Module], trained: TrainedModel, images: list[Path],
                  device: torch.device, mirror: bool = True,
                  accumulate: torch.dtype = torch.half) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities [K, *nibabel grid] (one per head) and nnU-Net's label map [*nibabel grid] for one case.
@@ -200,10 +202,10 @@ def predict_case(models: torch.nn.Module | list[torch.nn.Module], sidecar: dict,
     Several models (an imported model's folds, sharing its plans) are ensembled as nnU-Net ensembles folds: their
     sliding-window logits are summed and divided by their number (in float16, on the CPU) before resampling."""
     models = [models] if isinstance(models, torch.nn.Module) else list(models)
-    nn = sidecar["nnunet"]
+    nn = trained.nnunet
     volumes = [nib.load(str(p)) for p in images]
-    if len(volumes) != len(sidecar["channels"]):
-        raise SegzooError(f"{images[0]}: {len(volumes)} channel file(s); the model expects {len(sidecar['channels'])}")
+    if len(volumes) != len(trained.channels):
+        raise SegzooError(f"{images[0]}: {len(volumes)} channel file(s); the model expects {len(trained.channels)}")
     grid = ReaderGrid(nn["reader"], volumes[0])
     data = np.stack([grid.forward(np.asarray(v.dataobj, dtype=np.float32).reshape(v.shape[:3])) for v in volumes])
     forward = nn["transpose_forward"]
@@ -220,23 +222,23 @@ def predict_case(models: torch.nn.Module | list[torch.nn.Module], sidecar: dict,
     axes = nn["mirror_axes"] if mirror else []
     logits = None
     for model in models:
-        fold = sliding_window(model, data, sidecar["patch_size"], axes, device, accumulate)
+        fold = sliding_window(model, data, trained.patch_size, axes, device, accumulate)
         logits = fold if logits is None else logits.add_(fold)
     if len(models) > 1:
         logits /= len(models)
     logits = logits.float().numpy()
     logits = resample(logits, cropped_shape, target, spacing, order=1)
-    if sidecar["output"] == "softmax":
+    if trained.output == "softmax":
         prob = torch.softmax(torch.from_numpy(logits), 0).numpy()
         labels = np.argmax(prob, axis=0).astype(np.uint8)
     else:
         prob = torch.sigmoid(torch.from_numpy(logits)).numpy()
         labels = np.zeros(prob.shape[1:], dtype=np.uint8)
         for head, value in enumerate(nn["regions_class_order"]):
-            labels[prob[head] > 0.5] = value
+            labels[prob[head] > THRESHOLD] = value
     full_prob = np.zeros((prob.shape[0], *transposed_shape), dtype=np.float32)
     full_prob[(slice(None), *box)] = prob
-    if sidecar["output"] == "softmax":
+    if trained.output == "softmax":
         outside = np.ones(transposed_shape, dtype=bool)
         outside[box] = False
         full_prob[0][outside] = 1.0
@@ -248,7 +250,7 @@ def predict_case(models: torch.nn.Module | list[torch.nn.Module], sidecar: dict,
     return grid.backward(full_prob), grid.backward(full_labels)
 
 
-def region_outputs(sidecar: dict, regions: dict[str, list[int]], prob: np.ndarray, labels: np.ndarray,
+def region_outputs(trained: TrainedModel, regions: dict[str, list[int]], prob: np.ndarray, labels: np.ndarray,
                    source: str) -> tuple[np.ndarray, np.ndarray]:
     """The evaluation dataset's regions from a model's heads: probabilities [R, ...] and masks [R, ...].
 
@@ -257,11 +259,11 @@ def region_outputs(sidecar: dict, regions: dict[str, list[int]], prob: np.ndarra
     label map, so they are nnU-Net's segmentation."""
     probs, masks = [], []
     for name, values in regions.items():
-        if sidecar["output"] == "softmax":
-            classes = [i for i, v in enumerate(sidecar["classes"].values()) if v in values]
+        if trained.output == "softmax":
+            classes = [i for i, v in enumerate(trained.heads.values()) if v in values]
             probs.append(prob[classes].sum(0) if classes else np.zeros(prob.shape[1:], np.float32))
         else:
-            heads = list(sidecar["regions"].items())
+            heads = list(trained.heads.items())
             match = [i for i, (_, v) in enumerate(heads) if sorted(v) == sorted(values)] or \
                     [i for i, (n, _) in enumerate(heads) if n == name]
             if not match:

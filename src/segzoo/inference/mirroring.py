@@ -21,6 +21,10 @@ recorded).
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from segzoo.inference.trained import TrainedModel
 
 UNRECORDED_DEFAULT = [0]  # train.augment.flip_axes's schema default, for runs that record no axes
 AXIS_NAMES = "XYZ"
@@ -31,12 +35,12 @@ def trained_axes(augment: dict) -> list[int]:
     return sorted({int(a) for a in augment.get("flip_axes", [])})
 
 
-def model_axes(sidecar: dict) -> tuple[list[int], str | None]:
+def model_axes(trained: TrainedModel) -> tuple[list[int], str | None]:
     """The axes a checkpoint's model may be mirrored along, and a notice when they are assumed, not recorded."""
-    if "nnunet" in sidecar:
-        return [int(a) for a in sidecar["nnunet"]["mirror_axes"]], None
-    if "mirror_axes" in sidecar:
-        return [int(a) for a in sidecar["mirror_axes"]], None
+    if trained.nnunet is not None:
+        return [int(a) for a in trained.nnunet["mirror_axes"]], None
+    if trained.mirror_axes is not None:
+        return [int(a) for a in trained.mirror_axes], None
     return list(UNRECORDED_DEFAULT), ("records no mirror axes (trained before segzoo recorded them); assuming the "
                                       f"default train.augment.flip_axes {UNRECORDED_DEFAULT}")
 
