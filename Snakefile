@@ -13,7 +13,7 @@ include: "rules/common.smk"
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
-    model="|".join([*config["models"], *IMPORTED]),
+    model=MODEL_WILDCARD,
     seed=r"\d+",
     fold=r"\d+",
     task="|".join(map(re.escape, WG_TASKS)),

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from segzoo.weightgen.evaluation_folder import EvaluationFolder
+
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = ["Snakefile", "rules", "schemas", "envs", "presets", "profiles", "config.yaml", "src"]
 DATASET = "Dataset001_SpinalPhantom"
@@ -81,8 +83,8 @@ def main() -> None:
     workdir = args.run or args.workdir
     results = workdir / "results"
     zoo = json.loads((results / "zoo" / DATASET / "zoo.json").read_text())
-    ev = results / "weightgen" / DATASET / "evaluation"
-    summary = json.loads((ev / "summary.json").read_text())
+    ev = EvaluationFolder(results / "weightgen" / DATASET / "evaluation")
+    summary = ev.summary()
     bench = results / "benchmarks"
     zoo_jobs = [seconds(t) for t in (bench / "zoo" / DATASET).rglob("*.tsv") if t.name != "index.tsv"]
     stage = {n: seconds(bench / "weightgen" / DATASET / f"{n}.tsv")
@@ -97,7 +99,7 @@ def main() -> None:
           f"{zoo['checkpoints_per_task']} | {len(zoo_jobs)}, {sum(zoo_jobs):.0f} s | {stage['gpt_train']:.0f} s | "
           f"{stage['gpt_sample']:.0f} s | {stage['gpt_evaluate']:.0f} s | "
           f"{summary['sample_seconds_one_network']:.3f} s |")
-    criteria = pd.read_csv(ev / "criteria.csv")
+    criteria = ev.table("criteria")
     rows = [(bool(c.passed), c.criterion, c.task, c.detail) for c in criteria.itertuples()]
     if stage_wall is not None:
         rows.append((stage_wall <= STAGE_BUDGET_S, "zoo + G.pt + evaluation ≤ 10 min wall (2 cores)", "time",

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from segzoo.weightgen import plan  # noqa: E402
+from segzoo.weightgen.evaluation_folder import EvaluationFolder  # noqa: E402
 
 
 def resolve(paths: list[str]) -> None:
@@ -124,16 +125,14 @@ def subset_index(stage: Stage, n: int) -> Path:
 
 
 def report(stage: Stage, evaluation: Path) -> None:
-    import pandas as pd
-
     print("\n| phase | seconds |\n| --- | ---: |")
     for name, value in stage.seconds.items():
         print(f"| {name} | {value:.0f} |")
     print(f"\nzoo: {json.loads((stage.zoo / 'zoo.json').read_text())}")
     print("\n| | criterion | task | measured |\n| --- | --- | --- | --- |")
-    for c in pd.read_csv(evaluation / "criteria.csv").itertuples():
+    for c in EvaluationFolder(evaluation).table("criteria").itertuples():
         print(f"| {'PASS' if c.passed else 'FAIL'} | {c.criterion} | {c.task} | {c.detail} |")
-    shots = pd.read_csv(evaluation / "oneshot.csv")
+    shots = EvaluationFolder(evaluation).table("oneshot")
     print("\n" + shots.groupby("task")[["oneshot_dice", "best_checkpoint_dice", "own_final_dice", "noise_dice",
                                           "lookup_dice", "novelty_ratio"]].mean().to_markdown(floatfmt=".3f"))
 
@@ -166,7 +165,7 @@ def main() -> None:
     for n in map(int, args.init_scaling.split(",")):
         folder = subset_index(stage, n)
         stage.timed(f"G.pt on {n} inits", stage.gpt, folder / "index.csv", folder)
-        shots = pd.read_csv(folder / "evaluation" / "oneshot.csv")
+        shots = EvaluationFolder(folder / "evaluation").table("oneshot")
         for task, group in shots.groupby("task"):
             rows.append({"inits": n, "task": task, "oneshot_dice": group["oneshot_dice"].mean(),
                          "best_checkpoint_dice": group["best_checkpoint_dice"].mean(),

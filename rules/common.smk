@@ -13,9 +13,11 @@ REPO = Path(workflow.basedir)
 SRC = REPO / "src" / "segzoo"
 sys.path.insert(0, str(SRC.parent))  # this checkout's segzoo, whatever is installed
 
+from segzoo.cli import handler
 from segzoo.config import validate_config
 from segzoo.devices import resolve_device
 from segzoo.errors import SegzooError
+from segzoo.imports import verb_sources
 from segzoo.interop.nnunet_import import imported_models
 from segzoo.weightgen import plan as zoo_plan
 
@@ -84,6 +86,9 @@ TRAIN_GPUS = TRAIN_PROCESSES * GPUS_PER_JOB
 TRAINED = [m for m in config["train"]["models"] if m in config["models"]]
 IMPORTED = {name: str(stem) for name, stem in imported_models(config["train"]["models"]).items()}
 RUNS = [(m, s) for m in TRAINED for s in config["train"]["seeds"]] + [(m, 0) for m in IMPORTED]
+# The {model} wildcard: any row of the comparison; rules that train or read a training run take trained models only.
+MODEL_WILDCARD = "|".join(map(re.escape, [*config["models"], *IMPORTED]))
+TRAINED_MODEL_WILDCARD = "|".join(map(re.escape, config["models"]))
 
 
 def train_launcher():
@@ -93,21 +98,11 @@ def train_launcher():
     return f"torchrun --standalone --nproc-per-node {TRAIN_PROCESSES} -m segzoo"
 
 
-# The segzoo modules each kind of job runs: as inputs, an edit to them reruns the job.
-INFRASTRUCTURE = ("checkpoint.py", "devices.py", "determinism.py", "provenance.py", "errors.py")
-DATA_CODE = ("data/dataset.py", "data/verify.py", "data/nifti.py")
-PLAN_CODE = ("data/fingerprint.py", "data/plans.py", "models/*")
-TRAIN_CODE = ("data/loader.py", "data/preprocessed.py", "models/*", "train/*", "infer.py", "mirroring.py",
-              *INFRASTRUCTURE)
-WEIGHTGEN_CODE = ("weightgen/*", *TRAIN_CODE)
-
-
-def sources(*patterns):
-    """Source files of the segzoo code a job runs; as inputs, an edit to them reruns the job."""
-    files = []
-    for pattern in ("cli.py", "io.py", *patterns):
-        files += sorted(os.path.relpath(p) for p in SRC.glob(pattern) if p.suffix == ".py")
-    return sorted(set(files), key=files.index)
+def verb_code(verb):
+    """The source files of the segzoo modules `segzoo <verb>` reaches, read from its imports (segzoo.imports: a
+    static walk, imports inside functions included; segzoo.imports.NO_RERUN names the few left out and why). As
+    inputs, an edit to any of them reruns the job; no list of files is kept by hand."""
+    return [os.path.relpath(p) for p in verb_sources(handler(verb), SRC)]
 
 
 def train_settings(wildcards):
@@ -117,6 +112,9 @@ def train_settings(wildcards):
 
 
 TRACKING = "results/tracking"  # W&B offline runs (wandb/) and the local MLflow store (mlruns/)
+# The configuration the results page shows: all that decides a result. `tracking` (where runs are also logged)
+# decides none, so switching it redraws no page.
+RESULT_CONFIG = {key: value for key, value in config.items() if key != "tracking"}
 
 
 def tracking_option(wildcards, output):

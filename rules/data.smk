@@ -5,7 +5,7 @@ rule phantom:
     output:
         directory(PHANTOM),
     input:
-        sources("data/phantom.py"),
+        code=verb_code("phantom"),
     params:
         cases=config["phantom"]["cases"],
         seed=config["seed"],
@@ -35,7 +35,7 @@ rule verify:
         VERIFY_REPORT,
     input:
         raw=raw_dataset,
-        code=sources(*DATA_CODE),
+        code=verb_code("verify"),
     log:
         "results/logs/verify/{dataset}.log",
     benchmark:
@@ -52,7 +52,7 @@ rule fingerprint:
     input:
         raw=raw_dataset,
         report=rules.verify.output[0],
-        code=sources(*DATA_CODE, "data/fingerprint.py"),
+        code=verb_code("fingerprint"),
     params:
         seed=config["seed"],
     log:
@@ -70,7 +70,7 @@ rule plan:
         PLANS,
     input:
         fingerprint=rules.fingerprint.output[0],
-        code=sources(*PLAN_CODE),
+        code=verb_code("plan"),
     params:
         settings=plan_settings(),
     log:
@@ -89,7 +89,7 @@ rule preprocess:
     input:
         raw=raw_dataset,
         fingerprint=rules.fingerprint.output[0],
-        code=sources(*DATA_CODE, "data/preprocess.py", "data/preprocessed.py", "data/plans.py"),
+        code=verb_code("preprocess"),
     params:
         options=preprocess_options(),
     log:
@@ -109,7 +109,7 @@ rule splits:
     input:
         data=rules.preprocess.output[0],
         nnunet_splits=[config["splits"]["nnunet_splits"]] if config["splits"]["nnunet_splits"] else [],
-        code=sources("data/splits.py", "data/preprocessed.py"),
+        code=verb_code("splits"),
     params:
         seed=config["seed"],
         val=config["splits"]["val_fraction"],

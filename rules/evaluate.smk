@@ -10,8 +10,7 @@ rule infer:
         raw=raw_dataset,
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
-        code=sources("infer.py", "postprocess.py", "models/*", "data/preprocess.py", "data/preprocessed.py",
-                     "data/nifti.py", "data/dataset.py", "interop/nnunet_inference.py", "mirroring.py", *INFRASTRUCTURE),
+        code=verb_code("infer"),
     params:
         device=DEVICE,
         sw_batch_size=config["train"]["sw_batch_size"],
@@ -38,7 +37,7 @@ rule evaluate:
         raw=raw_dataset,
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
-        code=sources("evaluate/cases.py", "evaluate/metrics.py", "data/preprocessed.py", "data/nifti.py"),
+        code=verb_code("evaluate"),
     params:
         tolerance=config["evaluate"]["tolerance_mm"],
     log:
@@ -62,14 +61,13 @@ rule infer_oof:
         runs=oof_runs,
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
-        code=sources("infer.py", "models/*", "data/preprocess.py", "data/preprocessed.py", "data/nifti.py",
-                     *INFRASTRUCTURE),
+        code=verb_code("infer-oof"),
     params:
         runs=lambda w, input: " ".join(shlex.quote(os.path.dirname(r)) for r in input.runs),
         device=DEVICE,
         sw_batch_size=config["train"]["sw_batch_size"],
     wildcard_constraints:
-        model="|".join(config["models"]),
+        model=TRAINED_MODEL_WILDCARD,
     resources:
         gpu=GPUS_PER_JOB,
     log:
@@ -91,7 +89,7 @@ rule evaluate_oof:
         raw=raw_dataset,
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
-        code=sources("evaluate/cases.py", "evaluate/metrics.py", "data/preprocessed.py", "data/nifti.py"),
+        code=verb_code("evaluate"),
     params:
         tolerance=config["evaluate"]["tolerance_mm"],
     log:
@@ -112,7 +110,7 @@ rule compare_oof:
         metrics=f"{METRICS}/comparison_oof.json",
     input:
         scores=run_outputs(OOF_SCORES, trained_only=True),
-        code=sources("evaluate/stats.py", "evaluate/report_tables.py", "evaluate/metrics.py"),
+        code=verb_code("compare"),
     params:
         metrics=" ".join(config["evaluate"]["metrics"]),
         seed=config["seed"],
@@ -138,7 +136,7 @@ rule compare:
         metrics=f"{METRICS}/comparison.json",
     input:
         scores=run_outputs(SCORES),
-        code=sources("evaluate/stats.py", "evaluate/report_tables.py", "evaluate/metrics.py"),
+        code=verb_code("compare"),
     params:
         metrics=" ".join(config["evaluate"]["metrics"]),
         seed=config["seed"],
@@ -160,9 +158,7 @@ rule predict:
         images=predict_images,
         runs=model_runs,
         postprocessing=model_postprocessing,  # found by predict beside each run's checkpoint
-        code=sources("predict.py", "infer.py", "postprocess.py", "models/*", "data/preprocess.py",
-                     "data/preprocessed.py", "data/nifti.py", "data/dataset.py", "interop/nnunet_inference.py",
-                     "mirroring.py", *INFRASTRUCTURE),
+        code=verb_code("predict"),
     params:
         input=config["predict"]["input"],
         runs=lambda w, input: " ".join(shlex.quote(os.path.dirname(r)) for r in input.runs),
@@ -170,7 +166,7 @@ rule predict:
                                              ("--probabilities", config["predict"]["probabilities"])) if on),
         device=DEVICE,
     wildcard_constraints:
-        model="|".join(config["models"]),
+        model=TRAINED_MODEL_WILDCARD,
     resources:
         gpu=GPUS_PER_JOB,
     log:

@@ -19,10 +19,11 @@ rule figures:
         predictions=run_outputs(rules.infer.output[0]),
         data=rules.preprocess.output[0],
         raw=raw_dataset,
-        code=sources("report/*", "evaluate/metrics.py", "models/*", "data/preprocessed.py"),
+        code=verb_code("figures"),
     params:
         runs=runs_json,
-        config=json.dumps(config, sort_keys=True),
+        config=json.dumps({"models": config["models"], "evaluate": {"metrics": config["evaluate"]["metrics"]}},
+                          sort_keys=True),  # the keys it reads: a change elsewhere redraws nothing
     log:
         "results/logs/figures/{dataset}.log",
     benchmark:
@@ -43,11 +44,11 @@ rule page:
         plans=rules.plan.output[0],
         oof_tables=lambda w: [OOF_TABLES.format(dataset=w.dataset)] if FOLDS > 1 else [],
         weightgen=lambda w: [f"{WEIGHTGEN.format(dataset=w.dataset)}/evaluation"] if WG["enabled"] else [],
-        code=sources("report/page.py", "data/plans.py"),
+        code=verb_code("page"),
     params:
         weightgen=lambda w, input: f"--weightgen {shlex.quote(input.weightgen[0])}" if input.weightgen else "",
         oof=lambda w, input: f"--oof-tables {shlex.quote(input.oof_tables[0])}" if input.oof_tables else "",
-        config=json.dumps(config, sort_keys=True),
+        config=json.dumps(RESULT_CONFIG, sort_keys=True),
     log:
         "results/logs/page/{dataset}.log",
     benchmark:
@@ -64,7 +65,7 @@ rule site_index:
         SITE_INDEX,
     input:
         pages=expand(PAGE, dataset=DATASET),
-        code=sources("report/site_index.py", "report/page.py"),
+        code=verb_code("site-index"),
     log:
         "results/logs/site_index.log",
     conda:

@@ -12,7 +12,7 @@ rule train:
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
         plans=rules.plan.output[0],
-        code=sources(*TRAIN_CODE),
+        code=verb_code("train"),
     params:
         run=TRAIN_RUN,
         fold=fold_option,
@@ -23,7 +23,7 @@ rule train:
         threads=config["train"]["threads"],  # per process
         tracking=tracking_option,
     wildcard_constraints:
-        model="|".join(config["models"]),  # imported nnU-Net models are not trained here
+        model=TRAINED_MODEL_WILDCARD,  # imported nnU-Net models are not trained here
     threads: config["train"]["threads"] * TRAIN_PROCESSES
     resources:
         gpu=TRAIN_GPUS,
@@ -48,14 +48,13 @@ rule postprocessing:
         best=rules.train.output.best,
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
-        code=sources("postprocess.py", "infer.py", "models/*", "data/loader.py", "data/preprocessed.py",
-                     *INFRASTRUCTURE),
+        code=verb_code("postprocessing"),
     params:
         device=DEVICE,
         sw_batch_size=config["train"]["sw_batch_size"],
         fold=fold_option,
     wildcard_constraints:
-        model="|".join(config["models"]),  # imported nnU-Net models are not trained here: no postprocessing
+        model=TRAINED_MODEL_WILDCARD,  # imported nnU-Net models are not trained here: no postprocessing
     resources:
         gpu=GPUS_PER_JOB,
     log:

@@ -10,7 +10,7 @@ rule zoo_start:
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
         imported=get_imported_start,
-        code=sources(*WEIGHTGEN_CODE, "interop/nnunet_import.py"),
+        code=verb_code("zoo-start"),
     params:
         stem=lambda w, output: output.weights.removesuffix(".safetensors"),
         settings=json.dumps(zoo_plan.zoo_settings(config), sort_keys=True),
@@ -38,7 +38,7 @@ rule zoo_job:
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
         start=get_zoo_start,
-        code=sources(*WEIGHTGEN_CODE),
+        code=verb_code("zoo"),
     params:
         seeds=zoo_job_seeds,
         start=zoo_start_option,
@@ -68,7 +68,7 @@ rule zoo_index:
         summary=f"{ZOO}/zoo.json",
     input:
         jobs=zoo_jobs,
-        code=sources(*WEIGHTGEN_CODE),
+        code=verb_code("zoo-index"),
     params:
         settings=json.dumps(zoo_plan.index_settings(config), sort_keys=True),
     log:
@@ -90,7 +90,7 @@ rule gpt_train:
     input:
         index=rules.zoo_index.output.index,
         jobs=zoo_jobs,
-        code=sources(*WEIGHTGEN_CODE),
+        code=verb_code("gpt-train"),
     params:
         stem=lambda w, output: output.weights.removesuffix(".safetensors"),
         settings=json.dumps({"gpt": WG["gpt"]}, sort_keys=True),
@@ -120,7 +120,7 @@ rule gpt_sample:
         gpt=rules.gpt_train.output.weights,
         index=rules.zoo_index.output.index,
         jobs=zoo_jobs,
-        code=sources(*WEIGHTGEN_CODE),
+        code=verb_code("gpt-sample"),
     params:
         gpt=lambda w, input: input.gpt.removesuffix(".safetensors"),
         stem=lambda w, output: output.weights.removesuffix(".safetensors"),
@@ -160,7 +160,7 @@ rule gpt_evaluate:
         jobs=zoo_jobs,
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
-        code=sources(*WEIGHTGEN_CODE),
+        code=verb_code("gpt-evaluate"),
     params:
         gpt=lambda w, input: input.gpt.removesuffix(".safetensors"),
         samples=lambda w, input: input.samples.removesuffix(".safetensors"),

@@ -162,6 +162,26 @@ def test_dvc_repro_and_a_plain_snakemake_run_from_clean_copies_give_identical_me
             assert content == theirs, path
 
 
+def test_dvc_status_follows_the_code_a_stage_reaches(reproduced):
+    """A module the train verb reaches only through other modules changes the train stage (and what follows); the
+    page's module changes the report stage alone. Each file is put back, and DVC (content hashes) agrees."""
+    repo, _, _ = reproduced
+    for module, changed, unchanged in (("inference/window.py", {"train", "evaluate", "weightgen"}, {"data"}),
+                                       ("report/page.py", {"report"}, {"data", "train", "evaluate", "weightgen"})):
+        path = repo / "src" / "segzoo" / module
+        text = path.read_text()
+        path.write_text(text + "\n# an edit\n")
+        try:
+            status = json.loads(sh(repo, "dvc", "status", "--json").stdout)
+        finally:
+            path.write_text(text)
+        stages = set(status)
+        assert changed <= stages and not unchanged & stages, (module, status)
+        for stage in changed:  # each because the edited file is among its dependencies
+            assert f"src/segzoo/{module}" in json.dumps(status[stage]), (stage, status[stage])
+    assert "up to date" in sh(repo, "dvc", "status").stdout
+
+
 def test_one_training_param_reruns_only_downstream_stages_and_a_direct_run_stays_in_sync(reproduced):
     """Runs last: it changes the repository's preset."""
     repo, _, _ = reproduced

@@ -15,6 +15,7 @@ import pytest
 from segzoo.models.blocks import count_parameters
 from segzoo.models.registry import build_model
 from segzoo.report.architecture import trace
+from segzoo.weightgen.evaluation_folder import EvaluationFolder
 
 from conftest import PHANTOM, snakemake
 
@@ -70,7 +71,7 @@ def test_page_loads_every_image_in_headless_chromium(ci_run, tmp_path):
                           "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     body = dom[dom.index("<body"):dom.index(">", dom.index("<body"))]
     figures = json.loads((wf / "results" / "figures" / PHANTOM / "figures.json").read_text())
-    weightgen = json.loads((wf / "results" / "weightgen" / PHANTOM / "evaluation" / "figures.json").read_text())
+    weightgen = EvaluationFolder(wf / "results" / "weightgen" / PHANTOM / "evaluation").figures()
     assert f'data-images="{len(figures) + len(weightgen)}"' in body
     assert 'data-broken-images="0"' in body, body
     assert dom.count("<table") == 1 + 7 + 1 + 6 and "unet3plus" in dom  # the summary, metrics, the plan, G.pt

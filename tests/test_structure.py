@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from segzoo import imports
 from segzoo.data.preprocess import preprocess_dataset
 from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
@@ -35,7 +36,7 @@ def test_nothing_outside_train_imports_train_for_what_is_not_training():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("segzoo.train"):
                 users.setdefault(node.module, set()).add(str(path.relative_to(SRC)))
-    allowed = {"segzoo.train.loop": {"cli.py", "weightgen/zoo.py"},  # running a training is training
+    allowed = {"segzoo.train.loop": {"cli/train.py", "weightgen/zoo.py"},  # running a training is training
                "segzoo.train.validate": {"weightgen/scoring.py"},  # a zoo network's whole-volume Dice
                "segzoo.train.loss": {"train/loop.py", "weightgen/scoring.py"},
                "segzoo.train.distributed": {"train/loop.py"}}
@@ -70,6 +71,86 @@ def test_the_preprocessed_reader(tiny_dataset, tmp_path):
         pre.image("nope")
     with pytest.raises(SegzooError, match="preprocess.json: missing"):
         Preprocessed(tmp_path)
+
+
+# The package's layers, lowest first: a module may import modules of its own layer and of the layers below it,
+# never above. (Also in DESIGN.md; segzoo.imports reads the imports, inside functions included.)
+LAYERS = [
+    ("foundation", ["segzoo", "segzoo.errors", "segzoo.io", "segzoo.provenance", "segzoo.determinism",
+                    "segzoo.devices", "segzoo.checkpoint", "segzoo.tracking", "segzoo.imports"]),
+    ("models", ["segzoo.models"]),
+    ("data", ["segzoo.data"]),
+    ("inference", ["segzoo.inference"]),
+    ("evaluate", ["segzoo.evaluate"]),
+    ("train", ["segzoo.train"]),
+    ("interop", ["segzoo.interop"]),
+    ("weightgen", ["segzoo.weightgen"]),
+    ("report", ["segzoo.report"]),
+    ("verbs", ["segzoo.infer", "segzoo.predict", "segzoo.config", "segzoo.dataset_checks", "segzoo.dvc_sync",
+               "segzoo.cli", "segzoo.__main__"]),
+]
+
+
+def layer_of(module: str) -> int:
+    """The layer of the longest prefix that names ``module`` (a package names its submodules)."""
+    matches = [(len(prefix), i) for i, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes
+               if module == prefix or module.startswith(prefix + ".") and prefix != "segzoo"]
+    assert matches, f"{module} is in no layer: add it to LAYERS"
+    return max(matches)[1]
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each an import circle."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circle_and_no_import_from_a_lower_layer_to_a_higher_one():
+    graph = imports.graph()
+    assert len(graph) > 50 and "segzoo.inference.window" in graph["segzoo.train.validate"]  # the walk sees them
+    assert circles(graph) == []
+    upward = [f"{m} ({LAYERS[layer_of(m)][0]}) imports {d} ({LAYERS[layer_of(d)][0]})"
+              for m, deps in sorted(graph.items()) for d in sorted(deps) if layer_of(d) > layer_of(m)]
+    assert upward == []
+
+
+def test_the_walk_finds_circles_and_upward_imports_inside_functions(tmp_path):
+    """The checks above can fail: a planted package with a circle hidden in a function and an upward import."""
+    root = tmp_path / "segzoo"
+    (root / "data").mkdir(parents=True)
+    (root / "report").mkdir()
+    for name in ("__init__.py", "data/__init__.py", "report/__init__.py"):
+        (root / name).write_text("")
+    (root / "data" / "a.py").write_text("def f():\n    from segzoo.report import b\n")
+    (root / "report" / "b.py").write_text("from segzoo.data.a import f\n")
+    graph = imports.graph(root)
+    assert circles(graph) == [["segzoo.data.a", "segzoo.report.b"]]
+    assert layer_of("segzoo.report.b") > layer_of("segzoo.data.a")
 
 
 def test_the_package_imports_without_cycles():

@@ -12,6 +12,7 @@ import pytest
 
 from segzoo.evaluate.stats import compare
 from segzoo.report.summary import region_answers, summary_section
+from segzoo.weightgen.evaluation_folder import EvaluationFolder
 
 from conftest import PHANTOM, REPO, run_segzoo
 
@@ -74,5 +75,5 @@ def test_the_page_opens_with_the_summary_and_its_contents_reach_every_section(ci
     assert page.index("<nav class='toc'>") < page.index("<h2 id='comparison'>")
     assert sorted(re.findall(r"<li><a href='#([^']+)'>", page)) == sorted(headings)
     assert len(set(headings)) == len(headings)
-    gpt = json.loads((wf / "results" / "weightgen" / PHANTOM / "evaluation" / "summary.json").read_text())
+    gpt = EvaluationFolder(wf / "results" / "weightgen" / PHANTOM / "evaluation").summary()
     assert f"{gpt['criteria_passed']} of {gpt['criteria_total']} success criteria passed" in page

@@ -20,6 +20,7 @@ from segzoo.weightgen import merge
 from segzoo.weightgen import plan as zoo_plan
 from segzoo.weightgen.audit import Audit
 from segzoo.weightgen.evaluate import r_squared
+from segzoo.weightgen.evaluation_folder import EvaluationFolder
 from segzoo.weightgen.gpt import GPT, Tokenizer
 from segzoo.weightgen.gpt_train import load_gpt, train_gpt
 from segzoo.models.flat import flatten, layout_of, load_vector, unflatten
@@ -316,18 +317,18 @@ def test_weightgen_rules_run_under_snakemake_on_the_ci_preset(ci_run):
     gpt = json.loads((out / "gpt.json").read_text())
     zoo = load_zoo(zoo_dir / "index.csv")
     assert set(gpt["train_runs"]) == {r.name for r in zoo.select("train")}  # held-out and stress runs never train G.pt
-    evaluation = out / "evaluation"
-    samples = pd.read_csv(evaluation / "samples.csv")
+    evaluation = EvaluationFolder(out / "evaluation")
+    samples = evaluation.table("samples")
     assert set(samples["kind"]) == {"align", "best", "unify", "stress"}
     assert samples[["dice_sc", "lookup_dice", "d_nearest"]].notna().all().all()
     audited = samples[samples["kind"] != "align"]  # alignment prompts need only the lookup memoriser
     assert audited[["nearest_dice", "mean_k_dice", "noise_dice", "mask_agreement"]].notna().all().all()
-    criteria = pd.read_csv(evaluation / "criteria.csv")
+    criteria = evaluation.table("criteria")
     assert {"one-shot ≥ 0.95 × best checkpoint (test)", "prompt alignment R² (G.pt's definition, test)"} <= \
         set(criteria["criterion"])
-    methods = set(pd.read_csv(evaluation / "unification.csv")["method"])
+    methods = set(evaluation.table("unification")["method"])
     assert {"G.pt, every region prompted high", "uniform soup", "best multi-task checkpoint"} <= methods
-    for fig in json.loads((evaluation / "figures.json").read_text()):
-        assert (evaluation / fig["file"]).stat().st_size > 5000
+    for fig in evaluation.figures():
+        assert (evaluation.folder / fig["file"]).stat().st_size > 5000
     page = (wf / "results" / PHANTOM / "index.html").read_text()
     assert "Checkpoint diffusion (G.pt)" in page and "criteria" in page

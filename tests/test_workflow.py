@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -46,13 +47,45 @@ def test_without_gpu_resources_gives_identical_outputs(ci_run, tmp_path):
         assert digest(other / "results" / folder) == digest(wf / "results" / folder), folder
 
 
-def test_editing_a_source_file_reruns_its_rule(ci_run, tmp_path):
-    wf = Path(shutil.copytree(ci_run[0], tmp_path / "wf", symlinks=True))  # other tests expect ci_run's folder as is
-    splits_py = wf / "src" / "segzoo" / "data" / "splits.py"
-    splits_py.write_text(splits_py.read_text() + "\n# an edit\n")  # Snakemake compares content, not only mtime
-    result = snakemake(wf, "-n", "--cores", "all", "--configfile", "presets/ci.yaml")
-    out = result.stdout + result.stderr
-    assert "rule splits:" in out and "rule preprocess:" not in out
+@pytest.fixture(scope="module")
+def edited_copy(ci_run, tmp_path_factory):
+    """A copy of the ci preset's finished run (other tests expect ci_run's folder as is) whose source files the tests
+    below edit one at a time, each put back as it was (content and time) afterwards."""
+    return Path(shutil.copytree(ci_run[0], tmp_path_factory.mktemp("edits") / "wf", symlinks=True))
+
+
+def _scheduled_after_editing(wf: Path, module: str) -> set[str]:
+    """The rules `snakemake -n` schedules after a line is added to ``src/segzoo/<module>``."""
+    path = wf / "src" / "segzoo" / module
+    text, stat = path.read_text(), path.stat()
+    try:
+        path.write_text(text + "\n# an edit\n")  # Snakemake compares content, not only mtime
+        result = snakemake(wf, "-n", "--cores", "all", "--configfile", "presets/ci.yaml")
+        assert result.returncode == 0, result.stderr[-3000:]
+        return set(re.findall(r"^rule (\w+):", result.stdout + result.stderr, re.M))
+    finally:
+        path.write_text(text)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.mark.parametrize("module, reruns, stays", [
+    # train's verb reaches it only through train/loop.py -> train/validate.py
+    ("inference/window.py", {"train", "infer", "postprocessing", "zoo_job", "gpt_evaluate"}, {"splits", "preprocess"}),
+    # the splits rule's own code; training reruns through its output, splits.json
+    ("data/splits.py", {"splits", "train"}, {"preprocess", "verify"}),
+    # only the page's verb reaches it: nothing is trained, predicted or scored again
+    ("report/page.py", {"page", "site_index"}, {"train", "infer", "evaluate", "zoo_job", "gpt_train", "figures"}),
+])
+def test_editing_a_module_reruns_the_rules_whose_verb_reaches_it(edited_copy, module, reruns, stays):
+    scheduled = _scheduled_after_editing(edited_copy, module)
+    assert reruns <= scheduled and not stays & scheduled, scheduled
+
+
+def test_a_module_that_cannot_change_results_reruns_nothing(edited_copy):
+    from segzoo.imports import NO_RERUN
+
+    assert "segzoo.tracking" in NO_RERUN
+    assert _scheduled_after_editing(edited_copy, "tracking.py") == set()
 
 
 def test_lint_has_nothing_to_say(tmp_path):

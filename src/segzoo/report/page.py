@@ -23,6 +23,7 @@ from segzoo.evaluate.report_tables import COMPARISON, PER_CASE
 from segzoo.io import read_json, write_text
 from segzoo.provenance import source_digest
 from segzoo.report.summary import summary_section
+from segzoo.weightgen.evaluation_folder import EvaluationFolder
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1150px; color: #222; padding: 0 1rem; }
@@ -69,7 +70,8 @@ def _table(csv: Path, columns: list[str] | None = None) -> str:
 
 def weightgen_section(folder: Path, rel) -> list[str]:
     """The G.pt part of the page: the pass/fail criteria first, then what was measured, memorisers beside each."""
-    s = read_json(folder / "summary.json")
+    evaluation = EvaluationFolder(folder)
+    s = evaluation.summary()
     criteria = "".join(
         f"<tr><td class='{'pass' if c['passed'] else 'fail'}'>{'PASS' if c['passed'] else 'FAIL'}</td>"
         f"<td>{html.escape(c['criterion'])}</td><td>{html.escape(str(c['task']))}</td>"
@@ -88,15 +90,15 @@ def weightgen_section(folder: Path, rel) -> list[str]:
              "networks also on the whole test volumes). "
              + (f"Not learned by any zoo run (best validation Dice below 0.3), so left out of the headline numbers: "
                 f"{', '.join(lost)}. " if lost else "")
-             + "Files: " + ", ".join(f"<a href='{rel(folder / f)}'>{f}</a>" for f in
-                                     ("oneshot.csv", "alignment.csv", "finetune.csv", "unification.csv", "stress.csv",
-                                      "samples.csv", "criteria.csv")) + ".</p>",
-             "<h3>One-shot vs best checkpoint vs memorisers</h3>", _table(folder / "oneshot.csv"),
-             "<h3>Prompt alignment</h3>", _table(folder / "alignment.csv"),
-             "<h3>The one-shot network as an initialisation</h3>", _table(folder / "finetune.csv"),
-             "<h3>One network for every region</h3>", _table(folder / "unification.csv"),
-             "<h3>Stress test: a held-out start</h3>", _table(folder / "stress.csv")]
-    for fig in read_json(folder / "figures.json"):
+             + "Files: " + ", ".join(f"<a href='{rel(f)}'>{f.name}</a>" for f in
+                                     map(evaluation.table_file, ("oneshot", "alignment", "finetune", "unification",
+                                                                 "stress", "samples", "criteria"))) + ".</p>",
+             "<h3>One-shot vs best checkpoint vs memorisers</h3>", _table(evaluation.table_file("oneshot")),
+             "<h3>Prompt alignment</h3>", _table(evaluation.table_file("alignment")),
+             "<h3>The one-shot network as an initialisation</h3>", _table(evaluation.table_file("finetune")),
+             "<h3>One network for every region</h3>", _table(evaluation.table_file("unification")),
+             "<h3>Stress test: a held-out start</h3>", _table(evaluation.table_file("stress"))]
+    for fig in evaluation.figures():
         parts.append(f"<figure><img src='{rel(folder / fig['file'])}' alt='{html.escape(fig['caption'])}'>"
                      f"<figcaption>{html.escape(fig['caption'])}</figcaption></figure>")
     return parts
@@ -196,7 +198,7 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
     parts.append("<h2>Configuration</h2><pre>" + html.escape(yaml.safe_dump(config, sort_keys=False)) + "</pre>")
     import pandas as pd
 
-    gpt = read_json(weightgen / "summary.json") if weightgen is not None else None
+    gpt = EvaluationFolder(weightgen).summary() if weightgen is not None else None
     lead = summary_section(pd.read_csv(tables / COMPARISON), config["evaluate"]["metrics"], gpt)
     body, toc = with_anchors(parts[:2] + lead + parts[2:])
     body.insert(2 + len(lead), toc)  # the answer, then where to find the rest

@@ -2,7 +2,8 @@
 
 Prompts and every selection (best checkpoint, merge coefficients) use the zoo's *validation* batch;
 every number reported is measured on the *test* batch (patches of the test cases), and the headline
-networks also on the whole test volumes. Tables written to the evaluation folder:
+networks also on the whole test volumes. Tables written to the evaluation folder
+(:mod:`segzoo.weightgen.evaluation_folder`):
 
 - ``samples.csv``     every generated network: prompt, test (and val) Dice, the memorisation audit
 - ``alignment.csv``   per held-out run and trained region: R² as G.pt defines it (1 − SSE / variance of
@@ -28,9 +29,10 @@ import pandas as pd
 import torch
 
 from segzoo.data.preprocessed import Preprocessed
-from segzoo.io import output_dir, write_json
+from segzoo.io import write_json
 from segzoo.weightgen import criteria, figures, merge
 from segzoo.weightgen.audit import Audit
+from segzoo.weightgen.evaluation_folder import write_evaluation_folder
 from segzoo.weightgen.finetune import STEPS, adam_curve, first_step_reaching
 from segzoo.weightgen.gpt_train import TrainedGPT
 from segzoo.weightgen.sample import lookup
@@ -290,11 +292,7 @@ def write_evaluation(evaluation: Evaluation, gpt_sidecar: dict, loss: pd.DataFra
                **headline(tables, headline_tasks(zoo)),
                "criteria_passed": int(verdicts["passed"].sum()), "criteria_total": len(verdicts),
                "criteria": verdicts.replace({np.nan: None}).to_dict(orient="records")}
-    with output_dir(out) as tmp:
-        for name, table in tables.items():
-            table.to_csv(tmp / f"{name}.csv", index=False, float_format="%.6g")
-        write_json(tmp / "figures.json", figures.write_all(tables, zoo.regions, tmp, loss))
-        write_json(tmp / "summary.json", summary)
+    write_evaluation_folder(out, tables, summary, lambda folder: figures.write_all(tables, zoo.regions, folder, loss))
     return summary
 
 

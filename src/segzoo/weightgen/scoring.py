@@ -65,7 +65,7 @@ class Scorer:
     """Scores flat parameter vectors of the zoo network on the val and test batches."""
 
     def __init__(self, pre: Preprocessed, splits: Path, settings: dict, data_seed: int, device: str = "cpu"):
-        from segzoo.weightgen.zoo import zoo_model
+        from segzoo.weightgen.network import zoo_model
 
         self.pre, self.splits, self.settings = pre, Path(splits), settings
         self.regions = pre.region_names

@@ -38,10 +38,11 @@ import torch
 from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
 from segzoo.io import new_files, output_dir, read_json, write_json, write_text
-from segzoo.models.registry import ZOO_NETWORK, build_model
+from segzoo.models.registry import ZOO_NETWORK
 from segzoo.checkpoint import load_checkpoint, save_checkpoint
 from segzoo.tracking import NO_TRACKING, Tracker, tracker
 from segzoo.models.flat import flatten, layout_of, load_vector, unflatten
+from segzoo.weightgen.network import network_options, zoo_model
 from segzoo.weightgen.plan import ALL, imported_start, start_index, start_name
 from segzoo.weightgen.scoring import Batch, loss_and_dice
 
@@ -56,15 +57,6 @@ def task_regions(task: str, region_names: list[str]) -> list[int]:
         raise SegzooError(f"weightgen.tasks: {task!r} is neither a region of this dataset "
                           f"({', '.join(region_names)}) nor 'all'")
     return [region_names.index(task)]
-
-
-def network_options(settings: dict) -> dict:
-    return {"features": settings["features"], "n_conv_per_stage": settings["n_conv_per_stage"]}
-
-
-def zoo_model(pre: Preprocessed, settings: dict) -> torch.nn.Module:
-    """The zoo network for a preprocessed dataset: its channels in, one head per region."""
-    return build_model(ZOO_NETWORK, len(pre.channels), len(pre.regions), **network_options(settings))
 
 
 def random_init(settings: dict, pre: Preprocessed, data_seed: int, k: int) -> torch.Tensor:

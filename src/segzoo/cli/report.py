@@ -1,0 +1,70 @@
+"""The `segzoo` verbs of the report: figures, a dataset's page, the index of pages."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from segzoo.cli.common import preprocessed
+from segzoo.errors import SegzooError
+
+
+def _figures(args: argparse.Namespace) -> None:
+    import json
+
+    from segzoo.report.figures import write_figures
+
+    try:
+        runs = json.loads(args.runs)
+    except json.JSONDecodeError as e:
+        raise SegzooError(f"--runs: not JSON ({e})") from None
+    figures = write_figures(args.tables, preprocessed(args.data), args.raw, runs=runs,
+                            config=json.loads(args.config_json), out=args.out)
+    print(f"wrote {len(figures)} figures to {args.out}")
+
+
+def _page(args: argparse.Namespace) -> None:
+    import json
+
+    from segzoo.report.page import write_page
+
+    out = write_page(args.dataset, figures_dir=args.figures, tables=args.tables, weightgen=args.weightgen,
+                     config=json.loads(args.config_json), out=args.out, repo=Path.cwd(), plans=args.plans,
+                     oof_tables=args.oof_tables)
+    print(f"report page: {out.resolve()}")
+
+
+def _site_index(args: argparse.Namespace) -> None:
+    from segzoo.report.site_index import write_site_index
+
+    pages = write_site_index(args.results, args.out)
+    print(f"{args.out}: {len(pages)} dataset page(s): " + ", ".join(p.parent.name for p in pages))
+
+
+def register(verbs) -> None:
+    p = verbs.add_parser("figures", help="every figure of the report for one dataset")
+    p.add_argument("--tables", type=Path, required=True, help="the comparison tables folder (segzoo compare)")
+    p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
+    p.add_argument("--raw", type=Path, required=True, help="raw dataset (images and reference labels)")
+    p.add_argument("--runs", required=True,
+                   help='JSON list of {"model", "seed", "run": training folder, "predictions": infer folder}')
+    p.add_argument("--config-json", required=True, help="the resolved pipeline configuration as JSON")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(run=_figures)
+
+    p = verbs.add_parser("page", help="write a dataset's static results page (index.html)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--figures", type=Path, required=True, help="the figures folder (segzoo figures)")
+    p.add_argument("--tables", type=Path, required=True, help="the comparison tables folder (segzoo compare)")
+    p.add_argument("--weightgen", type=Path, help="the G.pt evaluation folder, when that stage ran")
+    p.add_argument("--config-json", required=True)
+    p.add_argument("--out", type=Path, required=True, help="the dataset's page, e.g. results/<dataset>/index.html")
+    p.add_argument("--plans", type=Path, help="plans.json (segzoo plan): shown as the page's Plan section")
+    p.add_argument("--oof-tables", type=Path, help="the cross-validation (out-of-fold) comparison tables")
+    p.set_defaults(run=_page)
+
+    p = verbs.add_parser("site-index", help="write results/index.html: a link to every dataset's page")
+    p.add_argument("--results", type=Path, default=Path("results"), help="folder holding <dataset>/index.html pages")
+    p.add_argument("--out", type=Path, default=Path("results/index.html"))
+    p.set_defaults(run=_site_index)
+

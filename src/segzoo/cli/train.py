@@ -1,0 +1,78 @@
+"""The `segzoo` verbs of training a model, and choosing its postprocessing on validation."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from segzoo.cli.common import claim_device, fraction, json_settings, preprocessed
+
+
+def _train(args: argparse.Namespace) -> None:
+    settings = json_settings(args.settings, "train", "model")
+    if args.plans:
+        settings["train"] = _planned(settings["train"], args.plans, args.model)
+    from segzoo.tracking import parse_tracking
+
+    tracking = parse_tracking(args.tracking)
+    device = claim_device(args.device)
+    from segzoo.train.loop import Run, train
+
+    metrics = train(Run(preprocessed=preprocessed(args.data), splits=args.splits, model=args.model, seed=args.seed,
+                        out=args.out, settings=settings["train"], model_options=settings["model"], fold=args.fold,
+                        device=device, threads=args.threads, progress=not args.no_progress, tracking=tracking))
+    if not metrics:  # a DDP process other than 0: process 0 writes and reports
+        return
+    print(f"trained {args.model} (seed {args.seed}): best validation Dice {metrics['best_val_dice']:.3f} at step "
+          f"{metrics['best_step']}; checkpoints in {args.out}")
+
+
+def _planned(train: dict, plans: Path, model: str) -> dict:
+    """The train settings with the plan's patch and batch size where the config leaves them null."""
+    from segzoo.data.plans import Plans
+
+    planned = Plans(plans).model(model)
+    return {**train, **{key: planned[key] for key in ("patch_size", "batch_size") if train.get(key) is None}}
+
+
+def _postprocessing(args: argparse.Namespace) -> None:
+    device = claim_device(args.device)
+    from segzoo.inference.postprocess import write_postprocessing
+
+    result = write_postprocessing(args.checkpoint, preprocessed(args.data), args.splits, args.out, device=device,
+                                  sw_batch_size=args.sw_batch_size, overlap=args.overlap, fold=args.fold)
+    kept = [region for region, keep in result["largest_component"].items() if keep]
+    print(f"chose postprocessing on {len(result['cases'])} validation case(s): largest component kept for "
+          f"{', '.join(kept) or 'no region'}; written to {args.out}")
+
+
+def register(verbs) -> None:
+    p = verbs.add_parser("train", help="train (or resume) one model with one seed")
+    p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
+    p.add_argument("--splits", type=Path, required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds a matching state)")
+    p.add_argument("--settings", required=True,
+                   help='JSON {"train": <config train section>, "model": <config models.<name> section>}')
+    p.add_argument("--plans", type=Path, help="plans.json: patch_size and batch_size where the settings hold null")
+    p.add_argument("--fold", type=int, help="cross-validation fold of the splits to train on")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--tracking", metavar="JSON", help="experiment tracking beside dvclive (segzoo[tracking] extra): "
+                   '{"wandb": "off|offline|online", "mlflow": "off|local|<URI>", "dir": "results/tracking"}')
+    p.set_defaults(run=_train)
+
+    p = verbs.add_parser("postprocessing", help="choose per region whether keeping the largest connected component "
+                         "raises validation Dice (nnU-Net's determine_postprocessing)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a trained run's best.safetensors")
+    p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
+    p.add_argument("--splits", type=Path, required=True, help="its 'val' cases decide")
+    p.add_argument("--fold", type=int, help="cross-validation: the 'val' cases of this fold decide")
+    p.add_argument("--out", type=Path, required=True, help="JSON to write, e.g. <run>/postprocessing.json")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--sw-batch-size", type=int, default=4)
+    p.add_argument("--overlap", type=fraction, default=0.5)
+    p.set_defaults(run=_postprocessing)
+

@@ -1,0 +1,170 @@
+"""The `segzoo` verbs of checkpoint diffusion: zoo starts and runs, the zoo index, G.pt training, sampling and evaluation."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from segzoo.cli.common import claim_device, json_settings, positive, preprocessed
+
+
+def _zoo_start(args: argparse.Namespace) -> None:
+    from segzoo.io import new_files
+    from segzoo.checkpoint import paths
+
+    settings = json_settings(args.settings, "zoo", "init")
+    with new_files(*paths(args.out)):
+        device = claim_device(args.device)
+        from segzoo.weightgen.zoo import start_index, train_start
+
+        sidecar = train_start(preprocessed(args.data), args.splits, settings["init"], start_index(args.start),
+                           settings=settings["zoo"], out=args.out, device=device, threads=args.threads,
+                           data_seed=args.data_seed)
+    print(f"zoo start {sidecar['start']} ({sidecar['init']}, {sidecar['steps']} steps): val Dice "
+          + ", ".join(f"{r} {d:.3f}" for r, d in zip(sidecar["regions"], sidecar["val_dice"])))
+
+
+def _zoo(args: argparse.Namespace) -> None:
+    settings = json_settings(args.settings, "zoo")
+    from segzoo.tracking import parse_tracking
+
+    tracking = parse_tracking(args.tracking)
+    device = claim_device(args.device)
+    from segzoo.weightgen.zoo import train_zoo_job
+
+    runs = train_zoo_job(preprocessed(args.data), args.splits, args.task, args.lr, args.seeds, args.start,
+                         settings=settings["zoo"], out=args.out, device=device, threads=args.threads,
+                         data_seed=args.data_seed, tracking=tracking)
+    for sidecar in runs:
+        dice = {k.removeprefix("dice_"): round(v[-1], 3) for k, v in sidecar["checkpoints"].items()
+                if k.startswith("dice_")}
+        print(f"zoo run {sidecar['task']} lr {sidecar['lr']} seed {sidecar['seed']} from {sidecar['start']}: "
+              f"{len(sidecar['checkpoints']['step'])} checkpoints, final val Dice {dice}")
+
+
+def _zoo_index(args: argparse.Namespace) -> None:
+    from segzoo.weightgen.zoo import write_index
+
+    settings = json_settings(args.settings, "heldout_seeds", "parents", "max_abs_weight")
+    summary = write_index(args.jobs, args.index, args.summary, settings["max_abs_weight"], settings["heldout_seeds"],
+                          settings["parents"])
+    print(f"zoo index {args.index}: {summary['checkpoints']} checkpoints from {summary['runs_kept']} runs "
+          f"{summary['runs_per_role']} ({summary['runs_dropped']} dropped)")
+
+
+def _gpt_train(args: argparse.Namespace) -> None:
+    from segzoo.io import new_files
+    from segzoo.checkpoint import paths
+
+    settings = json_settings(args.settings, "gpt")
+    from segzoo.tracking import parse_tracking
+
+    tracking = parse_tracking(args.tracking)
+    with new_files(*paths(args.out), args.out.with_name(args.out.name + "_loss.csv")):
+        device = claim_device(args.device)
+        from segzoo.weightgen.gpt_train import train_gpt
+        from segzoo.weightgen.zoo import load_zoo
+
+        # a tracking failure raises inside: new_files removes what was written
+        sidecar = train_gpt(load_zoo(args.index, roles=("train",)), settings["gpt"], args.seed, args.out, device,
+                            args.threads, tracking=tracking, dataset=args.index.resolve().parent.name)
+    print(f"G.pt ({sidecar['parameters']} parameters) trained on {sidecar['train_checkpoints']} checkpoints of "
+          f"{len(sidecar['train_runs'])} runs in {sidecar['seconds']:.1f} s; final loss {sidecar['final_loss']:.4f}")
+
+
+def _gpt_sample(args: argparse.Namespace) -> None:
+    from segzoo.io import new_files
+    from segzoo.checkpoint import paths
+
+    settings = json_settings(args.settings, "sample")
+    with new_files(*paths(args.out), args.out.with_name(args.out.name + ".csv")):
+        device = claim_device(args.device)
+        from segzoo.weightgen.gpt_train import load_gpt
+        from segzoo.weightgen.sample import write_samples
+        from segzoo.weightgen.zoo import load_zoo
+
+        sidecar = write_samples(load_gpt(args.gpt, device), load_zoo(args.index), settings["sample"], args.seed,
+                                args.out)
+    print(f"sampled {sidecar['networks']} networks with {sidecar['ddim_steps']} DDIM steps "
+          f"({sidecar['single_network_seconds']:.2f} s for one network alone)")
+
+
+def _gpt_evaluate(args: argparse.Namespace) -> None:
+    from segzoo.io import new_files
+
+    settings = json_settings(args.settings, "zoo", "test_patches", "audit")
+    with new_files(args.out, *([args.summary] if args.summary else [])):
+        device = claim_device(args.device)
+        from segzoo.weightgen.evaluate import evaluate_samples
+
+        summary = evaluate_samples(args.gpt, args.samples, args.index, preprocessed(args.data), args.splits,
+                                   settings=settings, data_seed=args.data_seed, seed=args.seed, device=device,
+                                   threads=args.threads, out=args.out, summary_path=args.summary)
+    for c in summary["criteria"]:
+        print(f"{'PASS' if c['passed'] else 'FAIL'}  {c['criterion']} [{c['task']}]: {c['detail']}")
+    print(f"written to {args.out}")
+
+
+def register(verbs) -> None:
+    settings_help = "JSON: the weightgen settings the verb reads (the rules pass them)"
+
+    def common(p, data=True):
+        if data:
+            p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
+            p.add_argument("--splits", type=Path, required=True)
+            p.add_argument("--data-seed", type=int, required=True, help="the config seed (inits, scoring batches)")
+        p.add_argument("--settings", required=True, help=settings_help)
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+
+    p = verbs.add_parser("zoo-start", help="write a zoo start: a parent trained on every region (spawn) or an init")
+    common(p)
+    p.add_argument("--start", required=True, help="parent<k> (spawn) or init<k> (shared)")
+    p.add_argument("--out", type=Path, required=True, help="output stem: <out>.safetensors and <out>.json")
+    p.set_defaults(run=_zoo_start)
+
+    p = verbs.add_parser("zoo", help="train zoo runs (one per seed), keeping each one's start and checkpoints")
+    common(p)
+    p.add_argument("--task", required=True, help="a region name (single-task) or 'all'")
+    p.add_argument("--lr", type=positive, required=True)
+    p.add_argument("--seeds", type=int, nargs="+", required=True, help="one run per seed (data order, snapshots)")
+    p.add_argument("--start", type=Path, help="start file (zoo-start); without it each seed starts at its own init")
+    p.add_argument("--out", type=Path, required=True, help="folder to create: seed<s>.safetensors|json per run")
+    p.add_argument("--tracking", metavar="JSON", help="experiment tracking beside dvclive (segzoo[tracking] extra): "
+                   '{"wandb": "off|offline|online", "mlflow": "off|local|<URI>", "dir": "results/tracking"}')
+    p.set_defaults(run=_zoo)
+
+    p = verbs.add_parser("zoo-index", help="one table row per checkpoint; roles; drop runs with NaN or huge weights")
+    p.add_argument("jobs", type=Path, nargs="+", help="zoo job folders")
+    p.add_argument("--settings", required=True, help='JSON {"heldout_seeds": [..], "parents": N, "max_abs_weight": x}')
+    p.add_argument("--index", type=Path, required=True, help="CSV to write")
+    p.add_argument("--summary", type=Path, required=True, help="JSON to write (kept and dropped runs)")
+    p.set_defaults(run=_zoo_index)
+
+    p = verbs.add_parser("gpt-train", help="train G.pt, a diffusion transformer over the zoo's checkpoints")
+    common(p, data=False)
+    p.add_argument("--index", type=Path, required=True, help="the zoo's index.csv (run files beside it)")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True, help="output stem")
+    p.add_argument("--tracking", metavar="JSON", help="experiment tracking beside dvclive (segzoo[tracking] extra): "
+                   '{"wandb": "off|offline|online", "mlflow": "off|local|<URI>", "dir": "results/tracking"}')
+    p.set_defaults(run=_gpt_train)
+
+    p = verbs.add_parser("gpt-sample", help="one-shot networks from G.pt for the evaluation prompts (DDIM)")
+    common(p, data=False)
+    p.add_argument("--index", type=Path, required=True, help="the zoo's index.csv (run files beside it)")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--gpt", type=Path, required=True, help="G.pt stem from gpt-train")
+    p.add_argument("--out", type=Path, required=True, help="output stem: .safetensors, .json and .csv")
+    p.set_defaults(run=_gpt_sample)
+
+    p = verbs.add_parser("gpt-evaluate",
+                         help="one-shot vs checkpoints and memorisers, alignment, unification, criteria")
+    common(p)
+    p.add_argument("--index", type=Path, required=True, help="the zoo's index.csv (run files beside it)")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--gpt", type=Path, required=True)
+    p.add_argument("--samples", type=Path, required=True, help="stem from gpt-sample")
+    p.add_argument("--out", type=Path, required=True, help="folder to create")
+    p.add_argument("--summary", type=Path, help="also write the headline numbers (no timings) to this JSON file")
+    p.set_defaults(run=_gpt_evaluate)
