@@ -96,7 +96,8 @@ def compare(ours: Path, theirs: Path, cases: list[str], regions: dict, probabili
         case_differ = np.zeros(label.shape, dtype=bool)
         own = np.asarray(nib.load(ours / f"{case}.nii.gz").dataobj) if label_map else None
         for name, values in regions.items():
-            mask = np.isin(own, values) if label_map else np.asarray(nib.load(ours / f"{case}_{name}.nii.gz").dataobj) > 0
+            mask = (np.isin(own, values) if label_map else
+                    np.asarray(nib.load(ours / f"{case}_{name}.nii.gz").dataobj) > 0)
             wrong = mask != np.isin(label, values)
             differ += int(wrong.sum())
             voxels += mask.size
@@ -148,8 +149,8 @@ def main() -> None:
             new_images.mkdir()
             for image in images:
                 shutil.copy(image, new_images / image.name)
-            seconds = timed([*segzoo, "predict", "-i", new_images, "-o", predicted, "--run", work / "imported0", "--tta",
-                             "--probabilities", "--device", "cpu"])
+            seconds = timed([*segzoo, "predict", "-i", new_images, "-o", predicted, "--run", work / "imported0",
+                             "--tta", "--probabilities", "--device", "cpu"])
             differ = sum(int((np.isin(np.asarray(nib.load(predicted / f"{c}.nii.gz").dataobj), v) !=
                             (np.asarray(nib.load(ours / f"{c}_{n}.nii.gz").dataobj) > 0)).sum())
                        for c in test for n, v in pre.regions.items())

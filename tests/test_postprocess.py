@@ -13,8 +13,9 @@ import pytest
 from conftest import PHANTOM, run_segzoo
 from segzoo.errors import SegzooError
 from segzoo.io import write_json
-from segzoo.inference.postprocess import (CONNECTIVITY, FILE_NAME, Postprocessing, apply_postprocessing, choose_from_masks,
-                                keep_largest_component, majority_postprocessing, read_postprocessing)
+from segzoo.inference.postprocess import (CONNECTIVITY, FILE_NAME, Postprocessing, apply_postprocessing,
+                                          choose_from_masks, keep_largest_component, majority_postprocessing,
+                                          read_postprocessing)
 
 SHAPE = (20, 20, 20)
 REGIONS = ["canal", "sc", "lesion"]

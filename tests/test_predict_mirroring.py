@@ -28,7 +28,8 @@ from segzoo.train.loop import Run, train
 from conftest import REPO, run_segzoo
 from own_datasets import asymmetric_dataset
 
-CI = load_config(REPO / "config.yaml", REPO / "presets" / "ci.yaml", schema_path=REPO / "schemas" / "config.schema.yaml")
+CI = load_config(REPO / "config.yaml", REPO / "presets" / "ci.yaml",
+                 schema_path=REPO / "schemas" / "config.schema.yaml")
 SETTINGS = {k: v for k, v in CI["train"].items() if k not in ("models", "seeds", "threads")}
 STEPS = 100  # enough for a Dice near 0.99 on this data (13 s on 2 cores)
 CPU = torch.device("cpu")

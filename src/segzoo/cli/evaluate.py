@@ -1,4 +1,5 @@
-"""The `segzoo` verbs of predicting and scoring: the test cases, out of fold, new images; per-case scores and the comparison."""
+"""The `segzoo` verbs of predicting and scoring: the test cases, out of fold, new images; per-case scores and
+the comparison."""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def register(verbs) -> None:
     p.add_argument("--sw-batch-size", type=int, default=4)
     p.add_argument("--overlap", type=fraction, default=0.5)
     p.add_argument("--raw", type=Path, help="raw dataset: imported nnU-Net models predict from its images")
-    p.add_argument("--no-mirror", action="store_true", help="imported nnU-Net models: no test-time mirroring (by default, as nnU-Net, over the axes its "
+    p.add_argument("--no-mirror", action="store_true",
+                   help="imported nnU-Net models: no test-time mirroring (by default, as nnU-Net, over the axes its "
                         "checkpoint allows)")
     p.add_argument("--postprocessing", type=Path, nargs="+",
                    help="a trained run's postprocessing.json (segzoo postprocessing), one per checkpoint: applied "

@@ -1,4 +1,5 @@
-"""The `segzoo` verbs of checkpoint diffusion: zoo starts and runs, the zoo index, G.pt training, sampling and evaluation."""
+"""The `segzoo` verbs of checkpoint diffusion: zoo starts and runs, the zoo index, G.pt training, sampling and
+evaluation."""
 
 from __future__ import annotations
 

@@ -27,9 +27,10 @@ from segzoo.checkpoint import load_checkpoint, load_module_tensors
 from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
 from segzoo.inference.predictions import region_labels
+from segzoo.inference.trained import TrainedModel
 from segzoo.io import output_dir
 from segzoo.models.nnunet import build_network, plain_conv_unet_architecture
-from segzoo.models.registry import IMPORTED, ZOO_NETWORK
+from segzoo.models.registry import ZOO_NETWORK
 
 CONFIGURATION = "3d_fullres"
 PLAIN = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
@@ -52,19 +53,20 @@ def network_from(checkpoint: str | Path, pre: Preprocessed, network: int = -1) -
         architecture = sidecar["architecture"]
         model = build_network(architecture, channels, len(sidecar["regions"]), source=str(checkpoint))
         return load_vector(model, params[network]), architecture, None
-    if sidecar.get("model") == ZOO_NETWORK:
-        options = sidecar["model_options"]
+    trained = TrainedModel.from_sidecar(checkpoint, sidecar)
+    if trained.model == ZOO_NETWORK:
+        options = trained.model_options
         architecture = plain_conv_unet_architecture(list(options.get("features", (4, 8, 16))),
                                                     options.get("n_conv_per_stage", 2))
-    elif sidecar.get("model") == IMPORTED and sidecar.get("output") == "sigmoid":
-        architecture = sidecar["model_options"]["architecture"]
+    elif trained.imported and trained.output == "sigmoid":
+        architecture = trained.model_options["architecture"]
     else:
-        raise SegzooError(f"{checkpoint}: model {sidecar.get('model')!r} is not nnU-Net's PlainConvUNet with sigmoid "
+        raise SegzooError(f"{checkpoint}: model {trained.model!r} is not nnU-Net's PlainConvUNet with sigmoid "
                           f"heads; only {ZOO_NETWORK} networks and imported region models export")
     if architecture["network_class_name"] != PLAIN:
         raise SegzooError(f"{checkpoint}: {architecture['network_class_name']} does not export (PlainConvUNet only)")
-    model = build_network(architecture, channels, len(sidecar["regions"]), source=str(checkpoint))
-    return load_module_tensors(model, tensors, str(checkpoint)), architecture, sidecar.get("patch_size")
+    model = build_network(architecture, channels, len(trained.heads), source=str(checkpoint))
+    return load_module_tensors(model, tensors, str(checkpoint)), architecture, trained.patch_size
 
 
 def nnunet_plans(*, dataset: str, spacing: list[float], patch: list[int], channels: int, architecture: dict,

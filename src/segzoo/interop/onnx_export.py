@@ -1,7 +1,7 @@
 """``segzoo export CHECKPOINT --onnx OUT``: a trained model as one ONNX file, for deployment and for viewing.
 
-The checkpoint is turned into a model exactly as inference does (:func:`segzoo.inference.trained.load_model`: rebuilt from
-its sidecar, weights from safetensors, eval mode), so every model that ``segzoo infer`` runs exports: the four
+The checkpoint is turned into a model exactly as inference does (:func:`segzoo.inference.trained.load_model`: rebuilt
+from its sidecar, weights from safetensors, eval mode), so every model that ``segzoo infer`` runs exports: the four
 segzoo models, ``plain_conv_unet`` checkpoints and imported nnU-Net models. Files of flat parameter vectors
 (zoo runs, G.pt samples) record no channels and are refused (``segzoo nnunet-export`` takes them).
 

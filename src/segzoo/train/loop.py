@@ -327,8 +327,8 @@ def _finish(run: Run, state_dir: Path, best: dict, timing: dict) -> dict:
     """Declared outputs from the state: best weights, final weights (no optimizer), metrics."""
     tensors, last = load_checkpoint(state_dir / "last")
     final = {k: v for k, v in tensors.items() if k.startswith("model.")}
-    keep = {k: last[k] for k in ("model", "model_options", "seed", "config_hash", "regions", "channels",
-                                 "patch_size", "parameters", "mirror_axes", "preprocessing", "step", "fold") if k in last}
+    keep = {k: last[k] for k in ("model", "model_options", "seed", "config_hash", "regions", "channels", "patch_size",
+                                 "parameters", "mirror_axes", "preprocessing", "step", "fold") if k in last}
     save_checkpoint(run.out / "final", final, {**keep, "metrics": {"train_loss": last["train_loss"]}})
     best_tensors, best_meta = load_checkpoint(state_dir / "best")
     save_checkpoint(run.out / "best", best_tensors, {k: v for k, v in best_meta.items() if k != "tensors_sha256"})
