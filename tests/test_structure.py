@@ -153,7 +153,10 @@ def test_the_walk_finds_circles_and_upward_imports_inside_functions(tmp_path):
     assert layer_of("segzoo.report.b") > layer_of("segzoo.data.a")
 
 
-def test_the_package_imports_without_cycles():
-    for module in ("segzoo.cli", "segzoo.weightgen.evaluate", "segzoo.report.page", "segzoo.infer"):
-        result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
+def test_the_package_imports():
+    """What the static walk cannot see (a name missing at import time): the verbs' heaviest modules import."""
+    modules = ("segzoo.cli", "segzoo.weightgen.evaluate", "segzoo.report.page", "segzoo.report.paper", "segzoo.infer",
+               "segzoo.predict")
+    result = subprocess.run([sys.executable, "-c", "; ".join(f"import {m}" for m in modules)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
