@@ -49,6 +49,7 @@ rule all:
         predict_targets(),
         weightgen_targets(),
         expand(PAGE, dataset=DATASET),
+        expand(PAPER, dataset=DATASET),
         SITE_INDEX,
     default_target: True
 

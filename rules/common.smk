@@ -17,6 +17,7 @@ from segzoo.cli import handler
 from segzoo.config import validate_config
 from segzoo.devices import resolve_device
 from segzoo.errors import SegzooError
+from segzoo.evaluate.lesions import instance_regions
 from segzoo.imports import verb_sources
 from segzoo.interop.nnunet_import import imported_models
 from segzoo.weightgen import plan as zoo_plan
@@ -73,6 +74,7 @@ OOF_SCORES = "results/evaluate_oof/{dataset}/{model}/seed{seed}.csv"
 OOF_TABLES = "results/tables_oof/{dataset}"
 NEW_PREDICTIONS = "results/predict/{dataset}/{model}"  # segzoo predict on config predict.input
 PAGE = "results/{dataset}/index.html"  # one page per dataset; another dataset's run never replaces it
+PAPER = "results/{dataset}/paper"  # LaTeX tables, figures as PDF, main.tex and (with TeX) main.pdf
 SITE_INDEX = "results/index.html"  # links to every dataset page found under results/
 
 DEVICE = resolve_device(config["device"])
@@ -238,6 +240,7 @@ WG = config["weightgen"]
 OUTLINE = dataset_outline()
 REGION_NAMES = OUTLINE.regions if OUTLINE else None
 WG_TASKS = zoo_plan.tasks(WG, REGION_NAMES)
+INSTANCE_REGIONS = instance_regions(config["evaluate"]["instance_regions"], REGION_NAMES)
 _problems = zoo_plan.problems(WG, REGION_NAMES, DATASET)
 if OUTLINE is not None:
     from segzoo.dataset_checks import config_problems
@@ -295,7 +298,8 @@ def dvc_stages():
                                                             "predict"]),
         "weightgen": (weightgen_targets(), ["seed", "device", "dataset", "weightgen",
                                             *(f"train.{k}" for k in zoo_plan.INHERITED_TRAIN_KEYS)]),
-        "report": ([PAGE.format(dataset=DATASET), SITE_INDEX], sorted(config)),  # figures and page read the whole config
+        "report": ([PAGE.format(dataset=DATASET), PAPER.format(dataset=DATASET), SITE_INDEX],
+                   sorted(RESULT_CONFIG)),  # the page shows the configuration that decides results
     }
     return {name: {"targets": targets, "params": params} for name, (targets, params) in stages.items() if targets}
 
@@ -307,10 +311,20 @@ def preprocess_options():
                      *(["--normalization", *schemes] if schemes else [])])
 
 
+def lesion_options():
+    """`segzoo evaluate`'s lesion-wise options: the instance regions and the detection rule ("" when none)."""
+    if not INSTANCE_REGIONS:
+        return ""
+    detection = config["evaluate"]["detection"]
+    return (f"--instance-regions {' '.join(map(shlex.quote, INSTANCE_REGIONS))} "
+            f"--min-overlap-voxels {detection['min_overlap_voxels']} --connectivity {detection['connectivity']}")
+
+
 def plan_settings():
     """What `segzoo plan` reads from the config (one JSON argument): the trained models, the memory budget and
     the values that override the plan."""
     return json.dumps({"models": {m: config["models"][m] for m in TRAINED}, "memory_mb": config["plan"]["memory_mb"],
+                       "protocol": config["compare"]["protocol"],
                        "spacing": config["preprocess"]["spacing"], "normalization": config["preprocess"]["normalization"],
                        "patch_size": config["train"]["patch_size"], "batch_size": config["train"]["batch_size"]},
                       sort_keys=True)
@@ -352,5 +366,6 @@ def print_outputs():
     if WG["enabled"]:
         print(f"  checkpoint zoo      : {at(ZOO)}/ (index.csv, runs/)")
         print(f"  G.pt evaluation     : {at(WEIGHTGEN)}/evaluation/ (oneshot.csv, alignment.csv, ...)")
+    print(f"  paper               : {at(PAPER)}/ (main.tex, tables/, figures/; main.pdf where TeX is installed)")
     print(f"\n  open the report     : {os.path.abspath(at(PAGE))}")
     print(f"  every dataset's page: {os.path.abspath(SITE_INDEX)}")

@@ -8,6 +8,7 @@ rule phantom:
         code=verb_code("phantom"),
     params:
         cases=config["phantom"]["cases"],
+        test_cases=config["phantom"]["test_cases"],
         seed=config["seed"],
         shape=" ".join(map(str, config["phantom"]["shape"])),
         spacing=" ".join(map(str, config["phantom"]["spacing"])),
@@ -24,7 +25,8 @@ rule phantom:
     conda:
         "../envs/segzoo.yaml"
     shell:
-        "segzoo phantom --out {output:q} --cases {params.cases} --seed {params.seed} --shape {params.shape}"
+        "segzoo phantom --out {output:q} --cases {params.cases} --test-cases {params.test_cases} --seed {params.seed}"
+        " --shape {params.shape}"
         " --spacing {params.spacing} --spacing-jitter {params.jitter} --max-rotation {params.rotation}"
         " --lesion-free-fraction {params.lesion_free} --max-lesions {params.max_lesions}"
         " --noise {params.noise} --bias {params.bias} > {log:q} 2>&1"

@@ -40,6 +40,7 @@ rule evaluate:
         code=verb_code("evaluate"),
     params:
         tolerance=config["evaluate"]["tolerance_mm"],
+        lesions=lesion_options(),
     log:
         "results/logs/evaluate/{dataset}/{model}/seed{seed}.log",
     benchmark:
@@ -49,7 +50,7 @@ rule evaluate:
     shell:
         "segzoo evaluate --predictions {input.predictions:q} --raw {input.raw:q} --data {input.data:q}"
         " --splits {input.splits:q} --model {wildcards.model} --seed {wildcards.seed}"
-        " --tolerance-mm {params.tolerance} --out {output:q} > {log:q} 2>&1"
+        " --tolerance-mm {params.tolerance} {params.lesions} --out {output:q} > {log:q} 2>&1"
 
 
 # Cross-validation (splits.folds > 1): every training case predicted by the run of the fold that held it out,
@@ -92,6 +93,7 @@ rule evaluate_oof:
         code=verb_code("evaluate"),
     params:
         tolerance=config["evaluate"]["tolerance_mm"],
+        lesions=lesion_options(),
     log:
         "results/logs/evaluate_oof/{dataset}/{model}/seed{seed}.log",
     benchmark:
@@ -101,7 +103,7 @@ rule evaluate_oof:
     shell:
         "segzoo evaluate --predictions {input.predictions:q} --raw {input.raw:q} --data {input.data:q}"
         " --splits {input.splits:q} --model {wildcards.model} --seed {wildcards.seed} --out-of-fold"
-        " --tolerance-mm {params.tolerance} --out {output:q} > {log:q} 2>&1"
+        " --tolerance-mm {params.tolerance} {params.lesions} --out {output:q} > {log:q} 2>&1"
 
 
 rule compare_oof:
@@ -110,6 +112,7 @@ rule compare_oof:
         metrics=f"{METRICS}/comparison_oof.json",
     input:
         scores=run_outputs(OOF_SCORES, trained_only=True),
+        plans=rules.plan.output[0],
         code=verb_code("compare"),
     params:
         metrics=" ".join(config["evaluate"]["metrics"]),
@@ -122,7 +125,7 @@ rule compare_oof:
         "../envs/segzoo.yaml"
     shell:
         "segzoo compare {input.scores:q} --out-dir {output.tables:q} --summary {output.metrics:q}"
-        " --metrics {params.metrics} --seed {params.seed} > {log:q} 2>&1"
+        " --plans {input.plans:q} --metrics {params.metrics} --seed {params.seed} > {log:q} 2>&1"
 
 
 rule compare:
@@ -136,6 +139,7 @@ rule compare:
         metrics=f"{METRICS}/comparison.json",
     input:
         scores=run_outputs(SCORES),
+        plans=rules.plan.output[0],
         code=verb_code("compare"),
     params:
         metrics=" ".join(config["evaluate"]["metrics"]),
@@ -148,7 +152,7 @@ rule compare:
         "../envs/segzoo.yaml"
     shell:
         "segzoo compare {input.scores:q} --out-dir {output.tables:q} --summary {output.metrics:q}"
-        " --metrics {params.metrics} --seed {params.seed} > {log:q} 2>&1"
+        " --plans {input.plans:q} --metrics {params.metrics} --seed {params.seed} > {log:q} 2>&1"
 
 
 rule predict:

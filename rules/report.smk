@@ -60,6 +60,27 @@ rule page:
         " --plans {input.plans:q} {params.oof} {params.weightgen} --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"
 
 
+rule paper:
+    output:
+        directory(PAPER),
+    input:
+        tables=rules.compare.output.tables,
+        figures=rules.figures.output[0],
+        plans=rules.plan.output[0],
+        code=verb_code("paper"),
+    params:
+        config=json.dumps(RESULT_CONFIG, sort_keys=True),
+    log:
+        "results/logs/paper/{dataset}.log",
+    benchmark:
+        "results/benchmarks/paper/{dataset}.tsv"
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo paper --dataset {wildcards.dataset} --tables {input.tables:q} --figures {input.figures:q}"
+        " --plans {input.plans:q} --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"
+
+
 rule site_index:
     output:
         SITE_INDEX,

@@ -22,7 +22,7 @@ def test_predictions_are_in_the_original_image_grid(ci_run):
         out = wf / "results" / "infer" / PHANTOM / model / "seed0"
         decision = read_postprocessing(wf / "results" / "train" / PHANTOM / model / "seed0" / FILE_NAME)
         for case in splits["test"]:
-            image = nib.load(wf / "results" / "raw" / PHANTOM / "imagesTr" / f"{case}_0000.nii.gz")
+            image = nib.load(wf / "results" / "raw" / PHANTOM / "imagesTs" / f"{case}_0000.nii.gz")
             prob = nib.load(out / f"{case}_prob.nii.gz")
             assert prob.shape == (*image.shape, 3)
             np.testing.assert_allclose(prob.affine, image.affine, atol=1e-6)

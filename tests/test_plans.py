@@ -13,7 +13,7 @@ from conftest import REPO, snakemake, workflow_copy
 from own_datasets import heterogeneous_dataset
 from segzoo.data.dataset import read_dataset
 from segzoo.data.fingerprint import dataset_fingerprint
-from segzoo.data.plans import make_plans, normalization, target_spacing
+from segzoo.data.plans import Plans, make_plans, normalization, target_spacing
 from segzoo.data.preprocess import preprocess_dataset
 from segzoo.dataset_checks import config_problems, outline_raw
 from segzoo.errors import SegzooError
@@ -65,8 +65,8 @@ def _fingerprint(cases: int = 4, shape=(160, 160, 40), spacing=(0.8, 0.8, 2.0)) 
 def test_each_models_patch_fits_the_budget_and_its_divisor():
     fp = _fingerprint()
     models = {"unet3plus": UNET, "diffnet": DIFFNET}
-    large = make_plans(fp, models=models, memory_mb=2048)
-    small = make_plans(fp, models=models, memory_mb=256)
+    large = make_plans(fp, models=models, memory_mb=2048, protocol="budget")
+    small = make_plans(fp, models=models, memory_mb=256, protocol="budget")
     for plans in (large, small):
         for name, entry in plans["models"].items():
             divisor = model_profile(name, 1, 1, models[name])["divisor"]
@@ -80,6 +80,33 @@ def test_each_models_patch_fits_the_budget_and_its_divisor():
     tiny = make_plans(_fingerprint(cases=2, shape=(24, 24, 16), spacing=(1, 1, 1)), models=models, memory_mb=2048)
     assert tiny["models"]["unet3plus"]["patch_size"] == [24, 24, 16]
     assert tiny["models"]["unet3plus"]["batch_size"] == 2
+
+
+def test_the_equal_protocol_gives_every_model_the_largest_patch_all_of_them_fit(tmp_path):
+    fp = _fingerprint()
+    models = {"unet3plus": UNET, "diffnet": DIFFNET, "ms_diffnet": {"channels": 4, "layers": 1, "hidden": 4}}
+    budget = make_plans(fp, models=models, memory_mb=256, protocol="budget")
+    equal = make_plans(fp, models=models, memory_mb=256)  # the default
+    assert equal["protocol"] == "equal" and budget["protocol"] == "budget"
+    own = {m: budget["models"][m]["patch_size"] for m in models}
+    assert len({tuple(p) for p in own.values()}) > 1  # on its own budget each model gets another patch
+    shared = {(tuple(e["patch_size"]), e["batch_size"]) for e in equal["models"].values()}
+    assert len(shared) == 1
+    (patch, batch), = shared
+    divisors = {m: model_profile(m, 1, 1, models[m])["divisor"] for m in models}
+    for name, entry in equal["models"].items():
+        assert all(p % divisors[name] == 0 for p in patch) and entry["within_budget"], (name, entry)
+    # the hungriest model decides: no larger patch than any model's own plan, and the next box (one common divisor
+    # more along every axis) no longer fits all of them
+    assert np.prod(patch) <= min(np.prod(p) for p in own.values())
+    step = int(np.lcm.reduce([model_profile(m, 1, 1, models[m])["divisor"] for m in models]))
+    profiles = [model_profile(m, 1, 1, models[m]) for m in models]
+    assert max(training_bytes(p, [side + step for side in patch], 2) for p in profiles) > 256 * 2**20
+    (tmp_path / "plans.json").write_text(json.dumps(equal))
+    (tmp_path / "budget.json").write_text(json.dumps(budget))
+    assert f"every model trained on patch {'×'.join(map(str, patch))} voxels, batch {batch}" in \
+        Plans(tmp_path / "plans.json").terms(list(models))
+    assert "each model its own patch" in Plans(tmp_path / "budget.json").terms(list(models))
 
 
 def test_config_values_override_the_plan_and_say_so():

@@ -29,7 +29,7 @@ def _flipped(image: nib.Nifti1Image) -> nib.Nifti1Image:
 def test_predict_matches_infer_on_a_test_case_and_its_flipped_copy(ci_run, tmp_path):
     wf, _ = ci_run
     case = json.loads((wf / "results" / "splits" / PHANTOM / "splits.json").read_text())["test"][0]
-    image = nib.load(wf / "results" / "raw" / PHANTOM / "imagesTr" / f"{case}_0000.nii.gz")
+    image = nib.load(wf / "results" / "raw" / PHANTOM / "imagesTs" / f"{case}_0000.nii.gz")
     inputs = tmp_path / "new_images"
     inputs.mkdir()
     nib.save(image, inputs / f"{case}_0000.nii.gz")
@@ -90,7 +90,7 @@ def test_predict_on_a_resampled_copy_agrees_with_infer_and_far_spacings_are_refu
 
     wf, _ = ci_run
     case = json.loads((wf / "results" / "splits" / PHANTOM / "splits.json").read_text())["test"][0]
-    image = nib.load(wf / "results" / "raw" / PHANTOM / "imagesTr" / f"{case}_0000.nii.gz")
+    image = nib.load(wf / "results" / "raw" / PHANTOM / "imagesTs" / f"{case}_0000.nii.gz")
     run = wf / "results" / "train" / PHANTOM / "unet3plus" / "seed0"
     inputs = tmp_path / "resampled"
     inputs.mkdir()
@@ -128,7 +128,7 @@ def test_the_predict_rule_predicts_the_config_folder_with_each_model(ci_run, tmp
     case = json.loads((wf / "results" / "splits" / PHANTOM / "splits.json").read_text())["test"][0]
     inputs = tmp_path / "incoming"
     inputs.mkdir()
-    shutil.copy(wf / "results" / "raw" / PHANTOM / "imagesTr" / f"{case}_0000.nii.gz", inputs / "new_0000.nii.gz")
+    shutil.copy(wf / "results" / "raw" / PHANTOM / "imagesTs" / f"{case}_0000.nii.gz", inputs / "new_0000.nii.gz")
     target = f"results/predict/{PHANTOM}/unet3plus"
     result = snakemake(wf, target, "--cores", "2", "--configfile", "presets/ci.yaml",
                        "--config", f"predict={{input: {inputs}}}")

@@ -74,7 +74,10 @@ def test_page_loads_every_image_in_headless_chromium(ci_run, tmp_path):
     weightgen = EvaluationFolder(wf / "results" / "weightgen" / PHANTOM / "evaluation").figures()
     assert f'data-images="{len(figures) + len(weightgen)}"' in body
     assert 'data-broken-images="0"' in body, body
-    assert dom.count("<table") == 1 + 7 + 1 + 6 and "unet3plus" in dom  # the summary, metrics, the plan, G.pt
+    metric_tables = len(list((wf / "results" / "tables" / PHANTOM).glob("*.html")))
+    assert metric_tables == 11  # 7 voxel metrics and 4 lesion-wise ones (the lesion region)
+    # the summary, a table per metric, how the metrics are computed, the plan, G.pt's six
+    assert dom.count("<table") == 1 + metric_tables + 1 + 1 + 6 and "unet3plus" in dom
     assert '<h2 id="plan">Plan</h2>' in dom and "Checkpoint diffusion (G.pt)" in dom
     assert 'class="comparison criteria"' in dom  # the G.pt section leads with its pass/fail criteria
     shot = tmp_path / "page.png"

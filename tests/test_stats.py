@@ -35,3 +35,30 @@ def test_a_consistently_better_model_gets_the_exact_wilcoxon_p():
     assert better["n"] == 8 and np.isnan(table.set_index("model").loc["unet3plus", "p_vs_baseline"])
     cells = wide_table(table)
     assert cells.loc["diffnet", "sc"].startswith(f"{better['mean']:.3f} [") and "p=" in cells.loc["diffnet", "sc"]
+
+
+def test_effect_size_is_the_median_paired_difference_with_a_bootstrap_interval():
+    rows = []
+    for case in range(12):
+        rows.append({"model": "unet3plus", "seed": 0, "case": f"c{case}", "region": "sc", "dice": 0.8})
+        rows.append({"model": "diffnet", "seed": 0, "case": f"c{case}", "region": "sc", "dice": 0.8 - 0.1 - 0.01 * case})
+    row = compare(pd.DataFrame(rows), "dice").set_index("model").loc["diffnet"]
+    differences = -0.1 - 0.01 * np.arange(12)
+    assert row["median_diff"] == pytest.approx(np.median(differences))
+    assert differences.min() <= row["diff_ci_low"] < row["median_diff"] < row["diff_ci_high"] <= differences.max()
+    assert "Δ -0.155 [" in wide_table(compare(pd.DataFrame(rows), "dice")).loc["diffnet", "sc"]
+
+
+def test_seed_spread_is_the_sd_of_the_per_seed_means_and_unscored_regions_have_no_row():
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 0.02), (2, 0.04)):
+        for case in range(5):
+            rows.append({"model": "unet3plus", "seed": seed, "case": f"c{case}", "region": "sc",
+                         "dice": 0.7 + shift + 0.01 * case, "lesion_f1": np.nan})
+            rows.append({"model": "unet3plus", "seed": seed, "case": f"c{case}", "region": "lesion",
+                         "dice": 0.5, "lesion_f1": 0.6})
+    scores = pd.DataFrame(rows)
+    row = compare(scores, "dice").set_index("region").loc["sc"]
+    assert row["seeds"] == 3 and row["seed_sd"] == pytest.approx(np.std([0.72, 0.74, 0.76], ddof=1))
+    assert "± 0.020 over 3 seeds" in wide_table(compare(scores, "dice")).loc["unet3plus", "sc"]
+    assert list(compare(scores, "lesion_f1")["region"]) == ["lesion"]

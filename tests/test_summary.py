@@ -39,6 +39,12 @@ def test_the_best_model_and_the_holm_significant_differences_come_from_the_compa
     directions = {s["model"]: s["direction"] for s in answer["significant"]}
     assert directions == {"ahead": "better", "behind": "worse"}  # 'level' does not survive Holm
     assert all(s["p"] < 0.05 for s in answer["significant"]) and answer["tests"] == 3
+    effects = {s["model"]: s["effect"] for s in answer["significant"]}
+    assert effects["ahead"][0] == pytest.approx(0.1) and effects["behind"][0] == pytest.approx(-0.2)
+    text = "".join(summary_section(comparison, ["dice"], None, "protocol equal: every model trained on patch 8"))
+    assert "<b>ahead</b> better by 0.100 (median paired difference +0.100 [+0.100, +0.100]" in text
+    assert "<b>behind</b> worse by 0.200" in text and "protocol equal: every model trained on patch 8" in text
+    assert "1 training seed per model (one seed: a difference smaller than seed-to-seed variation" in text
 
 
 def test_a_lower_is_better_metric_picks_the_smallest_mean():

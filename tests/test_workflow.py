@@ -22,9 +22,10 @@ def test_ci_preset_runs_the_data_stage(ci_run):
     ci = yaml.safe_load((wf / "presets" / "ci.yaml").read_text())
     splits = json.loads((wf / "results" / "splits" / PHANTOM / "splits.json").read_text())
     assert not set(splits["test"]) & set(splits["train"] + splits["val"])
-    assert len(splits["train"] + splits["val"] + splits["test"]) == ci["phantom"]["cases"]
+    assert len(splits["train"] + splits["val"] + splits["test"]) == ci["phantom"]["cases"] + ci["phantom"]["test_cases"]
+    assert splits["test_source"] == "imagesTs" and len(splits["test"]) == ci["phantom"]["test_cases"]
     pre = wf / "results" / "preprocessed" / PHANTOM
-    assert len(list(pre.glob("*_seg.npy"))) == ci["phantom"]["cases"]
+    assert len(list(pre.glob("*_seg.npy"))) == ci["phantom"]["cases"] + ci["phantom"]["test_cases"]
     for rule in ("phantom", "verify", "preprocess", "splits"):
         assert (wf / "results" / "logs" / rule / f"{PHANTOM}.log").exists()
         assert (wf / "results" / "benchmarks" / rule / f"{PHANTOM}.tsv").exists()

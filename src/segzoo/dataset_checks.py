@@ -113,6 +113,10 @@ def config_problems(config: dict, outline: DatasetOutline, trained: list[str], i
                                         f"{outline.name}'s dataset.json")
         if problem:
             found.append(problem)
+    unknown = [r for r in config["evaluate"]["instance_regions"] or [] if r not in outline.regions]
+    if unknown:
+        found.append(f"evaluate.instance_regions: {unknown} not regions of {outline.name} "
+                     f"(its regions: {', '.join(outline.regions)}); null takes every region named *lesion*")
     folder = config["predict"]["input"]
     if folder:
         from segzoo.inference.images import find_cases

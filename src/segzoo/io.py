@@ -114,13 +114,15 @@ def write_text(path: str | os.PathLike, text: str, *, overwrite: bool = False) -
 
 
 def save_figure(fig, png: str | os.PathLike, dpi: int = 100) -> Path:
-    """A matplotlib figure as a PNG (laid out tightly), then closed."""
+    """A matplotlib figure as a PNG (laid out tightly) and the same as a PDF beside it (vector, for papers; no
+    creation date, so reruns write the same bytes), then closed. Returns the PNG's path."""
     import matplotlib.pyplot as plt
 
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(png, dpi=dpi)
+    fig.savefig(png.with_suffix(".pdf"), metadata={"CreationDate": None})
     plt.close(fig)
     return png
 

@@ -15,8 +15,9 @@ def _phantom(args: argparse.Namespace) -> None:
     spec = PhantomSpec(shape=tuple(args.shape), spacing=tuple(args.spacing), spacing_jitter=args.spacing_jitter,
                        max_rotation_deg=args.max_rotation, lesion_free_fraction=args.lesion_free_fraction,
                        max_lesions=args.max_lesions, noise=args.noise, bias=args.bias)
-    out = write_phantom_dataset(args.out, args.cases, args.seed, spec)
-    print(f"wrote {args.cases} phantom cases to {out}")
+    out = write_phantom_dataset(args.out, args.cases, args.seed, spec, test_cases=args.test_cases)
+    test = f" and {args.test_cases} test cases (imagesTs)" if args.test_cases else ""
+    print(f"wrote {args.cases} phantom cases{test} to {out}")
 
 
 def _verify(args: argparse.Namespace) -> None:
@@ -50,9 +51,11 @@ def _plan(args: argparse.Namespace) -> None:
     fingerprint = read_fingerprint(args.fingerprint)
     plans = make_plans(fingerprint, models=settings["models"], memory_mb=settings["memory_mb"],
                        spacing=settings.get("spacing"), normalization_override=settings.get("normalization"),
-                       patch_size=settings.get("patch_size"), batch_size=settings.get("batch_size"))
+                       patch_size=settings.get("patch_size"), batch_size=settings.get("batch_size"),
+                       protocol=settings.get("protocol", "equal"))
     write_json(args.out, plans)
-    print(f"planned {plans['dataset']}: target spacing {plans['target_spacing']} mm ({plans['spacing_source']}), "
+    print(f"planned {plans['dataset']} ({plans['protocol']} protocol): target spacing {plans['target_spacing']} mm "
+          f"({plans['spacing_source']}), "
           f"normalisation {[n['scheme'] for n in plans['normalization']]}")
     for name, entry in plans["models"].items():
         print(f"  {name}: patch {entry['patch_size']} ({entry['patch_source']}), batch {entry['batch_size']} "
@@ -85,6 +88,7 @@ def register(verbs) -> None:
     p = verbs.add_parser("phantom", help="write spinal-cord MRI phantoms as an nnU-Net v2 raw dataset")
     p.add_argument("--out", type=Path, required=True, help="dataset folder to create, e.g. Dataset001_SpinalPhantom")
     p.add_argument("--cases", type=int, required=True)
+    p.add_argument("--test-cases", type=int, default=0, help="more cases as the dataset's own test set (imagesTs)")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--shape", type=int, nargs=3, default=list(d.shape), metavar=("X", "Y", "Z"))
     p.add_argument("--spacing", type=float, nargs=3, default=list(d.spacing), metavar=("X", "Y", "Z"))
@@ -112,8 +116,9 @@ def register(verbs) -> None:
     p.add_argument("--fingerprint", type=Path, required=True, help="fingerprint.json from `segzoo fingerprint`")
     p.add_argument("--out", type=Path, required=True, help="plans.json to write")
     p.add_argument("--settings", required=True,
-                   help='JSON {"models": {name: options}, "memory_mb": M, and optionally "spacing", '
-                        '"normalization", "patch_size", "batch_size" (config overrides; null: planned)}')
+                   help='JSON {"models": {name: options}, "memory_mb": M, and optionally "protocol" (equal: one '
+                        'patch and batch for every model; budget: each its own), "spacing", "normalization", '
+                        '"patch_size", "batch_size" (config overrides; null: planned)}')
     p.set_defaults(run=_plan)
 
     p = verbs.add_parser("preprocess", help="verify, reorient, resample, normalise and crop a raw dataset")

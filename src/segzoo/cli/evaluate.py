@@ -46,7 +46,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     refuse_existing(args.out)
     table = evaluate_run(args.predictions, args.raw, preprocessed(args.data), args.splits,
                          tolerance_mm=args.tolerance_mm, model=args.model, seed=args.seed,
-                         out_of_fold=args.out_of_fold)
+                         out_of_fold=args.out_of_fold, instance_regions=args.instance_regions,
+                         detection={"min_overlap_voxels": args.min_overlap_voxels, "connectivity": args.connectivity})
     write_text(args.out, table.to_csv(index=False, float_format="%.6g"))
     print(f"scored {table['case'].nunique()} case(s) x {table['region'].nunique()} region(s) into {args.out}")
 
@@ -54,7 +55,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     from segzoo.evaluate.report_tables import write_tables
 
-    written = write_tables(args.scores, args.out_dir, args.metrics, args.seed, args.summary)
+    written = write_tables(args.scores, args.out_dir, args.metrics, args.seed, args.summary, args.plans)
     print("wrote " + ", ".join(map(str, written)))
 
 
@@ -118,6 +119,11 @@ def register(verbs) -> None:
     p.add_argument("--tolerance-mm", type=positive, default=1.0, help="surface Dice tolerance")
     p.add_argument("--out-of-fold", action="store_true",
                    help="score the cross-validation folds' validation cases (segzoo infer-oof) instead of the test set")
+    p.add_argument("--instance-regions", nargs="+", default=[], metavar="REGION",
+                   help="regions also scored lesion-wise (connected components: detection sensitivity, precision, F1)")
+    p.add_argument("--min-overlap-voxels", type=int, default=1,
+                   help="a lesion counts as detected (or true) when at least this many of its voxels overlap")
+    p.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26, help="lesion connectivity in 3D")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(run=_evaluate)
 
@@ -128,5 +134,6 @@ def register(verbs) -> None:
                    help=f"default: all of {', '.join(METRICS)}")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--summary", type=Path, help="also write the means as JSON (model -> region -> metric)")
+    p.add_argument("--plans", type=Path, help="plans.json (segzoo plan): the tables' captions name the protocol")
     p.set_defaults(run=_compare)
 

@@ -34,6 +34,16 @@ def _page(args: argparse.Namespace) -> None:
     print(f"report page: {out.resolve()}")
 
 
+def _paper(args: argparse.Namespace) -> None:
+    import json
+
+    from segzoo.report.paper import write_paper
+
+    pdf = write_paper(args.dataset, tables=args.tables, figures_dir=args.figures, plans=args.plans,
+                      config=json.loads(args.config_json), out=args.out, compile_pdf=not args.no_pdf)
+    print(f"paper folder: {args.out}" + (f"; compiled {pdf}" if pdf else ""))
+
+
 def _site_index(args: argparse.Namespace) -> None:
     from segzoo.report.site_index import write_site_index
 
@@ -62,6 +72,16 @@ def register(verbs) -> None:
     p.add_argument("--plans", type=Path, help="plans.json (segzoo plan): shown as the page's Plan section")
     p.add_argument("--oof-tables", type=Path, help="the cross-validation (out-of-fold) comparison tables")
     p.set_defaults(run=_page)
+
+    p = verbs.add_parser("paper", help="a dataset's paper folder: LaTeX tables, figures as PDF, main.tex, main.pdf")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--tables", type=Path, required=True, help="the comparison tables folder (segzoo compare)")
+    p.add_argument("--figures", type=Path, required=True, help="the figures folder (segzoo figures)")
+    p.add_argument("--plans", type=Path, required=True, help="plans.json (segzoo plan): the protocol and patches")
+    p.add_argument("--config-json", required=True, help="the configuration that decides the results, as JSON")
+    p.add_argument("--out", type=Path, required=True, help="folder to create, e.g. results/<dataset>/paper")
+    p.add_argument("--no-pdf", action="store_true", help="write the LaTeX only, even where TeX is installed")
+    p.set_defaults(run=_paper)
 
     p = verbs.add_parser("site-index", help="write results/index.html: a link to every dataset's page")
     p.add_argument("--results", type=Path, default=Path("results"), help="folder holding <dataset>/index.html pages")

@@ -63,19 +63,23 @@ def dataset_json(num_training: int, name: str) -> dict:
     }
 
 
-def write_phantom_dataset(out: str | Path, cases: int, seed: int, spec: PhantomSpec = PhantomSpec()) -> Path:
-    """Write ``cases`` phantoms to ``out`` (``imagesTr/``, ``labelsTr/``, ``dataset.json``), all or nothing."""
+def write_phantom_dataset(out: str | Path, cases: int, seed: int, spec: PhantomSpec = PhantomSpec(),
+                          test_cases: int = 0) -> Path:
+    """Write ``cases`` phantoms to ``out`` (``imagesTr/``, ``labelsTr/``, ``dataset.json``), and ``test_cases`` more
+    as the dataset's own test set (``imagesTs/``, ``labelsTs/``), all or nothing. Case ``i`` (numbered on from the
+    training cases into the test cases) is the same whatever the counts."""
     if cases < 1:
         raise ValueError("cases must be at least 1")
     out = Path(out)
     with output_dir(out) as tmp:
-        (tmp / "imagesTr").mkdir()
-        (tmp / "labelsTr").mkdir()
-        for i in range(cases):
+        for i in range(cases + test_cases):
+            images, labels = ("imagesTr", "labelsTr") if i < cases else ("imagesTs", "labelsTs")
+            (tmp / images).mkdir(exist_ok=True)
+            (tmp / labels).mkdir(exist_ok=True)
             image, label, affine = make_case(np.random.default_rng([seed, i]), spec)
             case = f"phantom_{i:03d}"
-            save_nifti(image, affine, tmp / "imagesTr" / f"{case}_0000.nii.gz")
-            save_nifti(label, affine, tmp / "labelsTr" / f"{case}.nii.gz")
+            save_nifti(image, affine, tmp / images / f"{case}_0000.nii.gz")
+            save_nifti(label, affine, tmp / labels / f"{case}.nii.gz")
         write_json(tmp / "dataset.json", dataset_json(cases, out.name))
     return out
 

@@ -36,6 +36,7 @@ MIN_BATCH = 2
 MIN_SIDE = 8  # voxels of context a patch keeps along every axis where the median image has them
 MAX_BATCH_FRACTION = 0.05  # of all training voxels in one batch, at most
 SCHEMES = ("zscore", "ct", "none")
+PROTOCOLS = ("equal", "budget")  # the comparison's terms: one patch and batch for every model, or each its own
 MB = 2**20
 
 
@@ -91,23 +92,28 @@ def _can_shrink(patch: list[int], axis: int, divisor: int, median_shape: np.ndar
     return smaller[axis] >= floor and (divisor == 1 or np.prod([p // divisor for p in smaller]) >= 2)
 
 
-def plan_model(profile: dict, spacing: list[float], median_shape: np.ndarray, dataset_voxels: float,
+def plan_model(profiles: list[dict], spacing: list[float], median_shape: np.ndarray, dataset_voxels: float,
                budget_bytes: float) -> dict:
-    """Patch and batch size of one model under the memory budget."""
-    divisor = profile["divisor"]
+    """One patch and batch size that every model of ``profiles`` trains with under the memory budget: a side is a
+    multiple of every model's divisor, and the most memory-hungry model decides (one model: its own plan)."""
+    divisor = math.lcm(*(p["divisor"] for p in profiles))
+
+    def needed(patch: list[int], batch: int) -> float:
+        return max(training_bytes(p, patch, batch) for p in profiles)
+
     patch = _initial_patch(spacing, median_shape, divisor)
-    while training_bytes(profile, patch, MIN_BATCH) > budget_bytes:
+    while needed(patch, MIN_BATCH) > budget_bytes:
         ratios = np.asarray(patch) / median_shape
         order = [int(a) for a in np.argsort(ratios, kind="stable")[::-1]]  # most covered first (ties: last axis)
         axis = next((a for a in order if _can_shrink(patch, a, divisor, median_shape)), None)
         if axis is None:
             break  # the smallest patch the model takes; the plan says it is over budget
         patch[axis] -= divisor
-    per_sample = training_bytes(profile, patch, 1) - training_bytes(profile, patch, 0)
-    fits = int((budget_bytes - training_bytes(profile, patch, 0)) // per_sample)
+    fits = min(int((budget_bytes - training_bytes(p, patch, 0)) //
+                   (training_bytes(p, patch, 1) - training_bytes(p, patch, 0))) for p in profiles)
     cap = int(round(MAX_BATCH_FRACTION * dataset_voxels / np.prod(patch)))
     batch = max(MIN_BATCH, min(fits, cap))
-    estimate = training_bytes(profile, patch, batch)
+    estimate = needed(patch, batch)
     return {"patch_size": patch, "batch_size": batch, "divisor": divisor, "estimated_mb": round(estimate / MB, 1),
             "within_budget": bool(estimate <= budget_bytes)}
 
@@ -135,24 +141,34 @@ def data_plan(fingerprint: dict, *, spacing: list[float] | None = None,
 
 def make_plans(fingerprint: dict, *, models: dict[str, dict], memory_mb: float, spacing: list[float] | None = None,
                normalization_override: list[str] | None = None, patch_size: list[int] | None = None,
-               batch_size: int | None = None) -> dict:
-    """The plans for a fingerprint (:func:`segzoo.data.fingerprint.dataset_fingerprint`) and the config's models."""
+               batch_size: int | None = None, protocol: str = "equal") -> dict:
+    """The plans for a fingerprint (:func:`segzoo.data.fingerprint.dataset_fingerprint`) and the config's models.
+
+    ``protocol`` (the comparison's terms, config ``compare.protocol``): ``equal`` plans one patch and batch that
+    every model fits under the budget, so models differ by architecture alone; ``budget`` plans each model's own
+    patch and batch under the same budget (each at its best under the same memory)."""
+    if protocol not in PROTOCOLS:
+        raise SegzooError(f"compare.protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
     data = data_plan(fingerprint, spacing=spacing, normalization_override=normalization_override)
     cases = fingerprint["cases"]
     median_shape = np.asarray(data["median_shape"])
     dataset_voxels = float(np.prod(median_shape) * len(cases))
+    profiles = {name: model_profile(name, len(fingerprint["channels"]), len(fingerprint["regions"]), options)
+                for name, options in models.items()}
+    shared = plan_model(list(profiles.values()), data["target_spacing"], median_shape, dataset_voxels,
+                        memory_mb * MB) if protocol == "equal" and profiles else None
     planned = {}
-    for name, options in models.items():
-        profile = model_profile(name, len(fingerprint["channels"]), len(fingerprint["regions"]), options)
-        entry = plan_model(profile, data["target_spacing"], median_shape, dataset_voxels, memory_mb * MB)
-        entry["patch_source"] = entry["batch_source"] = "plan"
+    for name, profile in profiles.items():
+        entry = dict(shared) if shared else plan_model([profile], data["target_spacing"], median_shape,
+                                                       dataset_voxels, memory_mb * MB)
+        entry["patch_source"] = entry["batch_source"] = "plan" if protocol == "budget" else "plan (equal)"
         if patch_size:
             entry.update(patch_size=list(patch_size), patch_source="config")
         if batch_size:
             entry.update(batch_size=int(batch_size), batch_source="config")
-        if patch_size or batch_size:
-            estimate = training_bytes(profile, entry["patch_size"], entry["batch_size"])
-            entry.update(estimated_mb=round(estimate / MB, 1), within_budget=bool(estimate <= memory_mb * MB))
+        entry["divisor"] = profile["divisor"]
+        estimate = training_bytes(profile, entry["patch_size"], entry["batch_size"])
+        entry.update(estimated_mb=round(estimate / MB, 1), within_budget=bool(estimate <= memory_mb * MB))
         planned[name] = entry
     spacings = np.asarray([c["spacing"] for c in cases], dtype=np.float64)
     return {
@@ -160,6 +176,7 @@ def make_plans(fingerprint: dict, *, models: dict[str, dict], memory_mb: float, 
         "channels": fingerprint["channels"],
         **data,
         "memory_mb": memory_mb,
+        "protocol": protocol,
         "models": planned,
         "fingerprint": {
             "cases": len(cases),
@@ -193,6 +210,30 @@ class Plans:
     @property
     def fingerprint(self) -> dict:
         return dict(self.data["fingerprint"])
+
+    @property
+    def protocol(self) -> str:
+        """``equal`` or ``budget`` (plans written before protocols planned each model alone: ``budget``)."""
+        return self.data.get("protocol", "budget")
+
+    def terms(self, models: list[str]) -> str:
+        """The comparison's protocol in one sentence, for captions and the page: what patch and batch each of
+        ``models`` (those planned here) trained with."""
+        entries = {m: self.model(m) for m in models if m in self.data["models"]}
+        if not entries:
+            return f"protocol {self.protocol}"
+        size = lambda e: "×".join(map(str, e["patch_size"]))  # noqa: E731
+        shared = len({(tuple(e["patch_size"]), e["batch_size"]) for e in entries.values()}) == 1
+        if self.protocol == "equal" or shared:
+            e = next(iter(entries.values()))
+            source = ("set in the config" if e["patch_source"] == "config" else
+                      f"the largest patch every model fits in {self.data['memory_mb']:g} MiB")
+            return (f"protocol {self.protocol}: every model trained on patch {size(e)} voxels, batch {e['batch_size']} "
+                    f"({source}), with the same steps, optimiser, schedule and augmentation")
+        each = "; ".join(f"{m} {size(e)} (batch {e['batch_size']})" for m, e in entries.items())
+        return (f"protocol {self.protocol}: each model its own patch and batch under {self.data['memory_mb']:g} MiB "
+                f"({each}), the same steps, optimiser, schedule and augmentation; differences mix architecture "
+                "with patch size")
 
     def model(self, name: str) -> dict:
         """The patch and batch size planned for model ``name``."""

@@ -26,9 +26,14 @@ from segzoo.io import read_json
 
 
 def evaluate_run(predictions: str | Path, raw: str | Path, pre: Preprocessed, splits: str | Path, *,
-                 tolerance_mm: float, model: str, seed: int, out_of_fold: bool = False) -> pd.DataFrame:
+                 tolerance_mm: float, model: str, seed: int, out_of_fold: bool = False,
+                 instance_regions: list[str] = (), detection: dict | None = None) -> pd.DataFrame:
     """Rows ``model, seed, case, region, <metrics>`` for every test case in ``splits`` (``out_of_fold``: every
-    case of the cross-validation folds' ``val`` lists instead)."""
+    case of the cross-validation folds' ``val`` lists instead). Regions of ``instance_regions`` are also scored
+    lesion by lesion (:mod:`segzoo.evaluate.lesions`, with ``detection``'s rule); the others get NaN there."""
+    unknown = [r for r in instance_regions if r not in pre.regions]
+    if unknown:
+        raise SegzooError(f"instance regions {unknown} are not regions of {pre.dataset} ({', '.join(pre.regions)})")
     folder = PredictionsFolder(predictions)
     regions = pre.regions
     labels = {c.id: c.label for c in read_dataset(raw).cases}
@@ -45,6 +50,7 @@ def evaluate_run(predictions: str | Path, raw: str | Path, pre: Preprocessed, sp
         prob = folder.probabilities(case, ref) if folder.has_masks(case, regions) else None
         for r, (name, values) in enumerate(regions.items()):
             region_prob = None if prob is None else prob[..., r]
-            row = score_region(masks[name], np.isin(ref.data, values), region_prob, ref.spacing, tolerance_mm)
+            row = score_region(masks[name], np.isin(ref.data, values), region_prob, ref.spacing, tolerance_mm,
+                               detection=(detection or {}) if name in instance_regions else None)
             rows.append({"model": model, "seed": seed, "case": case, "region": name, **row})
     return pd.DataFrame(rows, columns=["model", "seed", "case", "region", *METRICS])

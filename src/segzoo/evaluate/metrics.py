@@ -10,6 +10,8 @@ foreground probability ``prob``:
 ``volume_diff_ml``         ``|V_pred − V_ref|`` in millilitres
 ``nll``                    mean per-voxel negative log-likelihood of the reference under ``prob``
 ``ece``                    expected calibration error of ``prob`` (equal-width bins)
+``lesion_*``               regions scored as instances only (:mod:`segzoo.evaluate.lesions`): lesion-wise
+                           sensitivity, precision, F1 and |count difference|; NaN for other regions
 ========================  ======================================================================
 
 Empty masks, as nnU-Net does and stated here once:
@@ -55,7 +57,43 @@ METRICS = {m.key: m for m in (
     Metric("volume_diff_ml", "|volume difference|", "lower", "ml"),
     Metric("nll", "NLL per voxel", "lower"),
     Metric("ece", "ECE", "lower"),
+    Metric("lesion_sensitivity", "lesion-wise sensitivity", "higher"),
+    Metric("lesion_precision", "lesion-wise precision", "higher"),
+    Metric("lesion_f1", "lesion-wise F1", "higher"),
+    Metric("lesion_count_error", "|lesion count difference|", "lower"),
 )}
+LESION_METRICS = ("lesion_sensitivity", "lesion_precision", "lesion_f1", "lesion_count_error")
+
+
+# How each metric is computed: the library (its version is read where it is shown) and the definition, since
+# distance and calibration metrics differ between tools. Empty-mask rules are in the module docstring.
+DEFINITIONS = {
+    "dice": ("monai", "compute_dice: 2|P∩R| / (|P| + |R|) on the binary masks"),
+    "iou": ("monai", "compute_iou: |P∩R| / |P∪R|"),
+    "hd95_mm": ("monai", "compute_hausdorff_distance(percentile=95, spacing): the 95th percentile of the surface "
+                "distances pooled over both directions (prediction to reference and back), in mm"),
+    "surface_dice": ("monai", "compute_surface_dice (normalised surface distance) at a tolerance of "
+                     "evaluate.tolerance_mm, spacing-aware"),
+    "volume_diff_ml": ("segzoo", "|voxels(P) − voxels(R)| × voxel volume, in ml"),
+    "nll": ("segzoo", "mean over all voxels of −log p(reference label), p clipped to [1e-7, 1 − 1e-7]"),
+    "ece": ("segzoo", "expected calibration error over all voxels, 10 equal-width bins"),
+    "lesion_sensitivity": ("segzoo + scipy", "detected reference lesions / reference lesions; lesions are "
+                           "connected components (scipy.ndimage.label), detection per evaluate.detection"),
+    "lesion_precision": ("segzoo + scipy", "predicted lesions overlapping the reference / predicted lesions"),
+    "lesion_f1": ("segzoo + scipy", "harmonic mean of lesion-wise sensitivity and precision"),
+    "lesion_count_error": ("segzoo + scipy", "|number of predicted lesions − number of reference lesions|"),
+}
+EMPTY_RULE = ("reference and prediction both empty: Dice, IoU, HD95, surface Dice and lesion F1 are left out (NaN); "
+              "exactly one empty: Dice, IoU, surface Dice and lesion F1 are 0 and HD95 is the image diagonal in mm")
+
+
+def implementation(metric: str) -> str:
+    """``library version: definition`` for the page and the paper's methods."""
+    from importlib.metadata import version
+
+    library, definition = DEFINITIONS[metric]
+    named = " + ".join(f"{name} {version(name)}" if name != "segzoo" else "segzoo" for name in library.split(" + "))
+    return f"{named}: {definition}"
 
 
 def _t(mask: np.ndarray):
@@ -65,16 +103,21 @@ def _t(mask: np.ndarray):
 
 
 def score_region(pred: np.ndarray, ref: np.ndarray, prob: np.ndarray | None, spacing, tolerance_mm: float = 1.0,
-                 bins: int = 10) -> dict[str, float]:
+                 bins: int = 10, detection: dict | None = None) -> dict[str, float]:
     """Every metric (a value per :data:`METRICS` key) for one region of one case; without probabilities
-    (hard masks made elsewhere) the NLL and calibration error are NaN."""
+    (hard masks made elsewhere) the NLL and calibration error are NaN. With ``detection`` (the rule:
+    ``min_overlap_voxels``, ``connectivity``) the region is also scored lesion by lesion, else those are NaN."""
     from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou, compute_surface_dice
+
+    from segzoo.evaluate.lesions import lesion_scores
 
     pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
     spacing = [float(s) for s in spacing]
     voxel_ml = float(np.prod(spacing)) / 1000.0
     out = {"volume_diff_ml": abs(int(pred.sum()) - int(ref.sum())) * voxel_ml,
-           "nll": np.nan if prob is None else nll(prob, ref), "ece": np.nan if prob is None else ece(prob, ref, bins)}
+           "nll": np.nan if prob is None else nll(prob, ref), "ece": np.nan if prob is None else ece(prob, ref, bins),
+           **(lesion_scores(pred, ref, **detection) if detection is not None
+              else dict.fromkeys(LESION_METRICS, np.nan))}
     if not pred.any() and not ref.any():
         return {**out, "dice": np.nan, "iou": np.nan, "hd95_mm": np.nan, "surface_dice": np.nan}
     if not pred.any() or not ref.any():

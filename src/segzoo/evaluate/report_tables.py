@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import pandas as pd
 
+from segzoo.data.plans import Plans
 from segzoo.errors import SegzooError
 from segzoo.evaluate.metrics import METRICS
-from segzoo.evaluate.stats import compare, wide_table
+from segzoo.evaluate.stats import BASELINE, compare, wide_table
 from segzoo.io import new_files, output_dir, write_json
 
+TABLE_LEGEND = (f"mean [95% CI] over the n test cases with a value; Δ: median paired difference from {BASELINE} "
+                f"[95% bootstrap CI]; p: paired Wilcoxon vs {BASELINE}, Holm-corrected")
 PER_CASE = "per_case.csv"  # every score: model, seed, case, region, one column per metric
 COMPARISON = "comparison.csv"  # long form: model, region, metric, mean, CI, n, p, ...
 
 
 def write_tables(score_files: list[Path], out_dir: Path, metrics: list[str], seed: int,
-                 summary: Path | None = None) -> list[Path]:
-    """``per_case.csv``, ``comparison.csv`` (long form) and, per metric, ``<metric>.md`` / ``.html`` (wide);
-    with ``summary``, also the means as nested JSON (model -> region -> metric), the file DVC shows as metrics."""
+                 summary: Path | None = None, plans: Path | None = None) -> list[Path]:
+    """``per_case.csv``, ``comparison.csv`` (long form) and, per metric a region has values of, ``<metric>.md`` /
+    ``.html`` (wide), each captioned with the comparison's terms (the protocol in ``plans``, :meth:`Plans.terms`)
+    and the seeds; with ``summary``, also the means as nested JSON (model -> region -> metric), the file DVC
+    shows."""
     scores = pd.concat([_read_scores(f) for f in score_files], ignore_index=True)
+    terms = Plans(plans).terms(list(dict.fromkeys(scores["model"]))) if plans else None
     long = pd.concat([compare(scores, m, seed) for m in metrics], ignore_index=True)
+    seeds = scores.groupby("model")["seed"].nunique().max()
+    caption = "; ".join(filter(None, [terms, f"{seeds} training seed{'s' if seeds > 1 else ''} per model" +
+                                      (" (± the spread of the mean over seeds)" if seeds > 1 else
+                                       " (no seed spread: one seed)")]))
     written = []
     with new_files(*([summary] if summary else [])), output_dir(out_dir) as tmp:
         if summary:
@@ -28,11 +39,14 @@ def write_tables(score_files: list[Path], out_dir: Path, metrics: list[str], see
         scores.to_csv(tmp / PER_CASE, index=False, float_format="%.6g")
         long.to_csv(tmp / COMPARISON, index=False, float_format="%.6g")
         for metric in metrics:
-            wide = wide_table(long[long["metric"] == metric])
-            (tmp / f"{metric}.md").write_text(f"### {metric}: mean [95% CI] over the n test cases with a value "
-                                              f"(p: paired Wilcoxon vs unet3plus, Holm)\n\n" + wide.to_markdown()
+            rows = long[long["metric"] == metric]
+            if rows.empty:
+                continue  # no region is scored by it (lesion-wise metrics without instance regions)
+            wide = wide_table(rows)
+            (tmp / f"{metric}.md").write_text(f"### {metric}: {TABLE_LEGEND}\n\n{caption}.\n\n" + wide.to_markdown()
                                               + "\n")
-            (tmp / f"{metric}.html").write_text(wide.to_html(classes="comparison", border=0))
+            (tmp / f"{metric}.html").write_text(f"<p class='caption'>{html.escape(caption)}.</p>"
+                                                + wide.to_html(classes="comparison", border=0))
         written = sorted(p.name for p in tmp.iterdir())
     return [out_dir / name for name in written]
 

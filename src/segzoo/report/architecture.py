@@ -506,5 +506,6 @@ def parameter_figure(name: str, options: dict, in_channels: int, out_channels: i
     fig.subplots_adjust(left=0.3)  # room for the component labels
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=90)
+    fig.savefig(png.with_suffix(".pdf"), metadata={"CreationDate": None})  # for the paper, as io.save_figure does
     plt.close(fig)
     return png

@@ -51,7 +51,9 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
     with output_dir(out) as tmp:
         def add(png: Path, caption: str, section: str, also: list[Path] = ()):
             figures.append({"file": png.name, "caption": caption, "section": section})
-            if also:  # the same figure in other formats (the diagrams' SVG and PDF)
+            pdf = png.with_suffix(".pdf")  # every plot is also written as PDF (io.save_figure), for the paper
+            also = list(also) + ([pdf] if pdf.is_file() and pdf not in also else [])
+            if also:  # the same figure in other formats
                 figures[-1]["also"] = [p.name for p in also]
 
         add(plots.learning_curves(curves, tmp / "learning_curves.png"),
@@ -59,6 +61,8 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
             "regions, sliding window on the validation cases) against training step, one line per run.",
             "Learning curves")
         for metric in config["evaluate"]["metrics"]:
+            if scores[metric].isna().all():
+                continue  # scored in no region (lesion-wise metrics without instance regions)
             add(plots.per_case_scores(scores, metric, tmp / f"scores_{metric}.png"),
                 f"{METRICS[metric].label} per test case (points; all seeds) and its distribution (box: quartiles, "
                 f"whiskers: 1.5 IQR) for each model and region.", "Per-case scores")

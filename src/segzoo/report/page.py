@@ -18,7 +18,8 @@ import yaml
 
 from segzoo import __version__
 from segzoo.errors import SegzooError
-from segzoo.evaluate.metrics import METRICS
+from segzoo.data.plans import Plans
+from segzoo.evaluate.metrics import EMPTY_RULE, LESION_METRICS, METRICS, implementation
 from segzoo.evaluate.report_tables import COMPARISON, PER_CASE
 from segzoo.io import read_json, write_text
 from segzoo.provenance import source_digest
@@ -123,6 +124,20 @@ def plan_section(plans, rel) -> list[str]:
             "<th>estimated training memory (MiB)</th></tr>" + rows + "</table>"]
 
 
+def metrics_section(metrics: list[str], evaluate: dict) -> list[str]:
+    """How each metric is computed (library and version, or segzoo, and the definition): distance metrics in
+    particular differ between tools."""
+    rows = "".join(f"<tr><td><code>{html.escape(m)}</code></td><td>{html.escape(implementation(m))}</td></tr>"
+                   for m in metrics)
+    detection = evaluate.get("detection") or {}
+    return ["<h2>How the metrics are computed</h2>",
+            f"<p>{html.escape(EMPTY_RULE)}. Surface Dice tolerance: {evaluate['tolerance_mm']:g} mm. Lesion-wise "
+            f"detection: {detection.get('connectivity', 26)}-connected components; a lesion counts as detected "
+            f"(or a predicted one as true) when at least {detection.get('min_overlap_voxels', 1)} of its voxels "
+            "overlap the other mask.</p>",
+            "<table class='comparison'><tr><th>metric</th><th>implementation</th></tr>" + rows + "</table>"]
+
+
 def oof_section(tables: Path, metrics: list[str], rel) -> list[str]:
     """The cross-validation comparison: every non-test case scored once, by the fold run that held it out."""
     parts = ["<h2>Cross-validation (out of fold)</h2>",
@@ -133,6 +148,8 @@ def oof_section(tables: Path, metrics: list[str], rel) -> list[str]:
     for metric in metrics:
         table = tables / f"{metric}.html"
         if not table.is_file():
+            if metric in LESION_METRICS:
+                continue  # no region is scored as instances
             raise SegzooError(f"{table}: missing (run `segzoo compare` on the out-of-fold scores)")
         parts.append(f"<h3>{html.escape(METRICS[metric].label)}</h3>" + table.read_text())
     return parts
@@ -167,21 +184,23 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
              f"seeds: {', '.join(map(str, config['train']['seeds']))}.</p>",
              "<h2>Comparison</h2>",
              "<p>Mean [95 % bootstrap CI] over the n test cases with a value (seeds averaged per case; a region "
-             "absent from both reference and prediction has no Dice and drops out); p: paired Wilcoxon test against "
+             "absent from both reference and prediction has no Dice and drops out); Δ: the median of the paired "
+             "differences from unet3plus [95 % bootstrap CI], the effect size; p: paired Wilcoxon test against "
              "unet3plus over the cases both models have a value for, Holm-corrected. Files: "
              f"<a href='{rel(tables / COMPARISON)}'>{COMPARISON}</a>, "
              f"<a href='{rel(tables / PER_CASE)}'>{PER_CASE}</a>.</p>"]
     for metric in config["evaluate"]["metrics"]:
         table = tables / f"{metric}.html"
         if not table.is_file():
+            if metric in LESION_METRICS:
+                continue  # no region is scored as instances
             raise SegzooError(f"{table}: missing (run `segzoo compare` with metric {metric})")
         parts.append(f"<h3>{html.escape(METRICS[metric].label)} <small>({METRICS[metric].better} is better; "
                      f"<code>{html.escape(metric)}</code>)</small></h3>" + table.read_text())
+    parts += metrics_section(config["evaluate"]["metrics"], config["evaluate"])
     if oof_tables is not None:
         parts += oof_section(oof_tables, config["evaluate"]["metrics"], rel)
     if plans is not None:
-        from segzoo.data.plans import Plans
-
         parts += plan_section(Plans(plans), rel)
     section = None
     for fig in figures:
@@ -199,7 +218,8 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
     import pandas as pd
 
     gpt = EvaluationFolder(weightgen).summary() if weightgen is not None else None
-    lead = summary_section(pd.read_csv(tables / COMPARISON), config["evaluate"]["metrics"], gpt)
+    terms = Plans(plans).terms(list(config["models"])) if plans else None
+    lead = summary_section(pd.read_csv(tables / COMPARISON), config["evaluate"]["metrics"], gpt, terms)
     body, toc = with_anchors(parts[:2] + lead + parts[2:])
     body.insert(2 + len(lead), toc)  # the answer, then where to find the rest
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

@@ -43,7 +43,7 @@ def learning_curves(runs: dict[str, Path], png: Path) -> Path:
 
 def per_case_scores(scores: pd.DataFrame, metric: str, png: Path) -> Path:
     """Box plot per model with every test case (and seed) as a point, one panel per region."""
-    regions = list(dict.fromkeys(scores["region"]))
+    regions = [r for r in dict.fromkeys(scores["region"]) if scores.loc[scores["region"] == r, metric].notna().any()]
     models = list(dict.fromkeys(scores["model"]))
     fig, axes = plt.subplots(1, len(regions), figsize=(4 * len(regions), 3.8), squeeze=False)
     rng = np.random.default_rng(0)

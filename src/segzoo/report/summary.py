@@ -39,7 +39,8 @@ def region_answers(comparison: pd.DataFrame, metric: str) -> list[dict]:
         baseline = scored[scored["model"] == BASELINE]
         base_mean = float(baseline["mean"].iloc[0]) if len(baseline) else np.nan
         significant = [{"model": r.model, "p": float(r.p_holm),
-                        "direction": "better" if (r.mean > base_mean) == higher else "worse"}
+                        "direction": "better" if (r.mean > base_mean) == higher else "worse",
+                        "effect": (float(r.median_diff), float(r.diff_ci_low), float(r.diff_ci_high))}
                        for r in group.itertuples() if not pd.isna(r.p_holm) and r.p_holm < ALPHA]
         tested = group["p_holm"].notna().sum()
         answers.append({"region": region, "best": best["model"], "mean": float(best["mean"]),
@@ -49,8 +50,10 @@ def region_answers(comparison: pd.DataFrame, metric: str) -> list[dict]:
     return answers
 
 
-def summary_section(comparison: pd.DataFrame, metrics: list[str], gpt: dict | None) -> list[str]:
-    """The page's "Summary" section (HTML parts). ``gpt``: the G.pt evaluation's ``summary.json``, or None."""
+def summary_section(comparison: pd.DataFrame, metrics: list[str], gpt: dict | None,
+                    terms: str | None = None) -> list[str]:
+    """The page's "Summary" section (HTML parts). ``gpt``: the G.pt evaluation's ``summary.json``, or None;
+    ``terms``: the comparison's protocol in a sentence (:meth:`segzoo.data.plans.Plans.terms`)."""
     metric = headline_metric(metrics)
     label = METRICS[metric].label
     rows = []
@@ -59,18 +62,25 @@ def summary_section(comparison: pd.DataFrame, metrics: list[str], gpt: dict | No
             rows.append(f"<tr><td>{html.escape(a['region'])}</td><td colspan='3'>no model has a value</td></tr>")
             continue
         if a["significant"]:
-            tests = "; ".join(f"<b>{html.escape(s['model'])}</b> {s['direction']} (p = {s['p']:.3g})"
-                              for s in a["significant"])
+            tests = "; ".join(f"<b>{html.escape(s['model'])}</b> {s['direction']} by {abs(s['effect'][0]):.3f} "
+                              f"(median paired difference {s['effect'][0]:+.3f} [{s['effect'][1]:+.3f}, "
+                              f"{s['effect'][2]:+.3f}], p = {s['p']:.3g})" for s in a["significant"])
         elif a["tests"]:
             tests = f"none (smallest p = {a['smallest_p']:.3g})"
         else:
             tests = "not testable (fewer than 2 paired cases with a difference)"
         rows.append(f"<tr><td>{html.escape(a['region'])}</td><td><b>{html.escape(a['best'])}</b></td>"
                     f"<td>{a['mean']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}], n = {a['n']}</td><td>{tests}</td></tr>")
-    parts = ["<h2>Summary</h2>",
+    seeds = int(comparison["seeds"].max()) if "seeds" in comparison and len(comparison) else 1
+    protocol = ("<p class='protocol'><b>On what terms</b>: " + html.escape(terms or "protocol not recorded")
+                + f"; {seeds} training seed{'s' if seeds > 1 else ''} per model"
+                + (" (the tables give the spread over seeds)" if seeds > 1 else
+                   " (one seed: a difference smaller than seed-to-seed variation cannot be told from it)") + ".</p>")
+    parts = ["<h2>Summary</h2>", protocol,
              f"<p>Best model per region by mean {html.escape(label)} on the test cases, with its 95 % bootstrap CI, "
              f"and the models whose per-case {html.escape(label)} differs from {BASELINE} (paired Wilcoxon, "
-             f"Holm-corrected over all models and regions, α = {ALPHA}). Details in "
+             f"Holm-corrected over all models and regions, α = {ALPHA}), by how much (the median of the paired "
+             "differences with its 95 % bootstrap CI). Details in "
              "<a href='#comparison'>Comparison</a>.</p>",
              f"<table class='comparison summary'><tr><th>region</th><th>best model</th><th>mean [95 % CI]</th>"
              f"<th>differs from {BASELINE} after Holm</th></tr>" + "".join(rows) + "</table>"]
