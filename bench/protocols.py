@@ -59,6 +59,11 @@ def main() -> None:
         workdir = args.work / protocol
         workdir.mkdir(parents=True, exist_ok=True)
         seconds[protocol] = run(workdir, protocol)
+        timing = workdir / "seconds.txt"  # the first (timed) run's wall time, kept for --reuse
+        if timing.is_file():
+            seconds[protocol] = float(timing.read_text())
+        else:
+            timing.write_text(f"{seconds[protocol]:.1f}")
         tables[protocol] = pd.read_csv(workdir / "results" / "tables" / DATASET / "comparison.csv")
         plans = json.loads((workdir / "results" / "plans" / DATASET / "plans.json").read_text())
         patches[protocol] = {m: "×".join(map(str, e["patch_size"])) + f" b{e['batch_size']}"
@@ -69,21 +74,21 @@ def main() -> None:
     print("| model | region | equal: patch | equal: Dice [CI] | equal: Δ vs U-Net 3+ [CI], p | budget: patch | "
           "budget: Dice [CI] | budget: Δ vs U-Net 3+ [CI], p | Dice equal − budget |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for row in tables["equal"][tables["equal"]["metric"] == "dice"].itertuples():
-        other = tables["budget"]
-        b = other[(other["metric"] == "dice") & (other["model"] == row.model) & (other["region"] == row.region)].iloc[0]
+    def cell(r) -> str:
+        return f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
 
-        def cell(r) -> str:
-            return f"{r.mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+    def effect(r) -> str:
+        if pd.isna(r["median_diff"]):
+            return "—"
+        p = "" if pd.isna(r["p_holm"]) else f", p {r['p_holm']:.2g}"
+        return f"{r['median_diff']:+.3f} [{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]{p}"
 
-        def effect(r) -> str:
-            if pd.isna(r.median_diff):
-                return "—"
-            p = "" if pd.isna(r.p_holm) else f", p {r.p_holm:.2g}"
-            return f"{r.median_diff:+.3f} [{r.diff_ci_low:+.3f}, {r.diff_ci_high:+.3f}]{p}"
-
-        print(f"| {row.model} | {row.region} | {patches['equal'][row.model]} | {cell(row)} | {effect(row)} | "
-              f"{patches['budget'][row.model]} | {cell(b)} | {effect(b)} | {row.mean - b.mean:+.3f} |")
+    other = tables["budget"]
+    for _, row in tables["equal"][tables["equal"]["metric"] == "dice"].iterrows():
+        b = other[(other["metric"] == "dice") & (other["model"] == row["model"]) &
+                  (other["region"] == row["region"])].iloc[0]
+        print(f"| {row['model']} | {row['region']} | {patches['equal'][row['model']]} | {cell(row)} | {effect(row)} | "
+              f"{patches['budget'][row['model']]} | {cell(b)} | {effect(b)} | {row['mean'] - b['mean']:+.3f} |")
 
 
 if __name__ == "__main__":
