@@ -13,6 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 
 from conftest import PHANTOM, digest, snakemake, workflow_copy
 from own_datasets import heterogeneous_dataset, two_channel_dataset
@@ -49,7 +50,7 @@ def test_two_channel_dataset_with_its_own_test_set(ci_run, tmp_path):
     assert splits["test_source"] == "imagesTs" and splits["test"] == ["hippo_006", "hippo_007"]
     plans = json.loads((wf / "results" / "plans" / name / "plans.json").read_text())
     assert [n["channel"] for n in plans["normalization"]] == ["T1", "T2"]
-    assert {m: e["patch_source"] for m, e in plans["models"].items()} == {m: "plan" for m in MODELS}
+    assert {m: e["patch_source"] for m, e in plans["models"].items()} == {m: "plan (equal)" for m in MODELS}
     trained = json.loads((wf / "results" / "train" / name / "unet3plus" / "seed0" / "best.json").read_text())
     assert trained["patch_size"] == plans["models"]["unet3plus"]["patch_size"] and trained["channels"] == ["T1", "T2"]
     assert _compared_models(wf, name) == set(MODELS)
@@ -97,7 +98,8 @@ def test_three_fold_cross_validation_predicts_every_training_case_once(ci_run, t
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     splits = json.loads((wf / "results" / "splits" / PHANTOM / "splits.json").read_text())
     pool = sorted(set(splits["folds"][0]["train"] + splits["folds"][0]["val"]))
-    assert len(splits["folds"]) == 3 and len(pool) + len(splits["test"]) == 6
+    phantom = yaml.safe_load((wf / "presets" / "ci.yaml").read_text())["phantom"]
+    assert len(splits["folds"]) == 3 and (len(pool), len(splits["test"])) == (phantom["cases"], phantom["test_cases"])
     predicted = sorted(p.name.removesuffix("_prob.nii.gz")
                        for p in (wf / "results" / "infer_oof" / PHANTOM / "unet3plus" / "seed0").glob("*_prob.nii.gz"))
     assert predicted == pool

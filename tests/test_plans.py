@@ -161,15 +161,16 @@ def test_start_time_checks_name_the_key_and_the_datasets_values(tmp_path):
     config = {"preprocess": {"spacing": None, "normalization": ["zscore", "ct"]},
               "models": {"unet3plus": UNET}, "train": {"patch_size": [20, 24, 400]},
               "weightgen": {"enabled": True, "patch_size": [16, 16, 16], "features": [2, 4, 8]},
-              "predict": {"input": str(raw / "imagesTr")}}
+              "evaluate": {"instance_regions": ["tumour", "lesion"]}, "predict": {"input": str(raw / "imagesTr")}}
     problems = config_problems(config, outline, ["unet3plus"], {})
-    assert len(problems) == 3, problems
+    assert len(problems) == 4, problems
     assert "train.patch_size: [20, 24, 400] does not fit model unet3plus: every side must be a multiple of 8" \
         in problems[0]
     assert "train.patch_size: [20, 24, 400] is more than twice every training image of Task01_Tumour (z 400 > 2 x" \
         in problems[1]
     assert problems[2] == "preprocess.normalization: 2 scheme(s) ['zscore', 'ct'] for 1 channel(s) of " \
         "Task01_Tumour (MRI)"
+    assert problems[3].startswith("evaluate.instance_regions: ['lesion'] not regions of Task01_Tumour")
 
 
 @pytest.mark.slow
