@@ -16,8 +16,6 @@ wildcard_constraints:
     model=MODEL_WILDCARD,
     seed=r"\d+",
     fold=r"\d+",
-    task="|".join(map(re.escape, WG_TASKS)),
-    lr=r"[0-9.eE+-]+",
     arm=r"parent\d+|init\d+|per_seed",
     start=r"parent\d+|init\d+",
     group=r"\d+",

@@ -251,12 +251,14 @@ if _problems:
 
 
 def zoo_jobs(wildcards):
-    """Every zoo job folder of the config: arm x task x lr x group of seeds."""
+    """Every zoo job folder of the config: per arm, its task x lr x seed runs in groups of members_per_job."""
     return [f"{ZOO.format(dataset=wildcards.dataset)}/{job['folder']}" for job in zoo_plan.jobs(WG, WG_TASKS)]
 
 
-def zoo_job_seeds(wildcards):
-    return " ".join(map(str, zoo_plan.job_seeds(WG, wildcards.arm, int(wildcards.group))))
+def zoo_job_runs(wildcards):
+    """`--run TASK LR SEED` for every run of the job."""
+    runs = zoo_plan.job_members(WG, WG_TASKS, wildcards.arm, int(wildcards.group))
+    return " ".join(f"--run {shlex.quote(r['task'])} {r['lr']} {r['seed']}" for r in runs)
 
 
 def zoo_start_option(wildcards, input):

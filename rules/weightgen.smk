@@ -33,14 +33,14 @@ rule zoo_start:
 
 rule zoo_job:
     output:
-        runs=directory(f"{ZOO}/runs/{{arm}}/{{task}}_lr{{lr}}_g{{group}}"),
+        runs=directory(f"{ZOO}/runs/{{arm}}/job{{group}}"),
     input:
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
         start=get_zoo_start,
         code=verb_code("zoo"),
     params:
-        seeds=zoo_job_seeds,
+        runs=zoo_job_runs,
         start=zoo_start_option,
         settings=json.dumps(zoo_plan.zoo_settings(config), sort_keys=True),
         seed=config["seed"],
@@ -50,14 +50,14 @@ rule zoo_job:
     resources:
         gpu=GPUS_PER_JOB,
     log:
-        "results/logs/zoo/{dataset}/runs/{arm}/{task}_lr{lr}_g{group}.log",
+        "results/logs/zoo/{dataset}/runs/{arm}/job{group}.log",
     benchmark:
-        "results/benchmarks/zoo/{dataset}/runs/{arm}/{task}_lr{lr}_g{group}.tsv"
+        "results/benchmarks/zoo/{dataset}/runs/{arm}/job{group}.tsv"
     conda:
         "../envs/segzoo.yaml"
     shell:
         "segzoo zoo --data {input.data:q} --splits {input.splits:q} --data-seed {params.seed}"
-        " --task {wildcards.task} --lr {wildcards.lr} --seeds {params.seeds} {params.start}"
+        " {params.runs} {params.start}"
         " --settings {params.settings:q} --out {output.runs:q} --device {params.device} --threads {threads}"
         " {params.tracking} > {log:q} 2>&1"
 

@@ -28,7 +28,8 @@ def _own_data(wf: Path, raw: Path):
 
 
 def _zoo_tasks(wf: Path, name: str) -> list[str]:
-    return sorted({p.name.split("_lr")[0] for p in (wf / "results" / "zoo" / name / "runs" / "parent0").iterdir()})
+    return sorted({p.name.split("_lr")[0] for p in (wf / "results" / "zoo" / name / "runs" / "parent0").glob(
+        "job*/*_seed*.safetensors")})
 
 
 def _compared_models(wf: Path, name: str) -> set[str]:

@@ -183,9 +183,9 @@ def test_zoo_runs_and_gpt_training_log_to_mlflow(prepared, tmp_path):
                 "train": {k: CI["train"][k] for k in ("augment", "foreground_fraction", "workers", "bf16",
                                                       "sw_batch_size")}}
     tracking = {"mlflow": "local", "dir": str(tmp_path / "t")}
-    job = tmp_path / "zoo" / "runs" / "init0" / "all_lr0.02_g0"
-    (zoo_run,) = train_zoo_job(pre, splits, "all", 0.02, [0], None, settings=settings, out=job, device="cpu",
-                               threads=1, data_seed=0, tracking=tracking)
+    job = tmp_path / "zoo" / "runs" / "init0" / "job0"
+    (zoo_run,) = train_zoo_job(pre, splits, [{"task": "all", "lr": 0.02, "seed": 0}], None, settings=settings,
+                               out=job, device="cpu", threads=1, data_seed=0, tracking=tracking)
     write_index([job], tmp_path / "zoo" / "index.csv", tmp_path / "zoo" / "zoo.json", 100.0, [1], 1)
     gpt = {**wg["gpt"], "steps": 130}
     train_gpt(load_zoo(tmp_path / "zoo" / "index.csv"), gpt, 0, tmp_path / "gpt", tracking=tracking, dataset="D")
@@ -198,7 +198,7 @@ def test_zoo_runs_and_gpt_training_log_to_mlflow(prepared, tmp_path):
     assert sorted(m.step for m in history) == list(range(1, wg["steps"] + 1))
     dice = client.get_metric_history(zoo.info.run_id, "val/dice_sc")
     assert sorted(m.step for m in dice) == zoo_run["checkpoints"]["step"]
-    assert Path(zoo.data.tags["checkpoint"]) == (job / "seed0.safetensors").resolve() and job.is_dir()
+    assert Path(zoo.data.tags["checkpoint"]) == (job / "all_lr0.02_seed0.safetensors").resolve() and job.is_dir()
     curve = pd.read_csv(tmp_path / "gpt_loss.csv")
     losses = {m.step: m.value for m in client.get_metric_history(gpt_run.info.run_id, "train/loss")}
     assert losses == pytest.approx(dict(zip(curve["step"], curve["loss"])), rel=1e-5)  # flushed at 100 and 130

@@ -49,9 +49,9 @@ def prepared(tmp_path_factory):
 
 
 def _job(pre, splits, task, lr, seeds, start, settings, out):
-    """A zoo job on the CPU, one thread, data seed 0."""
-    return train_zoo_job(pre, splits, task, lr, seeds, start, settings=settings, out=out, device="cpu", threads=1,
-                         data_seed=0)
+    """A zoo job of one task and learning rate on the CPU, one thread, data seed 0."""
+    return train_zoo_job(pre, splits, [{"task": task, "lr": lr, "seed": s} for s in seeds], start, settings=settings,
+                         out=out, device="cpu", threads=1, data_seed=0)
 
 
 def _toy_run(name: str, task: str, dice: np.ndarray, params: torch.Tensor, role: str = "train", start="parent0"):
@@ -174,13 +174,13 @@ def test_init_modes_start_where_they_promise(prepared, tmp_path):
     assert parent["steps"] == 3 and not torch.equal(parent_params, random_init(settings, pre, 0, 0))
     _job(pre, splits, "sc", 0.01, [0, 1], tmp_path / "parent0.safetensors", settings, tmp_path / "spawn")
     for seed in (0, 1):  # spawn: every child's row 0 is the parent's final weights
-        assert torch.equal(load_checkpoint(tmp_path / "spawn" / f"seed{seed}")[0]["params"][0], parent_params)
+        assert torch.equal(load_checkpoint(tmp_path / "spawn" / f"sc_lr0.01_seed{seed}")[0]["params"][0], parent_params)
     train_start(pre, splits, "shared", 2, settings=settings, out=tmp_path / "init2", device="cpu", threads=1,
                 data_seed=0)
     shared = load_checkpoint(tmp_path / "init2")[0]["params"][0]
     assert torch.equal(shared, random_init(settings, pre, 0, 2))  # shared: the untrained init itself
     _job(pre, splits, "sc", 0.01, [0, 1], None, settings, tmp_path / "own")
-    rows = [load_checkpoint(tmp_path / "own" / f"seed{s}")[0]["params"][0] for s in (0, 1)]
+    rows = [load_checkpoint(tmp_path / "own" / f"sc_lr0.01_seed{s}")[0]["params"][0] for s in (0, 1)]
     assert all(torch.equal(rows[s], random_init(settings, pre, 0, s)) for s in (0, 1))
     assert not torch.equal(rows[0], rows[1])  # per_seed: each seed its own init
     with pytest.raises(SegzooError, match="already exists"):  # a job never overwrites a folder
@@ -191,7 +191,7 @@ def test_zoo_run_keeps_its_start_and_untrained_heads_and_is_reproducible(prepare
     pre, splits = prepared
     settings = _settings()
     meta = _job(pre, splits, "sc", 0.01, [0], None, settings, tmp_path / "a")[0]
-    params = load_checkpoint(tmp_path / "a" / "seed0")[0]["params"]
+    params = load_checkpoint(tmp_path / "a" / "sc_lr0.01_seed0")[0]["params"]
     steps = meta["checkpoints"]["step"]
     assert steps[0] == 0 and steps[-1] == WG["steps"] and len(steps) == WG["checkpoints"] + 2
     last_head = f"decoder.seg_layers.{len(settings['features']) - 2}.weight"  # the one head in use
@@ -202,14 +202,15 @@ def test_zoo_run_keeps_its_start_and_untrained_heads_and_is_reproducible(prepare
     assert not torch.equal(heads[sc], heads0[sc])
     assert meta["architecture"]["network_class_name"].endswith("PlainConvUNet")
     _job(pre, splits, "sc", 0.01, [0], None, settings, tmp_path / "b")
-    assert (tmp_path / "a" / "seed0.safetensors").read_bytes() == (tmp_path / "b" / "seed0.safetensors").read_bytes()
+    run = "sc_lr0.01_seed0.safetensors"
+    assert (tmp_path / "a" / run).read_bytes() == (tmp_path / "b" / run).read_bytes()
 
 
 def _zoo_dirs(root, pre, splits, settings, tasks=("all",), seeds=(0, 1), arm="parent0", start=None):
-    """Zoo job folders laid out as the rules lay them out: runs/<arm>/<task>_lr<lr>_g0/."""
+    """Zoo job folders laid out as the rules lay them out: runs/<arm>/job<k>/, one task each."""
     dirs = []
-    for task in tasks:
-        d = root / "runs" / arm / f"{task}_lr0.02_g0"
+    for k, task in enumerate(tasks):
+        d = root / "runs" / arm / f"job{k}"
         _job(pre, splits, task, 0.02, list(seeds), start, settings, d)
         dirs.append(d)
     return dirs
@@ -220,11 +221,12 @@ def test_index_roles_and_dropped_runs(prepared, tmp_path):
     settings = _settings()
     dirs = _zoo_dirs(tmp_path, pre, splits, settings, seeds=(0, 1))
     dirs += _zoo_dirs(tmp_path, pre, splits, settings, seeds=(0,), arm="parent1")
-    tensors, meta = load_checkpoint(dirs[0] / "seed0")
+    tensors, meta = load_checkpoint(dirs[0] / "all_lr0.02_seed0")
     broken = tensors["params"].clone()
     broken[1, 10] = float("nan")
-    bad = tmp_path / "runs" / "parent0" / "sc_lr0.02_g0"
-    save_checkpoint(bad / "seed0", {"params": broken}, {k: v for k, v in meta.items() if k != "tensors_sha256"})
+    bad = tmp_path / "runs" / "parent0" / "job9"
+    save_checkpoint(bad / "sc_lr0.02_seed0", {"params": broken},
+                    {k: v for k, v in meta.items() if k != "tensors_sha256"})
     summary = write_index(dirs + [bad], tmp_path / "index.csv", tmp_path / "zoo.json", 100.0, [1], 1)
     assert summary["runs_kept"] == 3 and summary["runs_dropped"] == 1
     assert summary["dropped"][0]["reason"] == "non-finite weights"
@@ -244,7 +246,7 @@ def test_gpt_overfits_a_tiny_zoo_from_its_start(prepared, tmp_path):
     pre, splits = prepared
     settings = _settings(steps=30, checkpoints=10)
     _zoo_dirs(tmp_path, pre, splits, settings, seeds=(0, 1))
-    write_index([tmp_path / "runs" / "parent0" / "all_lr0.02_g0"], tmp_path / "index.csv", tmp_path / "zoo.json",
+    write_index([tmp_path / "runs" / "parent0" / "job0"], tmp_path / "index.csv", tmp_path / "zoo.json",
                 100.0, [1], 1)
     zoo = load_zoo(tmp_path / "index.csv")
     options = {"chunk": 64, "width": 32, "layers": 2, "heads": 2, "steps": 300, "batch_size": 16, "lr": 0.003,
@@ -265,7 +267,7 @@ def test_gpt_overfits_a_tiny_zoo_from_its_start(prepared, tmp_path):
 def test_gpt_training_is_reproducible(prepared, tmp_path):
     pre, splits = prepared
     _zoo_dirs(tmp_path, pre, splits, _settings(), tasks=("sc",))
-    write_index([tmp_path / "runs" / "parent0" / "sc_lr0.02_g0"], tmp_path / "index.csv", tmp_path / "zoo.json",
+    write_index([tmp_path / "runs" / "parent0" / "job0"], tmp_path / "index.csv", tmp_path / "zoo.json",
                 100.0, [1], 1)
     zoo = load_zoo(tmp_path / "index.csv", roles=("train",))
     options = {**WG["gpt"], "steps": 5}
@@ -302,7 +304,10 @@ def test_weightgen_rules_run_under_snakemake_on_the_ci_preset(ci_run):
     parents = WG["stress"]["parents"] + 1
     assert sorted(p.name for p in (zoo_dir / "starts").glob("*.safetensors")) == \
         [f"parent{k}.safetensors" for k in range(parents)]
-    runs = sorted((zoo_dir / "runs").glob("*/*/seed*.safetensors"))
+    runs = sorted((zoo_dir / "runs").glob("*/job*/*_seed*.safetensors"))
+    jobs = zoo_plan.jobs(WG, zoo_plan.tasks(WG, list(REGIONS)))
+    assert sorted(p.relative_to(zoo_dir).as_posix() for p in (zoo_dir / "runs").glob("*/job*")) == \
+        sorted(j["folder"] for j in jobs) and all(len(j["members"]) <= WG["members_per_job"] for j in jobs)
     tasks = zoo_plan.tasks(WG, list(REGIONS))  # the ci preset leaves them to the dataset: its regions and 'all'
     expected = len(tasks) * len(WG["lrs"]) * (len(WG["seeds"]) + len(WG["stress"]["seeds"]))
     assert len(runs) == expected

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from segzoo.cli.common import claim_device, json_settings, positive, preprocessed
+from segzoo.errors import SegzooError
 
 
 def _zoo_start(args: argparse.Namespace) -> None:
@@ -33,14 +34,24 @@ def _zoo(args: argparse.Namespace) -> None:
     device = claim_device(args.device)
     from segzoo.weightgen.zoo import train_zoo_job
 
-    runs = train_zoo_job(preprocessed(args.data), args.splits, args.task, args.lr, args.seeds, args.start,
-                         settings=settings["zoo"], out=args.out, device=device, threads=args.threads,
-                         data_seed=args.data_seed, tracking=tracking)
-    for sidecar in runs:
+    runs = [{"task": task, "lr": _number(lr, positive), "seed": _number(seed, int)} for task, lr, seed in args.runs]
+    sidecars = train_zoo_job(preprocessed(args.data), args.splits, runs, args.start, settings=settings["zoo"],
+                             out=args.out, device=device, threads=args.threads, data_seed=args.data_seed,
+                             tracking=tracking)
+    for sidecar in sidecars:
         dice = {k.removeprefix("dice_"): round(v[-1], 3) for k, v in sidecar["checkpoints"].items()
                 if k.startswith("dice_")}
+        stopped = f"; stopped early: {sidecar['stopped']}" if sidecar["stopped"] else ""
         print(f"zoo run {sidecar['task']} lr {sidecar['lr']} seed {sidecar['seed']} from {sidecar['start']}: "
-              f"{len(sidecar['checkpoints']['step'])} checkpoints, final val Dice {dice}")
+              f"{len(sidecar['checkpoints']['step'])} checkpoints, last val Dice {dice}{stopped}")
+    print(f"{len(sidecars)} runs trained at once, {sidecars[0]['seconds_per_step'] * 1000:.1f} ms per run-step")
+
+
+def _number(text: str, kind):
+    try:
+        return kind(text)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise SegzooError(f"--run: {text!r} is not a valid {'seed' if kind is int else 'learning rate'}") from None
 
 
 def _zoo_index(args: argparse.Namespace) -> None:
@@ -124,13 +135,15 @@ def register(verbs) -> None:
     p.add_argument("--out", type=Path, required=True, help="output stem: <out>.safetensors and <out>.json")
     p.set_defaults(run=_zoo_start)
 
-    p = verbs.add_parser("zoo", help="train zoo runs (one per seed), keeping each one's start and checkpoints")
+    p = verbs.add_parser("zoo", help="train zoo runs at once (the zoo engine), keeping each one's start and "
+                         "checkpoints")
     common(p)
-    p.add_argument("--task", required=True, help="a region name (single-task) or 'all'")
-    p.add_argument("--lr", type=positive, required=True)
-    p.add_argument("--seeds", type=int, nargs="+", required=True, help="one run per seed (data order, snapshots)")
+    p.add_argument("--run", nargs=3, action="append", required=True, dest="runs", metavar=("TASK", "LR", "SEED"),
+                   help="one zoo run (repeat): a region name or 'all', its Adam learning rate, its seed (data order, "
+                   "augmentation, snapshot steps)")
     p.add_argument("--start", type=Path, help="start file (zoo-start); without it each seed starts at its own init")
-    p.add_argument("--out", type=Path, required=True, help="folder to create: seed<s>.safetensors|json per run")
+    p.add_argument("--out", type=Path, required=True, help="folder to create: <task>_lr<lr>_seed<s>.safetensors|json "
+                   "per run")
     p.add_argument("--tracking", metavar="JSON", help="experiment tracking beside dvclive (segzoo[tracking] extra): "
                    '{"wandb": "off|offline|online", "mlflow": "off|local|<URI>", "dir": "results/tracking"}')
     p.set_defaults(run=_zoo)

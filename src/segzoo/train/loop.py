@@ -72,6 +72,7 @@ class Run:
     """Called with (0, model, None) before the first step and (step, model, train loss) after each one."""
     fold: int | None = None  # cross-validation: train on this fold's train cases, validate on its val cases
     tracking: dict | None = None  # W&B / MLflow (segzoo.tracking); never part of the fingerprint: it changes no weight
+    dtype: torch.dtype = torch.float32  # of the weights and batches; float64 serves equivalence checks (zoo engine)
 
 
 def fingerprint(run: Run) -> str:
@@ -83,7 +84,8 @@ def fingerprint(run: Run) -> str:
     return provenance.fingerprint(
         {"model": run.model, "options": run.model_options, "seed": run.seed, "loss_regions": run.loss_regions,
          "centre_values": run.centre_values, "processes": Context.from_env().world, "settings": settings,
-         "threads": threads, "device": run.device, **({"fold": run.fold} if run.fold is not None else {})},
+         "threads": threads, "device": run.device, **({"fold": run.fold} if run.fold is not None else {}),
+         **({"dtype": str(run.dtype)} if run.dtype != torch.float32 else {})},
         run.preprocessed.plan_bytes, run.splits.read_bytes(), *parameters)
 
 
@@ -165,7 +167,7 @@ def _train(run: Run, ctx: Context, device: torch.device, track: Tracker = NO_TRA
                           f"of {need}, and the coarsest level must keep more than one voxel (instance norm)")
     if run.initial_parameters is not None:
         _load_parameters(model, run.initial_parameters)
-    model.to(device)
+    model.to(device, dtype=run.dtype)
     optimizer = build_optimizer(model, s)
     loss_fn = build_loss(run.loss_regions, ctx.global_sum if ctx.active else None)
     key = fingerprint(run)
@@ -210,8 +212,8 @@ def _train(run: Run, ctx: Context, device: torch.device, track: Tracker = NO_TRA
         torch.manual_seed(int(np.random.SeedSequence([run.seed, step]).generate_state(1)[0]))  # dropout etc.
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, total, s)
-        image = ctx.shard(batch["image"]).to(device, non_blocking=True)
-        label = ctx.shard(batch["label"]).to(device, non_blocking=True)
+        image = ctx.shard(batch["image"]).to(device, run.dtype, non_blocking=True)
+        label = ctx.shard(batch["label"]).to(device, run.dtype, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             outputs = net(image)
             loss = loss_fn(outputs, label)

@@ -53,6 +53,11 @@ class PooledRegionDiceCE(RegionDiceCE):
 
 
 class NormalisedDeepSupervision(DeepSupervisionLoss):
+    def forward(self, input, target):
+        if isinstance(input, torch.Tensor) and input.dtype == torch.float64:
+            return self.loss(input, target)  # MONAI would compute it in float32
+        return super().forward(input, target)
+
     def get_weights(self, levels: int = 1) -> list[float]:
         weights = super().get_weights(levels)
         return [w / sum(weights) for w in weights]
@@ -64,3 +69,17 @@ def build_loss(regions: list[int] | None = None, global_sum=None) -> nn.Module:
     statistics over processes (DDP, see segzoo.train.distributed)."""
     inner = RegionDiceCE(regions) if global_sum is None else PooledRegionDiceCE(global_sum, regions)
     return NormalisedDeepSupervision(inner, weight_mode="exp")
+
+
+def member_region_losses(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """DiceCE per member and region [M, R] for logits [M, B, R, *S] of M networks (target [M, B, R, *S], or
+    [B, R, *S] shared): for every member what :class:`RegionDiceCE` computes per region (MONAI's sigmoid batch Dice
+    with smooth 1e-5, plus the mean BCE), without the mean over regions."""
+    if logits.dtype != torch.float64:
+        logits = logits.float()  # as MONAI computes it (bfloat16 logits under autocast included)
+    target = target.to(logits.dtype).expand_as(logits)
+    dims = (1, *range(3, logits.ndim))
+    p = torch.sigmoid(logits)
+    dice = 1 - (2 * (p * target).sum(dims) + 1e-5) / (p.sum(dims) + target.sum(dims) + 1e-5)
+    bce = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dims)
+    return dice + bce

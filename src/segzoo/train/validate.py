@@ -20,9 +20,10 @@ def validation_dice(model: torch.nn.Module, pre: Preprocessed, case_ids: list[st
     model.eval()
     metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
     rows = []
+    dtype = next(model.parameters()).dtype
     try:
         for case in case_ids:
-            image = torch.from_numpy(pre.image(case))[None].to(device)
+            image = torch.from_numpy(pre.image(case))[None].to(device, dtype)
             target = torch.from_numpy(regions_to_channels(pre.label(case), regions))[None]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = sliding_window_logits(model, image, patch_size, sw_batch_size)

@@ -50,14 +50,22 @@ class Audit:
         order = np.argsort(d, kind="stable")[:self.k]
         return [self.keys[i] for i in order], d[order]
 
+    def prefetch(self, keys: list[tuple[str, int]], masks: bool = False) -> None:
+        """Score the checkpoints ``keys`` not scored yet in one batched pass (``masks``: keep their test masks)."""
+        todo = list(dict.fromkeys(k for k in keys if k not in self._dice or (masks and k not in self._masks)))
+        if todo:
+            dice, predicted = self.scorer.score(torch.stack([self.checkpoint(k) for k in todo]))
+            for key, d, m in zip(todo, dice, predicted):
+                self._dice[key] = d
+                if masks:
+                    self._masks[key] = m.float()
+
     def test_dice(self, key: tuple[str, int]) -> np.ndarray:
-        if key not in self._dice:
-            self._dice[key] = self.scorer.dice(self.checkpoint(key))
+        self.prefetch([key])
         return self._dice[key]
 
     def test_masks(self, key: tuple[str, int]) -> torch.Tensor:
-        if key not in self._masks:
-            self._masks[key] = self.scorer.masks(self.checkpoint(key))
+        self.prefetch([key], masks=True)
         return self._masks[key]
 
     def noise_at(self, centre: torch.Tensor, distance: float) -> torch.Tensor:
@@ -65,21 +73,31 @@ class Audit:
         noise = torch.randn(centre.shape, generator=self.generator)
         return centre + noise / noise.norm() * distance * self.sigma
 
-    def row(self, vector: torch.Tensor, task: str, lookup_key: tuple[str, int], masks: torch.Tensor,
-            full: bool = True) -> dict:
-        """Distances and the memorisers' test task Dice for one generated network whose test ``masks`` are
-        given (``full=False``: only the nearest distance and the lookup memoriser, as alignment prompts need)."""
-        keys, d = self.nearest(vector)
-        regions = task_regions(task, self.zoo.regions)
-        task_dice = lambda dice: float(np.mean(np.asarray(dice)[regions]))  # noqa: E731
-        row = {"d_nearest": float(d[0]), "nearest_run": keys[0][0], "nearest_index": keys[0][1],
-               "lookup_run": lookup_key[0], "lookup_index": lookup_key[1],
-               "lookup_dice": task_dice(self.test_dice(lookup_key))}
-        if full:
-            average = torch.stack([self.checkpoint(k) for k in keys]).mean(0)
-            own, near = masks[:, regions], self.test_masks(keys[0])[:, regions]
-            row |= {"nearest_dice": task_dice(self.test_dice(keys[0])),
-                    "mean_k_dice": task_dice(self.scorer.dice(average)),
-                    "noise_dice": task_dice(self.scorer.dice(self.noise_at(self.checkpoint(keys[0]), float(d[0])))),
-                    "mask_agreement": float(pooled_dice(own, near).mean())}
-        return row
+    def rows(self, vectors: torch.Tensor, tasks: list[str], lookup_keys: list[tuple[str, int]], masks: torch.Tensor,
+             full: list[bool]) -> list[dict]:
+        """Distances and the memorisers' test task Dice for generated networks ``vectors`` [N, P] whose test
+        ``masks`` [N, ...] are given (``full`` False: only the nearest distance and the lookup memoriser, as
+        alignment prompts need); every memoriser of every row scored in one batched pass per kind."""
+        nearest = [self.nearest(v) for v in vectors]
+        self.prefetch(list(lookup_keys) + [keys[0] for (keys, _), f in zip(nearest, full) if f])
+        self.prefetch([keys[0] for (keys, _), f in zip(nearest, full) if f], masks=True)
+        wanted = [i for i, f in enumerate(full) if f]
+        averages = [torch.stack([self.checkpoint(k) for k in nearest[i][0]]).mean(0) for i in wanted]
+        noisy = [self.noise_at(self.checkpoint(nearest[i][0][0]), float(nearest[i][1][0])) for i in wanted]
+        scored = self.scorer.dice_many(torch.stack(averages + noisy)) if wanted else np.zeros((0, 0))
+        out = []
+        for i, (vector, task) in enumerate(zip(vectors, tasks)):
+            keys, d = nearest[i]
+            regions = task_regions(task, self.zoo.regions)
+            task_dice = lambda dice: float(np.mean(np.asarray(dice)[regions]))  # noqa: E731
+            row = {"d_nearest": float(d[0]), "nearest_run": keys[0][0], "nearest_index": keys[0][1],
+                   "lookup_run": lookup_keys[i][0], "lookup_index": lookup_keys[i][1],
+                   "lookup_dice": task_dice(self.test_dice(lookup_keys[i]))}
+            if full[i]:
+                at = wanted.index(i)
+                own, near = masks[i][:, regions].float(), self.test_masks(keys[0])[:, regions]
+                row |= {"nearest_dice": task_dice(self.test_dice(keys[0])), "mean_k_dice": task_dice(scored[at]),
+                        "noise_dice": task_dice(scored[len(wanted) + at]),
+                        "mask_agreement": float(pooled_dice(own, near).mean())}
+            out.append(row)
+        return out

@@ -33,7 +33,7 @@ from segzoo.io import write_json
 from segzoo.weightgen import criteria, figures, merge
 from segzoo.weightgen.audit import Audit
 from segzoo.weightgen.evaluation_folder import write_evaluation_folder
-from segzoo.weightgen.finetune import STEPS, adam_curve, first_step_reaching
+from segzoo.weightgen.finetune import STEPS, adam_curves, first_step_reaching
 from segzoo.weightgen.gpt_train import TrainedGPT
 from segzoo.weightgen.sample import lookup
 from segzoo.weightgen.scoring import Scorer
@@ -84,19 +84,22 @@ class Evaluation:
         return float(self.zoo.task_dice(np.asarray(dice), task))
 
     def _score_samples(self) -> pd.DataFrame:
-        rows, regions = [], self.zoo.regions
-        for k, prompt in self.prompts.iterrows():
-            vector, task = self.params[k], prompt["task"]
-            target = prompt[[f"prompt_{n}" for n in regions]].to_numpy(float)
-            masks = self.scorer.masks(vector)
-            test, val = self.scorer.dice(vector, masks=masks), self.scorer.dice(vector, "val")
-            key = lookup(self.zoo, task, target)
-            rows.append({**prompt.to_dict(), **{f"dice_{n}": v for n, v in zip(regions, test)},
-                         **{f"val_dice_{n}": v for n, v in zip(regions, val)},
-                         **{f"lookup_dice_{n}": v for n, v in zip(regions, self.audit.test_dice(key))},
-                         "task_prompt": self._task_dice(target, task), "task_dice": self._task_dice(test, task),
-                         "task_dice_val": self._task_dice(val, task),
-                         **self.audit.row(vector, task, key, masks, full=prompt["kind"] != "align")})
+        """Every sample's test and val Dice and its audit, each kind of network scored in one batched pass."""
+        regions = self.zoo.regions
+        prompts = self.prompts
+        test, masks = self.scorer.score(self.params)
+        val = self.scorer.dice_many(self.params, "val")
+        targets = prompts[[f"prompt_{n}" for n in regions]].to_numpy(float)
+        keys = [lookup(self.zoo, task, target) for task, target in zip(prompts["task"], targets)]
+        audits = self.audit.rows(self.params, list(prompts["task"]), keys, masks, list(prompts["kind"] != "align"))
+        rows = []
+        for k, prompt in prompts.iterrows():
+            task = prompt["task"]
+            rows.append({**prompt.to_dict(), **{f"dice_{n}": v for n, v in zip(regions, test[k])},
+                         **{f"val_dice_{n}": v for n, v in zip(regions, val[k])},
+                         **{f"lookup_dice_{n}": v for n, v in zip(regions, self.audit.test_dice(keys[k]))},
+                         "task_prompt": self._task_dice(targets[k], task), "task_dice": self._task_dice(test[k], task),
+                         "task_dice_val": self._task_dice(val[k], task), **audits[k]})
         return pd.DataFrame(rows)
 
     def alignment(self) -> pd.DataFrame:
@@ -117,20 +120,25 @@ class Evaluation:
     def oneshot(self) -> pd.DataFrame:
         rows, zoo = [], self.zoo
         best = self.samples[self.samples["kind"] == "best"]
+        runs = [zoo.runs[r] for r in best["run"]]
+        finals = {r.name: [t.params[-1] for t in zoo.select("train", r.task) if t.start == r.start] for r in runs}
+        soups = [r.name for r in runs if finals[r.name]]
+        own = self.scorer.dice_many(torch.stack([r.params[-1] for r in runs])) if runs else []
+        soup = dict(zip(soups, self.scorer.dice_many(torch.stack(
+            [merge.soup(zoo.runs[n].start_params, torch.stack(finals[n])) for n in soups])))) if soups else {}
+        self.audit.prefetch([best_checkpoint(zoo, t) for t in best["task"]])
         headline_done = set()
-        for _, s in best.iterrows():
-            run, task = zoo.runs[s["run"]], s["task"]
+        for (_, s), run, own_dice in zip(best.iterrows(), runs, own):
+            task = s["task"]
             best_key = best_checkpoint(zoo, task)
-            finals = [r.params[-1] for r in zoo.select("train", task) if r.start == run.start]
             final_d = float(self.audit.nearest(run.params[-1])[1][0])
             row = {"run": run.name, "task": task, "learned": all(zoo.regions[r] in self.learned
                                                                  for r in task_regions(task, zoo.regions)),
                    "prompt": s["task_prompt"], "oneshot_dice": s["task_dice"], "oneshot_dice_val": s["task_dice_val"],
                    "best_checkpoint_dice": self._task_dice(self.audit.test_dice(best_key), task),
                    "best_checkpoint_dice_val": self._task_dice(zoo.runs[best_key[0]].dice[best_key[1]], task),
-                   "own_final_dice": self._task_dice(self.scorer.dice(run.params[-1]), task),
-                   "soup_dice": self._task_dice(self.scorer.dice(merge.soup(run.start_params, torch.stack(finals))),
-                                                task) if finals else np.nan,
+                   "own_final_dice": self._task_dice(own_dice, task),
+                   "soup_dice": self._task_dice(soup[run.name], task) if run.name in soup else np.nan,
                    **{c: s[c] for c in ("nearest_dice", "mean_k_dice", "noise_dice", "lookup_dice", "mask_agreement",
                                         "d_nearest")},
                    "heldout_final_d_nearest": final_d, "novelty_ratio": s["d_nearest"] / final_d}
@@ -143,20 +151,30 @@ class Evaluation:
         return pd.DataFrame(rows)
 
     def finetune(self, shots: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Curves and a summary row per headline task: Adam from the one-shot network vs from the start."""
-        curves, rows = [], []
+        """Curves and a summary row per headline task: Adam from the one-shot network vs from the start (every
+        arm of every task trained at once)."""
         tasks = headline_tasks(self.zoo)
         steps = self.settings["steps"]
+        arms, picked = [], {}
         for task in tasks:
             run = self.zoo.select("heldout", task)[0]
             k = int(self.samples[(self.samples["kind"] == "best") & (self.samples["run"] == run.name)].index[0])
+            picked[task] = run
+            for source, start, length in (("one-shot", self.params[k], max(STEPS)),
+                                          ("start", run.start_params, steps)):
+                arms.append({"name": f"{task}/{source}", "task": task, "lr": run.lr, "seed": run.seed, "start": start,
+                             "steps": length})
+        if not arms:
+            return pd.DataFrame(), pd.DataFrame()
+        table = adam_curves(self.scorer, self.zoo, arms, settings=self.settings, threads=self.threads)
+        curves, rows = [], []
+        for task in tasks:
+            run = picked[task]
             shot = shots[shots["run"] == run.name].iloc[0]
             target = shot["best_checkpoint_dice"]
             per_source = {}
-            for source, start, length in (("one-shot", self.params[k], max(STEPS)),
-                                          ("start", run.start_params, steps)):
-                curve = adam_curve(self.scorer, self.zoo, task, lr=run.lr, seed=run.seed, start=start, steps=length,
-                                   settings=self.settings, threads=self.threads)
+            for source in ("one-shot", "start"):
+                curve = table[table["name"] == f"{task}/{source}"][["step", "task_dice"]].reset_index(drop=True)
                 curves.append(curve.assign(task=task, run=run.name, source=source))
                 per_source[source] = curve
             match = first_step_reaching(per_source["start"], shot["oneshot_dice"])
@@ -169,7 +187,7 @@ class Evaluation:
                          "start_steps_budget": steps, "start_steps_to_oneshot": match,
                          "start_seconds_to_oneshot": match * run.seconds_per_step,
                          "sample_seconds": self.sample_seconds})
-        return pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(), pd.DataFrame(rows)
+        return pd.concat(curves, ignore_index=True), pd.DataFrame(rows)
 
     def unification(self) -> pd.DataFrame:
         zoo, regions, rows = self.zoo, self.zoo.regions, []
@@ -188,8 +206,9 @@ class Evaluation:
             add(criteria.UNIFIED, unify[[f"dice_{n}" for n in regions]].mean().to_numpy(),
                 f"mean over {len(unify)} one-shot networks (held-out multi-task runs' starts)",
                 self.scorer.volume_dice(first))
-            add("nearest training checkpoint to it", np.mean([self.audit.test_dice((r, i)) for r, i in
-                                                               zip(unify["nearest_run"], unify["nearest_index"])], 0),
+            nearest = list(zip(unify["nearest_run"], unify["nearest_index"]))
+            self.audit.prefetch(nearest)
+            add("nearest training checkpoint to it", np.mean([self.audit.test_dice(k) for k in nearest], 0),
                 "memoriser")
         for name, dice, note in self._merges():
             add(name, dice, note)
@@ -199,7 +218,7 @@ class Evaluation:
             add("best multi-task checkpoint", self.audit.test_dice(key), f"{key[0]} #{key[1]}, chosen on val")
         held = zoo.select("heldout", ALL)
         if held:
-            add(criteria.MULTITASK_ADAM, np.mean([self.scorer.dice(r.params[-1]) for r in held], 0),
+            add(criteria.MULTITASK_ADAM, self.scorer.dice_many(torch.stack([r.params[-1] for r in held])).mean(0),
                 f"finals of the {len(held)} held-out multi-task runs ({self.settings['steps']} Adam steps from "
                 "the start)")
         return pd.DataFrame(rows)
@@ -221,24 +240,31 @@ class Evaluation:
             return []
         finals = torch.stack(finals)
         learned = [zoo.regions.index(n) for n in self.learned]
-        val = lambda v: float(self.scorer.dice(v, "val")[learned].mean())  # noqa: E731
         lams = (0.25, 0.5, 0.75, 1.0, 1.25)
-        lam = max(lams, key=lambda x: val(merge.task_arithmetic(base, finals, x)))
-        keep, lam_t = max(((k, x) for k in (0.1, 0.2, 0.5, 1.0) for x in (0.5, 1.0, 1.5, 2.0)),
-                          key=lambda kx: val(merge.ties(base, finals, *kx)))
+        grid = [(k, x) for k in (0.1, 0.2, 0.5, 1.0) for x in (0.5, 1.0, 1.5, 2.0)]
+        candidates = ([merge.task_arithmetic(base, finals, x) for x in lams]
+                      + [merge.ties(base, finals, *kx) for kx in grid])
+        val = self.scorer.dice_many(torch.stack(candidates), "val")[:, learned].mean(1)  # every candidate at once
+        lam = lams[int(np.argmax(val[:len(lams)]))]
+        keep, lam_t = grid[int(np.argmax(val[len(lams):]))]
         note = f"{len(finals)} single-task finals from {start}"
-        return [("uniform soup", self.scorer.dice(merge.soup(base, finals)), note),
-                (f"task arithmetic (λ={lam})", self.scorer.dice(merge.task_arithmetic(base, finals, lam)), note),
-                (f"TIES (keep {keep:.0%}, λ={lam_t})", self.scorer.dice(merge.ties(base, finals, keep, lam_t)), note)]
+        test = self.scorer.dice_many(torch.stack([merge.soup(base, finals), candidates[lams.index(lam)],
+                                                  candidates[len(lams) + grid.index((keep, lam_t))]]))
+        return [("uniform soup", test[0], note), (f"task arithmetic (λ={lam})", test[1], note),
+                (f"TIES (keep {keep:.0%}, λ={lam_t})", test[2], note)]
 
     def stress(self) -> pd.DataFrame:
+        picked = self.samples[self.samples["kind"] == "stress"]
+        runs = [self.zoo.runs[r] for r in picked["run"]]
+        if not runs:
+            return pd.DataFrame()
+        dice = self.scorer.dice_many(torch.stack([r.start_params for r in runs] + [r.params[-1] for r in runs]))
         rows = []
-        for _, s in self.samples[self.samples["kind"] == "stress"].iterrows():
-            run, task = self.zoo.runs[s["run"]], s["task"]
+        for i, ((_, s), run) in enumerate(zip(picked.iterrows(), runs)):
+            task = s["task"]
             rows.append({"run": run.name, "start": run.start, "task": task, "prompt": s["task_prompt"],
-                         "oneshot_dice": s["task_dice"],
-                         "start_dice": self._task_dice(self.scorer.dice(run.start_params), task),
-                         "own_final_dice": self._task_dice(self.scorer.dice(run.params[-1]), task),
+                         "oneshot_dice": s["task_dice"], "start_dice": self._task_dice(dice[i], task),
+                         "own_final_dice": self._task_dice(dice[len(runs) + i], task),
                          "nearest_dice": s["nearest_dice"], "d_nearest": s["d_nearest"]})
         return pd.DataFrame(rows)
 

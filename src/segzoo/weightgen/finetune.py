@@ -1,17 +1,17 @@
 """A generated network as an initialisation: Adam from it vs Adam from the start, scored on the test patches.
 
-Both curves are the zoo's own training (``zoo.adam_from``: same loop, task, learning rate and data
-seed as the held-out run), scored on the test batch at every step up to 10 and every 5th step after.
+Both curves are the zoo's own training (the zoo engine: same task, learning rate and data seed as the held-out
+run), scored on the test batch at every step up to 10 and every 5th step after.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import torch
 
-from segzoo.weightgen.scoring import Scorer, loss_and_dice
-from segzoo.weightgen.zoo import Zoo, adam_from
+from segzoo.weightgen.engine import Member
+from segzoo.weightgen.scoring import Scorer
+from segzoo.weightgen.zoo import Zoo
 
 STEPS = (5, 10, 25)  # Adam steps from the one-shot network at which its Dice is reported
 
@@ -20,20 +20,21 @@ def scored_steps(steps: int) -> set[int]:
     return set(range(min(steps, 10) + 1)) | set(range(0, steps + 1, 5)) | {steps}
 
 
-def adam_curve(scorer: Scorer, zoo: Zoo, task: str, *, lr: float, seed: int, start: torch.Tensor, steps: int,
-               settings: dict, threads: int) -> pd.DataFrame:
-    """Test task Dice of Adam from ``start`` [P] at the scored steps."""
-    wanted, rows = scored_steps(steps), []
-    batch = scorer.batches["test"]
+def adam_curves(scorer: Scorer, zoo: Zoo, arms: list[dict], *, settings: dict, threads: int) -> pd.DataFrame:
+    """Test task Dice at the scored steps of Adam from each arm's start, every arm trained at once by the zoo engine
+    (one member each) and scored in batches. An arm: ``{"name", "task", "lr", "seed", "start" [P], "steps"}``;
+    the table has one row per (name, step)."""
+    members = [Member(a["name"], a["task"], a["lr"], a["seed"], a["start"], a["steps"], scored_steps(a["steps"]))
+               for a in arms]
+    batch, rows = scorer.batches["test"], []
 
-    def observe(step, model, loss):
-        if step in wanted:
-            dice = np.asarray(loss_and_dice(model, batch, scorer.device)[1])
-            rows.append({"step": step, "task_dice": float(zoo.task_dice(dice, task))})
+    def snapshot(step: int, group: list[Member], weights: torch.Tensor) -> None:
+        dice = scorer.engine.score(weights, batch.image, batch.label)[1].numpy()
+        for member, d in zip(group, dice):
+            rows.append({"name": member.name, "step": step, "task_dice": float(zoo.task_dice(d, member.task))})
 
-    adam_from(scorer.pre, scorer.splits, task, lr=lr, seed=seed, start=start, steps=steps, settings=settings,
-              observe=observe, device=str(scorer.device), threads=threads)
-    return pd.DataFrame(rows)
+    scorer.engine.train(scorer.pre, scorer.splits, members, settings=settings, threads=threads, on_snapshot=snapshot)
+    return pd.DataFrame(rows).sort_values(["name", "step"], kind="stable", ignore_index=True)
 
 
 def first_step_reaching(curve: pd.DataFrame, value: float) -> float:

@@ -1,10 +1,13 @@
 """Which zoo jobs a configuration asks for, and what each job reads (rules/common.smk and the benches ask here).
 
-A job trains several runs one after another: one arm (a start), one task, one learning rate, one group
-of ``runs_per_job`` seeds. Its folder is ``runs/<arm>/<task>_lr<lr>_g<group>``.
+A job trains up to ``members_per_job`` runs of one arm (a start) at once (the zoo engine): its runs are the
+arm's task x learning rate x seed combinations, in that order, cut into groups. Its folder is
+``runs/<arm>/job<group>``; run files inside are ``<task>_lr<lr>_seed<seed>.safetensors|json``.
 """
 
 from __future__ import annotations
+
+from segzoo.errors import SegzooError
 
 ALL = "all"
 
@@ -36,6 +39,16 @@ def start_index(name: str) -> int:
 def tasks(weightgen: dict, regions: list[str] | None) -> list[str]:
     """The zoo's tasks: as configured, or (null) every region of the dataset and ``all``."""
     return weightgen["tasks"] or [*(regions or []), ALL]
+
+
+def task_regions(task: str, region_names: list[str]) -> list[int]:
+    """Channel indices a task trains: one region, or every region for ``all``."""
+    if task == ALL:
+        return list(range(len(region_names)))
+    if task not in region_names:
+        raise SegzooError(f"weightgen.tasks: {task!r} is neither a region of this dataset "
+                          f"({', '.join(region_names)}) nor 'all'")
+    return [region_names.index(task)]
 
 
 def problems(weightgen: dict, regions: list[str] | None, dataset: str) -> list[str]:
@@ -74,25 +87,31 @@ def arms(weightgen: dict) -> list[tuple[str, list[int]]]:
             + [(start_name(weightgen["init"], k), list(stress["seeds"])) for k in range(n, n + stress["parents"])])
 
 
-def seed_groups(weightgen: dict, seeds: list[int]) -> list[list[int]]:
-    size = weightgen["runs_per_job"]
-    return [seeds[i:i + size] for i in range(0, len(seeds), size)]
+def members(weightgen: dict, tasks: list[str], seeds: list[int]) -> list[dict]:
+    """An arm's runs: ``{"task", "lr", "seed"}`` for every task x learning rate x seed."""
+    return [{"task": task, "lr": lr, "seed": seed} for task in tasks for lr in weightgen["lrs"] for seed in seeds]
+
+
+def run_file(task: str, lr: float, seed: int) -> str:
+    """A run's file stem inside its job folder."""
+    return f"{task}_lr{lr}_seed{seed}"
 
 
 def jobs(weightgen: dict, tasks: list[str]) -> list[dict]:
-    """Every zoo job: ``{"arm", "task", "lr", "group", "seeds", "folder"}`` (folder relative to the zoo)."""
-    out = []
+    """Every zoo job: ``{"arm", "group", "members", "folder"}`` (folder relative to the zoo)."""
+    size, out = weightgen["members_per_job"], []
     for arm, seeds in arms(weightgen):
-        for task in tasks:
-            for lr in weightgen["lrs"]:
-                for group, chunk in enumerate(seed_groups(weightgen, seeds)):
-                    out.append({"arm": arm, "task": task, "lr": lr, "group": group, "seeds": chunk,
-                                "folder": f"runs/{arm}/{task}_lr{lr}_g{group}"})
+        runs = members(weightgen, tasks, seeds)
+        for group, at in enumerate(range(0, len(runs), size)):
+            out.append({"arm": arm, "group": group, "members": runs[at:at + size], "folder": f"runs/{arm}/job{group}"})
     return out
 
 
-def job_seeds(weightgen: dict, arm: str, group: int) -> list[int]:
-    return seed_groups(weightgen, dict(arms(weightgen))[arm])[group]
+def job_members(weightgen: dict, tasks: list[str], arm: str, group: int) -> list[dict]:
+    found = [j for j in jobs(weightgen, tasks) if j["arm"] == arm and j["group"] == group]
+    if not found:
+        raise SegzooError(f"no zoo job {arm}/job{group} in this configuration")
+    return found[0]["members"]
 
 
 def zoo_settings(config: dict) -> dict:

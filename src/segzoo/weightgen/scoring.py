@@ -18,7 +18,7 @@ from segzoo.data.loader import PatchBatches
 from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
 from segzoo.io import read_json
-from segzoo.train.loss import build_loss
+from segzoo.weightgen.engine import Engine, pooled_dice
 
 FOREGROUND_SHARE = 0.75  # of a scoring batch's patches centred on a labelled voxel
 
@@ -42,35 +42,16 @@ class Batch:
         return cls(split, batch["image"], batch["label"])
 
 
-def pooled_dice(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """Dice per region [R] pooled over the batch: 2 TP / (|pred| + |ref|); 1 where both are empty."""
-    dims = (0, *range(2, prediction.ndim))
-    tp, size = (prediction * label).sum(dims), prediction.sum(dims) + label.sum(dims)
-    return torch.where(size > 0, 2 * tp / size.clamp(min=1), torch.ones_like(size))
-
-
-@torch.no_grad()
-def loss_and_dice(model: torch.nn.Module, batch: Batch, device: torch.device) -> tuple[float, list[float]]:
-    """(loss over every region, pooled Dice per region) of ``model`` on ``batch``."""
-    was_training = model.training
-    model.eval()
-    logits = model(batch.image.to(device)).float()
-    model.train(was_training)
-    label = batch.label.to(device)
-    loss = float(build_loss()(logits, label))
-    return loss, [float(d) for d in pooled_dice((logits > 0).float(), label).cpu()]
-
-
 class Scorer:
-    """Scores flat parameter vectors of the zoo network on the val and test batches."""
+    """Scores flat parameter vectors of the zoo network on the val and test batches, many at once (the engine's
+    grouped forward)."""
 
     def __init__(self, pre: Preprocessed, splits: Path, settings: dict, data_seed: int, device: str = "cpu"):
-        from segzoo.weightgen.network import zoo_model
-
         self.pre, self.splits, self.settings = pre, Path(splits), settings
         self.regions = pre.region_names
         self.device = torch.device(device)
-        self.model = zoo_model(pre, settings).to(self.device).eval()
+        self.engine = Engine(pre, settings, device)
+        self.model = self.engine.template.to(self.device).eval()
         self.batches = {s: Batch.of(pre, splits, s, settings, data_seed) for s in ("val", "test")}
 
     def load(self, vector: torch.Tensor) -> torch.nn.Module:
@@ -78,15 +59,25 @@ class Scorer:
 
         return load_vector(self.model, vector.to(self.device))
 
+    def score(self, vectors: torch.Tensor, split: str = "test") -> tuple[np.ndarray, torch.Tensor]:
+        """Pooled Dice per region [K, R] and binary predictions [K, N, R, *patch] (bool) of K networks [K, P]."""
+        batch = self.batches[split]
+        _, dice, masks = self.engine.score(vectors, batch.image, batch.label)
+        return dice.numpy(), masks
+
+    def dice_many(self, vectors: torch.Tensor, split: str = "test") -> np.ndarray:
+        """Pooled Dice per region [K, R] of K networks [K, P]."""
+        return self.score(vectors, split)[0]
+
     def dice(self, vector: torch.Tensor, split: str = "test", masks: torch.Tensor | None = None) -> np.ndarray:
         """Pooled Dice per region [R] on the split's batch (of ``masks`` when they are already predicted)."""
-        masks = self.masks(vector, split) if masks is None else masks
-        return pooled_dice(masks, self.batches[split].label).numpy()
+        if masks is None:
+            return self.dice_many(vector[None], split)[0]
+        return pooled_dice(masks.float(), self.batches[split].label).numpy()
 
-    @torch.no_grad()
     def masks(self, vector: torch.Tensor, split: str = "test") -> torch.Tensor:
-        """Binary predictions [N, R, *patch] on the split's batch."""
-        return (self.load(vector)(self.batches[split].image.to(self.device)) > 0).float().cpu()
+        """Binary predictions [N, R, *patch] (float) on the split's batch."""
+        return self.score(vector[None], split)[1][0].float()
 
     def volume_dice(self, vector: torch.Tensor) -> np.ndarray:
         """Mean Dice per region [R] over the whole test volumes (sliding window; NaN where a region is absent

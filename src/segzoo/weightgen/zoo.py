@@ -14,8 +14,8 @@ only its data order, augmentation and snapshot steps.
 Files under ``results/zoo/<dataset>/``::
 
     starts/<start>.safetensors|json          params [1, P]; sidecar: how it was made, val Dice
-    runs/<arm>/<task>_lr<lr>_g<group>/       one Snakemake job: several runs (one per seed)
-        seed<s>.safetensors|json             params [n, P] (row 0: the start, last row: final);
+    runs/<arm>/job<group>/                   one Snakemake job: up to members_per_job runs trained at once
+        <task>_lr<lr>_seed<s>.safetensors|json   params [n, P] (row 0: the start, last row: final);
                                              sidecar: task, lr, seed, start, val Dice per snapshot
     index.csv, zoo.json                      one row per checkpoint of every kept run; what was dropped
 
@@ -40,23 +40,14 @@ from segzoo.errors import SegzooError
 from segzoo.io import new_files, output_dir, read_json, write_json, write_text
 from segzoo.models.registry import ZOO_NETWORK
 from segzoo.checkpoint import load_checkpoint, save_checkpoint
-from segzoo.tracking import NO_TRACKING, Tracker, tracker
-from segzoo.models.flat import flatten, layout_of, load_vector, unflatten
+from segzoo.tracking import tracker
+from segzoo.models.flat import flatten, layout_of, unflatten
 from segzoo.weightgen.network import network_options, zoo_model
-from segzoo.weightgen.plan import ALL, imported_start, start_index, start_name
-from segzoo.weightgen.scoring import Batch, loss_and_dice
+from segzoo.weightgen.engine import Engine, Member
+from segzoo.weightgen.plan import ALL, imported_start, run_file, start_index, start_name, task_regions
+from segzoo.weightgen.scoring import Batch
 
 ROLES = ("train", "heldout", "stress")
-
-
-def task_regions(task: str, region_names: list[str]) -> list[int]:
-    """Channel indices a task trains: one region, or every region for ``all``."""
-    if task == ALL:
-        return list(range(len(region_names)))
-    if task not in region_names:
-        raise SegzooError(f"weightgen.tasks: {task!r} is neither a region of this dataset "
-                          f"({', '.join(region_names)}) nor 'all'")
-    return [region_names.index(task)]
 
 
 def random_init(settings: dict, pre: Preprocessed, data_seed: int, k: int) -> torch.Tensor:
@@ -73,9 +64,10 @@ def snapshot_steps(steps: int, count: int, seed: int, task_index: int) -> list[i
 
 
 def adam_from(pre: Preprocessed, splits: Path, task: str, *, lr: float, seed: int, start: torch.Tensor, steps: int,
-              settings: dict, observe, device: str, threads: int) -> float:
-    """Adam on the zoo network from ``start`` [P] for ``steps`` on ``task`` (the pipeline's training loop);
-    ``observe(step, model, train_loss)`` sees every step; returns the loop's seconds."""
+              settings: dict, observe, device: str, threads: int, dtype: torch.dtype = torch.float32) -> float:
+    """Adam on the zoo network from ``start`` [P] for ``steps`` on ``task``: one run alone through the pipeline's
+    training loop (the zoo engine's reference); ``observe(step, model, train_loss)`` sees every step; returns the
+    loop's seconds."""
     from segzoo.train.loop import Run, train
 
     trained = task_regions(task, pre.region_names)
@@ -87,112 +79,146 @@ def adam_from(pre: Preprocessed, splits: Path, task: str, *, lr: float, seed: in
     with tempfile.TemporaryDirectory(prefix="segzoo-zoo-") as work:
         train(Run(preprocessed=pre, splits=splits, model=ZOO_NETWORK, model_options=network_options(settings),
                   seed=seed, out=Path(work), settings=loop, device=device, threads=threads, progress=False,
-                  loss_regions=trained, centre_values=centre, initial_parameters=initial, observer=observe))
+                  loss_regions=trained, centre_values=centre, initial_parameters=initial, observer=observe,
+                  dtype=dtype))
         return read_json(Path(work) / "timing.json")["seconds"]
 
 
 def train_start(pre: Preprocessed, splits: Path, mode: str, k: int, *, settings: dict, out: Path, device: str,
                 threads: int, data_seed: int) -> dict:
-    """Write start k (``<out>.safetensors|json``): init k, trained on every region for ``parent_steps`` (spawn)."""
+    """Write start k (``<out>.safetensors|json``): init k, trained on every region for ``parent_steps`` (spawn)
+    by the zoo engine."""
     regions = pre.region_names
     init = random_init(settings, pre, data_seed, k)
     batch = Batch.of(pre, splits, "val", settings, data_seed)
-    final = {}
-
-    def keep(step, model, loss):
-        if step == settings["parent_steps"]:
-            final["params"], final["dice"] = flatten(model), loss_and_dice(model, batch, torch.device(device))[1]
-
+    engine = Engine(pre, settings, device)
     folder = imported_start(mode)
     if folder is not None and k == 0:  # the imported network is the first parent, as it is
         from segzoo.weightgen.imported_start import imported_parameters
 
         params = imported_parameters(folder, zoo_model(pre, settings))
-        model = load_vector(zoo_model(pre, settings), params).to(device)
-        final = {"params": params, "dice": loss_and_dice(model, batch, torch.device(device))[1]}
     elif mode == "spawn" or folder is not None:
-        adam_from(pre, splits, ALL, lr=settings["parent_lr"], seed=k, start=init, steps=settings["parent_steps"],
-                  settings=settings, observe=keep, device=device, threads=threads)
+        steps, final = settings["parent_steps"], {}
+        parent = Member(start_name(mode, k), ALL, settings["parent_lr"], k, init, steps, {steps})
+        engine.train(pre, splits, [parent], settings=settings, threads=threads,
+                     on_snapshot=lambda step, members, weights: final.update(params=weights[0].float()))
+        if "params" not in final:
+            raise SegzooError(f"{out}: start {parent.name} did not finish its {steps} steps (its loss or weights "
+                              "stopped being finite; see above)")
+        params = final["params"]
     else:
-        model = load_vector(zoo_model(pre, settings), init).to(device)
-        final = {"params": init, "dice": loss_and_dice(model, batch, torch.device(device))[1]}
+        params = init
     trained = mode == "spawn" or (folder is not None and k > 0)
+    dice = engine.score(params[None], batch.image, batch.label)[1][0]
     sidecar = {"start": start_name(mode, k), "init": mode, "init_index": k, "regions": regions,
-               "steps": settings["parent_steps"] if trained else 0, "val_dice": final["dice"]}
-    save_checkpoint(out, {"params": final["params"][None]}, sidecar)
+               "steps": settings["parent_steps"] if trained else 0, "val_dice": [float(d) for d in dice]}
+    save_checkpoint(out, {"params": params[None]}, sidecar)
     return sidecar
 
 
-def train_zoo_run(pre: Preprocessed, splits: Path, task: str, lr: float, seed: int, start: torch.Tensor, *,
-                  start_label: str, settings: dict, out: Path, device: str, threads: int, batch: Batch,
-                  track: Tracker = NO_TRACKING) -> dict:
-    """Train one zoo run from ``start`` [P] and write ``<out>.safetensors|json``; return the sidecar. ``track``
-    gets the loss of every step and the validation loss and Dice of every snapshot."""
-    region_names = pre.region_names
-    trained = task_regions(task, region_names)
+def zoo_members(task_lr_seeds: list[dict], starts: dict[int, tuple[torch.Tensor, str]], settings: dict,
+                region_names: list[str]) -> list[Member]:
+    """Engine members for runs ``{"task", "lr", "seed"}`` from ``starts`` (seed → (start [P], its name))."""
     steps = settings["steps"]
-    wanted = set(snapshot_steps(steps, settings["checkpoints"], seed, trained[0] if task != ALL else len(trained)))
-    rows, params, spent, layout = [], [], [0.0], []
-    dev = torch.device(device)
-
-    def observe(step: int, model: torch.nn.Module, train_loss: float | None) -> None:
-        if train_loss is not None:
-            track.log_metrics(step, {"train/loss": train_loss})
-        if step not in wanted:
-            return
-        began = time.perf_counter()
-        val_loss, dice = loss_and_dice(model, batch, dev)
-        track.log_metrics(step, {"val/loss": val_loss, **{f"val/dice_{n}": d for n, d in zip(region_names, dice)}})
-        params.append(flatten(model))
-        layout[:] = layout_of(model)
-        rows.append({"step": step, "train_loss": np.nan if train_loss is None else train_loss,
-                     "val_loss": val_loss, **{f"dice_{n}": d for n, d in zip(region_names, dice)}})
-        spent[0] += time.perf_counter() - began
-
-    seconds = adam_from(pre, splits, task, lr=lr, seed=seed, start=start, steps=steps, settings=settings,
-                        observe=observe, device=device, threads=threads)
-    if not torch.equal(params[0], start):
-        raise SegzooError(f"{out}: the run did not start from its start (internal error)")
-    sidecar = {"task": task, "lr": lr, "seed": seed, "start": start_label, "regions": region_names,
-               "trained_regions": trained, "architecture": zoo_model(pre, settings).architecture, "layout": layout,
-               "seconds_per_step": (seconds - spent[0]) / steps,
-               "checkpoints": pd.DataFrame(rows).replace({np.nan: None}).to_dict(orient="list")}
-    save_checkpoint(out, {"params": torch.stack(params)}, sidecar)
-    return sidecar
+    out = []
+    for run in task_lr_seeds:
+        task, seed = run["task"], int(run["seed"])
+        trained = task_regions(task, region_names)
+        keep = set(snapshot_steps(steps, settings["checkpoints"], seed, trained[0] if task != ALL else len(trained)))
+        out.append(Member(run_file(task, run["lr"], seed), task, float(run["lr"]), seed, starts[seed][0], steps, keep))
+    return out
 
 
-def train_zoo_job(pre: Preprocessed, splits: Path, task: str, lr: float, seeds: list[int], start_file: Path | None, *,
+def train_zoo_job(pre: Preprocessed, splits: Path, runs: list[dict], start_file: Path | None, *,
                   settings: dict, out: Path, device: str, threads: int, data_seed: int,
                   tracking: dict | None = None) -> list[dict]:
-    """Several runs in one job (one per seed) into the new folder ``out``: ``seed<s>.safetensors|json``.
+    """The runs ``{"task", "lr", "seed"}`` trained at once by the zoo engine into the new folder ``out``: one
+    ``<task>_lr<lr>_seed<seed>.safetensors|json`` each (params [n, P]: row 0 the start, the last the final
+    step; sidecar: task, lr, seed, start, snapshot steps with their validation loss and Dice). Each snapshot
+    is scored when it is taken, the members that keep that step in one batched forward.
 
     ``start_file``: the start every run begins at (spawn, shared); None: each seed's own init (per_seed).
-    ``tracking``: W&B / MLflow (segzoo.tracking), one tracked run per seed, named dataset/task/lr/seed/start.
+    ``tracking``: W&B / MLflow (segzoo.tracking), one tracked run per member, named dataset/task/lr/seed/start,
+    written after training (the members' curves, step by step, one member at a time).
     """
-    task_regions(task, pre.region_names)  # refuse an unknown task before any training
+    region_names = pre.region_names
+    for run in runs:
+        task_regions(run["task"], region_names)  # refuse an unknown task before any training
     batch = Batch.of(pre, splits, "val", settings, data_seed)
     if start_file is not None:
         tensors, start_sidecar = load_checkpoint(start_file)
-        starts = {s: (tensors["params"][0], start_sidecar["start"]) for s in seeds}
+        starts = {int(r["seed"]): (tensors["params"][0], start_sidecar["start"]) for r in runs}
     else:
-        starts = {s: (random_init(settings, pre, data_seed, s), f"init{s}") for s in seeds}
+        starts = {int(r["seed"]): (random_init(settings, pre, data_seed, int(r["seed"])), f"init{r['seed']}")
+                  for r in runs}
+    members = zoo_members(runs, starts, settings, region_names)
+    engine = Engine(pre, settings, device)
+    kept = {m.name: {"params": [], "rows": []} for m in members}
+    curves = {m.name: [] for m in members}
+    spent = [0.0]
+
+    def snapshot(step: int, group: list[Member], weights: torch.Tensor) -> None:
+        began = time.perf_counter()
+        losses, dice, _ = engine.score(weights, batch.image, batch.label)
+        for member, vector, loss, d in zip(group, weights, losses, dice):
+            train_loss = curves[member.name][-1] if step else np.nan
+            kept[member.name]["params"].append(vector.float())
+            kept[member.name]["rows"].append({"step": step, "train_loss": train_loss, "val_loss": float(loss),
+                                              **{f"dice_{n}": float(v) for n, v in zip(region_names, d)}})
+        spent[0] += time.perf_counter() - began
+
+    def step_losses(step: int, group: list[Member], losses: torch.Tensor) -> None:
+        for member, loss in zip(group, losses.tolist()):
+            curves[member.name].append(loss)
+
+    began = time.perf_counter()
+    outcomes = engine.train(pre, splits, members, settings=settings, threads=threads, on_snapshot=snapshot,
+                            on_step=step_losses)
+    member_steps = sum(o.steps_done for o in outcomes)
+    per_step = (time.perf_counter() - began - spent[0]) / max(member_steps, 1)
     sidecars = []
     with output_dir(out) as tmp:
-        for seed in seeds:
-            vector, label = starts[seed]
-            described = {"dataset": pre.dataset, "task": task, "lr": lr, "seed": seed, "start": label,
-                         "zoo": settings, "device": device, "threads": threads, "data_seed": data_seed}
-            # A tracking failure ends the job here: output_dir removes every run of it.
-            with tracker(tracking, f"{pre.dataset}/{task}/lr{lr:g}/seed{seed}/{label}", described, kind="zoo",
-                         group=pre.dataset) as track:
-                sidecar = train_zoo_run(pre, splits, task, lr, seed, vector, start_label=label, settings=settings,
-                                        out=tmp / f"seed{seed}", device=device, threads=threads, batch=batch,
-                                        track=track)
-                final = {k: v[-1] for k, v in sidecar["checkpoints"].items() if k.startswith(("dice_", "val_loss"))}
-                track.log_summary({"seconds_per_step": sidecar["seconds_per_step"], "final": final})
-                track.log_checkpoint(out / f"seed{seed}.safetensors")  # where the job's folder puts it
+        for member, outcome in zip(members, outcomes):
+            label = starts[member.seed][1]
+            got = kept[member.name]
+            if not torch.equal(got["params"][0], member.start.float()):
+                raise SegzooError(f"{out}: run {member.name} did not start from its start (internal error)")
+            sidecar = {"task": member.task, "lr": member.lr, "seed": member.seed, "start": label,
+                       "regions": region_names, "trained_regions": task_regions(member.task, region_names),
+                       "architecture": engine.template.architecture, "layout": engine.layout,
+                       # the job's training seconds (snapshot scoring excluded) per step of one member
+                       "seconds_per_step": per_step, "members_in_job": len(members),
+                       "stopped": outcome.stopped,
+                       "checkpoints": pd.DataFrame(got["rows"]).replace({np.nan: None}).to_dict(orient="list")}
+            save_checkpoint(tmp / member.name, {"params": torch.stack(got["params"])}, sidecar)
             sidecars.append(sidecar)
+        _track(tracking, pre.dataset, members, sidecars, curves, out, settings, device, threads, data_seed)
     return sidecars
+
+
+def _track(tracking: dict | None, dataset: str, members: list[Member], sidecars: list[dict], curves: dict,
+           out: Path, settings: dict, device: str, threads: int, data_seed: int) -> None:
+    """One tracked run per member, replayed in step order (a tracking failure ends the job: nothing is kept)."""
+    if not tracking:
+        return
+    for member, sidecar in zip(members, sidecars):
+        label = sidecar["start"]
+        described = {"dataset": dataset, "task": member.task, "lr": member.lr, "seed": member.seed, "start": label,
+                     "zoo": settings, "device": device, "threads": threads, "data_seed": data_seed}
+        with tracker(tracking, f"{dataset}/{member.task}/lr{member.lr:g}/seed{member.seed}/{label}", described,
+                     kind="zoo", group=dataset) as track:
+            snapshots = {row_step: i for i, row_step in enumerate(sidecar["checkpoints"]["step"])}
+            table = sidecar["checkpoints"]
+            for step in range(len(curves[member.name]) + 1):
+                if step:
+                    track.log_metrics(step, {"train/loss": curves[member.name][step - 1]})
+                if step in snapshots:
+                    i = snapshots[step]
+                    track.log_metrics(step, {"val/loss": table["val_loss"][i],
+                                             **{f"val/dice_{n}": table[f"dice_{n}"][i] for n in sidecar["regions"]}})
+            final = {k: v[-1] for k, v in table.items() if k.startswith(("dice_", "val_loss"))}
+            track.log_summary({"seconds_per_step": sidecar["seconds_per_step"], "final": final})
+            track.log_checkpoint(out / f"{member.name}.safetensors")  # where the job's folder puts it
 
 
 def load_run(path: Path) -> tuple[torch.Tensor, dict]:
@@ -204,10 +230,10 @@ def load_run(path: Path) -> tuple[torch.Tensor, dict]:
 
 
 def run_name(path: Path) -> str:
-    """``<arm>/<task>_lr<lr>/seed<s>`` from ``.../runs/<arm>/<task>_lr<lr>_g<group>/seed<s>.safetensors``."""
+    """``<arm>/<task>_lr<lr>/seed<s>`` from ``.../runs/<arm>/job<group>/<task>_lr<lr>_seed<s>.safetensors``."""
     path = Path(path)
-    job = path.parent.name.rsplit("_g", 1)[0]
-    return f"{path.parent.parent.name}/{job}/{path.name.removesuffix('.safetensors')}"
+    task_lr, seed = path.name.removesuffix(".safetensors").rsplit("_seed", 1)
+    return f"{path.parent.parent.name}/{task_lr}/seed{seed}"
 
 
 def role_of(arm: str, seed: int, heldout_seeds: list[int], parents: int) -> str:
@@ -222,13 +248,14 @@ def write_index(job_dirs: list[Path], out_csv: Path, out_summary: Path, max_abs:
                 parents: int) -> dict:
     """One row per checkpoint of every kept run; runs with non-finite or huge weights are dropped."""
     frames, dropped = [], []
-    for path in sorted(p for d in job_dirs for p in Path(d).glob("seed*.safetensors")):
+    for path in sorted(p for d in job_dirs for p in Path(d).glob("*_seed*.safetensors")):
         params, sidecar = load_run(path)
         name = run_name(path)
         finite = bool(torch.isfinite(params).all())
         largest = float(params.abs().max()) if finite else float("inf")
-        if not finite or largest > max_abs:
-            reason = "non-finite weights" if not finite else f"max |w| {largest:.3g} > {max_abs}"
+        if sidecar.get("stopped") or not finite or largest > max_abs:
+            reason = (f"stopped early: {sidecar['stopped']}" if sidecar.get("stopped") else
+                      "non-finite weights" if not finite else f"max |w| {largest:.3g} > {max_abs}")
             dropped.append({"run": name, "reason": reason})
             continue
         arm = Path(path).parent.parent.name
