@@ -43,19 +43,28 @@ def snakemake(workdir: Path, *args: str) -> float:
     return time.perf_counter() - began
 
 
+def run_data_stage(workdir: Path) -> Path:
+    """A workflow copy in ``workdir`` (made once) with the demo phantom preprocessed and split; its results/."""
+    if not (workdir / "results" / "splits" / DATASET / "splits.json").is_file():
+        if workdir.exists():
+            sys.exit(f"{workdir}: exists but holds no finished data stage; give a new folder")
+        workdir.mkdir(parents=True)
+        for name in WORKFLOW:
+            src = REPO / name
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
+        snakemake(workdir, f"results/splits/{DATASET}/splits.json")
+    return workdir / "results"
+
+
 def run_stage(workdir: Path, init: str | None) -> float:
     """A fresh workflow copy; the data stage; then the weight-generation stage alone, timed."""
     if workdir.exists():
         sys.exit(f"{workdir}: already exists; give a new folder")
-    workdir.mkdir(parents=True)
-    for name in WORKFLOW:
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
+    run_data_stage(workdir)
     extra = []
     if init:
         (workdir / "init.yaml").write_text(f"weightgen:\n  init: {init}\n")
         extra = ["--configfile", "init.yaml"]
-    snakemake(workdir, f"results/splits/{DATASET}/splits.json", *extra)
     return snakemake(workdir, f"results/weightgen/{DATASET}/evaluation", *extra)
 
 

@@ -8,8 +8,9 @@ template's ``named_parameters()``, as :func:`torch.func.stack_module_state` stac
 activations are [B, M·channels, *S]: a convolution with ``groups=M`` lets member m's output channels see only its
 own input channels, instance normalisation is per (patch, channel) anyway, and at a skip connection the two
 tensors are joined per member. So member m's output is what its own network gives, up to float rounding, and a
-non-finite value in one member never reaches another. Activations are kept channels-last (oneDNN's fast layout
-for grouped 3D convolutions on the CPU).
+non-finite value in one member never reaches another. For training, activations are kept channels-last (on 2 CPU
+cores oneDNN's backward pass of these small grouped 3D convolutions runs about twice as fast in it); a forward pass
+alone is faster in the default layout (bench/RESULTS.md, "Zoo engine").
 
 The template fixes strides, kernel sizes, eps and the negative slope; :func:`check_template` refuses anything
 but the zoo's network (no deep supervision, no dropout, instance norm, leaky ReLU).
@@ -23,7 +24,6 @@ from torch import nn
 
 from segzoo.errors import SegzooError
 
-LAYOUT = torch.channels_last_3d
 
 
 def check_template(model: nn.Module) -> None:
@@ -60,16 +60,18 @@ def _block(h: torch.Tensor, params: dict, name: str, block: nn.Module, members: 
     return F.leaky_relu(h, block.nonlin.negative_slope)
 
 
-def _join(a: torch.Tensor, b: torch.Tensor, members: int) -> torch.Tensor:
+def _join(a: torch.Tensor, b: torch.Tensor, members: int, layout: torch.memory_format) -> torch.Tensor:
     """[B, M·a, *S] and [B, M·b, *S] → [B, M·(a+b), *S], member m's a channels then its b channels."""
     size, shape = a.shape[0], a.shape[2:]
     joined = torch.cat([a.reshape(size, members, -1, *shape), b.reshape(size, members, -1, *shape)], 2)
-    return joined.reshape(size, -1, *shape).contiguous(memory_format=LAYOUT)
+    return joined.reshape(size, -1, *shape).contiguous(memory_format=layout)
 
 
-def grouped_forward(template: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def grouped_forward(template: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
+                    channels_last: bool = True) -> torch.Tensor:
     """Logits [M, B, R, *S] of the M members in ``params`` on ``x``: [M, B, C, *S] (each member its own patches) or
-    [B, C, *S] (every member the same patches)."""
+    [B, C, *S] (every member the same patches); ``channels_last``: the activations' layout."""
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
     members = next(iter(params.values())).shape[0]
     if x.ndim == 6:
         if x.shape[0] != members:
@@ -77,7 +79,7 @@ def grouped_forward(template: nn.Module, params: dict[str, torch.Tensor], x: tor
         h = x.transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])
     else:
         h = x[:, None].expand(x.shape[0], members, *x.shape[1:]).reshape(x.shape[0], -1, *x.shape[2:])
-    h = h.contiguous(memory_format=LAYOUT)
+    h = h.contiguous(memory_format=layout)
     skips = []
     for i, stage in enumerate(template.encoder.stages):
         for j, block in enumerate(stage[0].convs):
@@ -89,7 +91,7 @@ def grouped_forward(template: nn.Module, params: dict[str, torch.Tensor], x: tor
         h = F.conv_transpose3d(h, _grouped(params[f"decoder.transpconvs.{s}.weight"]),
                                params[f"decoder.transpconvs.{s}.bias"].reshape(-1), up.stride, up.padding,
                                up.output_padding, members, up.dilation)
-        h = _join(h, skips[-(s + 2)], members)
+        h = _join(h, skips[-(s + 2)], members, layout)
         for j, block in enumerate(stage.convs):
             h = _block(h, params, f"decoder.stages.{s}.convs.{j}", block, members)
     last = len(decoder.seg_layers) - 1

@@ -34,8 +34,8 @@ from segzoo.weightgen.plan import ALL, task_regions
 
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which the per-run loop uses
 # Networks per scoring forward. Scoring shares one batch of patches (24 in the demo) among the networks; on 2 CPU
-# cores one network per forward was fastest (bench/RESULTS.md, "Zoo engine": 0.13 s per network, 0.15 s in fours,
-# 0.19 s in eights: the grouped activations outgrow the caches); a GPU takes many.
+# cores one network per forward was fastest (bench/RESULTS.md, "Zoo engine": 0.089 s per network, 0.095 s in fours,
+# 0.128 s in eights: the grouped activations outgrow the caches); a GPU takes many.
 SCORE_CHUNK = {"cpu": 1, "cuda": 128}
 
 
@@ -96,9 +96,10 @@ class Engine:
         self.regions = pre.region_names
         self.device, self.dtype = torch.device(device), dtype
 
-    def logits(self, vectors: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """[M, B, R, *S] of the networks ``vectors`` [M, P] on ``image`` [M, B, C, *S] or shared [B, C, *S]."""
-        return grouped_forward(self.template, stacked(vectors, self.layout), image)
+    def logits(self, vectors: torch.Tensor, image: torch.Tensor, training: bool = True) -> torch.Tensor:
+        """[M, B, R, *S] of the networks ``vectors`` [M, P] on ``image`` [M, B, C, *S] or shared [B, C, *S]
+        (``training``: in the layout the backward pass is fastest in)."""
+        return grouped_forward(self.template, stacked(vectors, self.layout), image, channels_last=training)
 
     @torch.no_grad()
     def score(self, vectors: torch.Tensor, image: torch.Tensor, label: torch.Tensor, chunk: int | None = None
@@ -110,7 +111,7 @@ class Engine:
         image, label = image.to(self.device, self.dtype), label.to(self.device, self.dtype)
         losses, dice, masks = [], [], []
         for part in vectors.split(chunk):
-            logits = self.logits(part.to(self.device, self.dtype), image)
+            logits = self.logits(part.to(self.device, self.dtype), image, training=False)
             losses.append(member_region_losses(logits, label).mean(1))
             predicted = logits > 0
             dice.append(torch.stack([pooled_dice(p.float(), label) for p in predicted]))

@@ -67,7 +67,8 @@ class Tokenizer:
 
 
 class PerTokenLinear(nn.Module):
-    """A separate linear map for each of T token positions: [B, T, I] → [B, T, O]."""
+    """A separate linear map for each of T token positions: [B, T, I] → [B, T, O]; with ``tokens`` 1, one map
+    shared by every position."""
 
     def __init__(self, tokens: int, fan_in: int, fan_out: int, zero: bool = False):
         super().__init__()
@@ -76,6 +77,8 @@ class PerTokenLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(tokens, fan_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.shape[0] == 1:
+            return x @ self.weight[0] + self.bias[0]
         return torch.einsum("bti,tio->bto", x, self.weight) + self.bias
 
 
@@ -100,15 +103,18 @@ class GPT(nn.Module):
     normalised changes; ``origin`` is the run's start θ_start divided by its per-layer scale)."""
 
     def __init__(self, layer_sizes: list[int], *, regions: int, tasks: int, chunk: int, width: int, layers: int,
-                 heads: int, diffusion_steps: int):
+                 heads: int, diffusion_steps: int, token_layers: str = "per_token"):
         super().__init__()
         self.tokenizer = Tokenizer(layer_sizes, chunk)
         t = self.tokenizer.tokens
         self.diffusion_steps = diffusion_steps
-        self.encode_noised = PerTokenLinear(t, chunk, width)
-        self.encode_start = PerTokenLinear(t, chunk, width)
-        self.encode_origin = PerTokenLinear(t, chunk, width)
-        self.decode = PerTokenLinear(t, width, chunk, zero=True)
+        # per_token: each position its own encoders and decoder (G.pt's design); shared: one of each for every
+        # position, told apart by the position embedding (tokens x fewer parameters: bench/zoo_throughput.py)
+        own = {"per_token": t, "shared": 1}[token_layers]
+        self.encode_noised = PerTokenLinear(own, chunk, width)
+        self.encode_start = PerTokenLinear(own, chunk, width)
+        self.encode_origin = PerTokenLinear(own, chunk, width)
+        self.decode = PerTokenLinear(own, width, chunk, zero=True)
         self.step_embedding = ScalarEmbedding(1, width)
         self.metric_embedding = ScalarEmbedding(2 * regions, width)
         self.task_embedding = nn.Embedding(tasks, width)
@@ -123,7 +129,8 @@ class GPT(nn.Module):
         """The G.pt the config's ``weightgen.gpt`` section describes, for a zoo network of ``layout``."""
         from segzoo.models.flat import layer_sizes
 
-        return cls(layer_sizes(layout), regions=regions, tasks=tasks,
+        return cls(layer_sizes(layout), regions=regions, tasks=tasks, token_layers=gpt_config.get("token_layers",
+                                                                                                  "per_token"),
                    **{k: gpt_config[k] for k in ("chunk", "width", "layers", "heads", "diffusion_steps")})
 
     def forward(self, noised: torch.Tensor, start: torch.Tensor, origin: torch.Tensor, t: torch.Tensor,
