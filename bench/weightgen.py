@@ -125,7 +125,7 @@ def main() -> None:
     for name, columns in (("oneshot", None), ("alignment", None), ("finetune", None), ("unification", None),
                           ("stress", None)):
         try:
-            table = pd.read_csv(ev / f"{name}.csv")
+            table = pd.read_csv(ev.folder / f"{name}.csv")
         except pd.errors.EmptyDataError:
             continue
         if name == "alignment":
