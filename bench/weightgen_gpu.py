@@ -86,8 +86,8 @@ class Stage:
 
         def one(job):
             start = [] if job["arm"] == "per_seed" else ["--start", self.zoo / "starts" / f"{job['arm']}.safetensors"]
-            self.segzoo("zoo", *self.common(settings), "--task", job["task"], "--lr", job["lr"], "--seeds",
-                        *job["seeds"], *start, "--out", self.zoo / job["folder"],
+            runs = [a for r in job["members"] for a in ("--run", r["task"], r["lr"], r["seed"])]
+            self.segzoo("zoo", *self.common(settings), *runs, *start, "--out", self.zoo / job["folder"],
                         log=job["folder"].replace("/", "_"))
 
         with ThreadPoolExecutor(self.parallel) as pool:
