@@ -155,3 +155,19 @@ def test_a_killed_job_leaves_no_run_and_restarts_to_the_same_files(prepared, tmp
             assert untimed[0] == untimed[1]
     tensors, sidecar = load_checkpoint(out / "sc_lr0.01_seed0")
     assert sidecar["members_in_job"] == 4 and bool(torch.isfinite(tensors["params"]).all())
+
+
+def test_data_loader_workers_change_no_weight(prepared):
+    """train.workers > 0 draws every member's batches in worker processes; the weights are the same bytes."""
+    pre, splits = prepared
+    start = random_init(SETTINGS, pre, 0, 0)
+    finals = []
+    for workers in (0, 2):
+        settings = {**SETTINGS, "train": {**SETTINGS["train"], "workers": workers}}
+        got = {}
+        members = [Member("a", "sc", 0.01, 0, start, 4, {4}), Member("b", "all", 0.003, 1, start, 3, {3})]
+        Engine(pre, settings).train(pre, splits, members, settings=settings, threads=1,
+                                    on_snapshot=lambda step, group, w: got.update(zip([m.name for m in group], w)))
+        finals.append(got)
+    assert finals[0].keys() == finals[1].keys() == {"a", "b"}
+    assert all(torch.equal(finals[0][n], finals[1][n]) for n in ("a", "b"))

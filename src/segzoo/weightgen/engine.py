@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from segzoo.data.loader import PatchBatches
 from segzoo.data.preprocessed import Preprocessed
@@ -68,8 +69,9 @@ def pooled_dice(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return torch.where(size > 0, 2 * tp / size.clamp(min=1), torch.ones_like(size))
 
 
-class MemberData:
-    """Member k's training batch at a step: exactly the batches the per-run loop draws for its seed and task."""
+class MemberData(Dataset):
+    """Member k's training batch at a step: exactly the batches the per-run loop draws for its seed and task.
+    ``data[step]`` holds every member's (for DataLoader workers, which draw steps ahead)."""
 
     def __init__(self, pre: Preprocessed, splits: Path, members: list[Member], settings: dict):
         train = read_json(splits)["train"]
@@ -84,6 +86,12 @@ class MemberData:
         """image [M', B, C, *S], label [M', B, R, *S] of the members ``rows`` at ``step``."""
         drawn = [self.streams[k][step] for k in rows]
         return torch.stack([d["image"] for d in drawn]), torch.stack([d["label"] for d in drawn])
+
+    def __len__(self) -> int:
+        return 2**62  # indexed by step
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.batch(list(range(len(self.streams))), step)
 
 
 class Engine:
@@ -142,9 +150,17 @@ class Engine:
         rows = list(range(len(members)))  # the members still training (indices into `members`)
         outcomes = [Outcome(m.name, 0) for m in members]
         self._snapshot(0, rows, members, weights, on_snapshot)
+        # train.workers > 0: worker processes draw every member's batches ahead (a step's batches are a function of
+        # the seeds and the step, so the result is the same); 0: this process draws the active members' alone
+        workers = settings["train"]["workers"]
+        ahead = iter(DataLoader(data, batch_size=None, sampler=range(max(m.steps for m in members)),
+                                num_workers=workers, pin_memory=dev.type == "cuda")) if workers else None
         step = 0
         while rows:
-            image, label = data.batch(rows, step)
+            if ahead is None:
+                image, label = data.batch(rows, step)
+            else:
+                image, label = (t[torch.tensor(rows)] for t in next(ahead))
             weights.requires_grad_(True)
             losses = (member_region_losses(self.logits(weights, image.to(dev, self.dtype)), label.to(dev, self.dtype))
                       * regions[rows]).sum(1)  # [M']
