@@ -49,7 +49,8 @@ def worker(data: Path, kind: str, runs: int, steps: int, snapshots: int, threads
     from segzoo.weightgen import plan
     from segzoo.weightgen.engine import Engine
     from segzoo.train.loss import build_loss
-    from segzoo.weightgen.scoring import Batch, pooled_dice
+    from segzoo.weightgen.engine import pooled_dice
+    from segzoo.weightgen.scoring import Batch
     from segzoo.weightgen.zoo import adam_from, random_init, snapshot_steps, zoo_members
 
     config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()), REPO / "schemas" /

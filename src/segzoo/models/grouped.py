@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segzoo.errors import SegzooError
-
+from segzoo.models.flat import layer_sizes
 
 
 def check_template(model: nn.Module) -> None:
@@ -102,21 +102,9 @@ def grouped_forward(template: nn.Module, params: dict[str, torch.Tensor], x: tor
 
 def stacked(vectors: torch.Tensor, layout: list[list]) -> dict[str, torch.Tensor]:
     """Flat parameter vectors [M, P] → ``{name: [M, *shape]}`` in ``layout`` order (views)."""
-    from segzoo.models.flat import size_of
-
-    if vectors.ndim != 2 or vectors.shape[1] != size_of(layout):
+    sizes = layer_sizes(layout)
+    if vectors.ndim != 2 or vectors.shape[1] != sum(sizes):
         raise SegzooError(f"parameter vectors of shape {tuple(vectors.shape)} do not fit a layout of "
-                          f"{size_of(layout)} parameters")
-    out, at = {}, 0
-    for name, shape in layout:
-        n = 1
-        for side in shape:
-            n *= side
-        out[name] = vectors[:, at:at + n].reshape(len(vectors), *shape)
-        at += n
-    return out
-
-
-def flat(params: dict[str, torch.Tensor], layout: list[list]) -> torch.Tensor:
-    """``{name: [M, *shape]}`` → [M, P] float32 in ``layout`` order (the inverse of :func:`stacked`)."""
-    return torch.cat([params[name].detach().reshape(params[name].shape[0], -1).float() for name, _ in layout], 1)
+                          f"{sum(sizes)} parameters")
+    return {name: part.reshape(len(vectors), *shape)
+            for (name, shape), part in zip(layout, vectors.split(sizes, dim=1))}

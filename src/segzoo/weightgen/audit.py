@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from segzoo.weightgen.layer_scale import LayerScale
-from segzoo.weightgen.scoring import Scorer, pooled_dice
+from segzoo.weightgen.engine import pooled_dice
+from segzoo.weightgen.scoring import Scorer
 from segzoo.weightgen.zoo import Zoo, task_regions
 
 
@@ -79,8 +80,8 @@ class Audit:
         ``masks`` [N, ...] are given (``full`` False: only the nearest distance and the lookup memoriser, as
         alignment prompts need); every memoriser of every row scored in one batched pass per kind."""
         nearest = [self.nearest(v) for v in vectors]
-        self.prefetch(list(lookup_keys) + [keys[0] for (keys, _), f in zip(nearest, full) if f])
-        self.prefetch([keys[0] for (keys, _), f in zip(nearest, full) if f], masks=True)
+        self.prefetch([keys[0] for (keys, _), f in zip(nearest, full) if f], masks=True)  # their masks too
+        self.prefetch(list(lookup_keys))
         wanted = [i for i, f in enumerate(full) if f]
         averages = [torch.stack([self.checkpoint(k) for k in nearest[i][0]]).mean(0) for i in wanted]
         noisy = [self.noise_at(self.checkpoint(nearest[i][0][0]), float(nearest[i][1][0])) for i in wanted]

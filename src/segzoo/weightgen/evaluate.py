@@ -126,11 +126,12 @@ class Evaluation:
         own = self.scorer.dice_many(torch.stack([r.params[-1] for r in runs])) if runs else []
         soup = dict(zip(soups, self.scorer.dice_many(torch.stack(
             [merge.soup(zoo.runs[n].start_params, torch.stack(finals[n])) for n in soups])))) if soups else {}
-        self.audit.prefetch([best_checkpoint(zoo, t) for t in best["task"]])
+        best_keys = {task: best_checkpoint(zoo, task) for task in best["task"]}
+        self.audit.prefetch(list(best_keys.values()))
         headline_done = set()
         for (_, s), run, own_dice in zip(best.iterrows(), runs, own):
             task = s["task"]
-            best_key = best_checkpoint(zoo, task)
+            best_key = best_keys[task]
             final_d = float(self.audit.nearest(run.params[-1])[1][0])
             row = {"run": run.name, "task": task, "learned": all(zoo.regions[r] in self.learned
                                                                  for r in task_regions(task, zoo.regions)),

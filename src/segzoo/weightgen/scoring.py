@@ -18,7 +18,7 @@ from segzoo.data.loader import PatchBatches
 from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
 from segzoo.io import read_json
-from segzoo.weightgen.engine import Engine, pooled_dice
+from segzoo.weightgen.engine import Engine
 
 FOREGROUND_SHARE = 0.75  # of a scoring batch's patches centred on a labelled voxel
 
@@ -69,15 +69,9 @@ class Scorer:
         """Pooled Dice per region [K, R] of K networks [K, P]."""
         return self.score(vectors, split)[0]
 
-    def dice(self, vector: torch.Tensor, split: str = "test", masks: torch.Tensor | None = None) -> np.ndarray:
-        """Pooled Dice per region [R] on the split's batch (of ``masks`` when they are already predicted)."""
-        if masks is None:
-            return self.dice_many(vector[None], split)[0]
-        return pooled_dice(masks.float(), self.batches[split].label).numpy()
-
-    def masks(self, vector: torch.Tensor, split: str = "test") -> torch.Tensor:
-        """Binary predictions [N, R, *patch] (float) on the split's batch."""
-        return self.score(vector[None], split)[1][0].float()
+    def dice(self, vector: torch.Tensor, split: str = "test") -> np.ndarray:
+        """Pooled Dice per region [R] of one network [P] on the split's batch."""
+        return self.dice_many(vector[None], split)[0]
 
     def volume_dice(self, vector: torch.Tensor) -> np.ndarray:
         """Mean Dice per region [R] over the whole test volumes (sliding window; NaN where a region is absent
