@@ -45,41 +45,37 @@ def units(model: torch.nn.Module) -> list[Unit]:
     encoder = [_conv_blocks(stage, f"encoder.stages.{s}") for s, stage in enumerate(model.encoder.stages)]
     decoder = [_conv_blocks(stage, f"decoder.stages.{j}") for j, stage in enumerate(model.decoder.stages)]
     transp = model.decoder.transpconvs
-    found = []
-
-    def block(name: str, conv) -> list[tuple[str, int, int]]:
-        return [(f"{name}.conv.weight", 0, 0), (f"{name}.conv.bias", 0, 0), (f"{name}.norm.weight", 0, 0),
-                (f"{name}.norm.bias", 0, 0)]
-
     last = len(encoder) - 1
+    found = []
     for s, blocks in enumerate(encoder):
-        for c, (name, m) in enumerate(blocks):
-            uses = block(name, m)
-            if c + 1 < len(blocks):
-                uses.append((f"{blocks[c + 1][0]}.conv.weight", 1, 0))
-            else:
-                if s < last:
-                    uses.append((f"{encoder[s + 1][0][0]}.conv.weight", 1, 0))
-                    j = last - 1 - s  # the decoder stage that reads this skip
-                    uses.append((f"{decoder[j][0][0]}.conv.weight", 1, transp[j].out_channels))
-                else:
-                    uses.append(("decoder.transpconvs.0.weight", 0, 0))
-            found.append(Unit(name, m.conv.out_channels, tuple(uses)))
+        if s < last:  # a skip: the next stage reads it, and the decoder stage j after its upsampled channels
+            j = last - 1 - s
+            readers = [(f"{encoder[s + 1][0][0]}.conv.weight", 1, 0),
+                       (f"{decoder[j][0][0]}.conv.weight", 1, transp[j].out_channels)]
+        else:  # the bottleneck: the first transposed convolution reads it
+            readers = [("decoder.transpconvs.0.weight", 0, 0)]
+        found += _stage_units(blocks, readers)
     for j, t in enumerate(transp):
         found.append(Unit(f"decoder.transpconvs.{j}", t.out_channels,
                           ((f"decoder.transpconvs.{j}.weight", 1, 0), (f"decoder.transpconvs.{j}.bias", 0, 0),
                            (f"{decoder[j][0][0]}.conv.weight", 1, 0))))
     for j, blocks in enumerate(decoder):
-        for c, (name, m) in enumerate(blocks):
-            uses = block(name, m)
-            if c + 1 < len(blocks):
-                uses.append((f"{blocks[c + 1][0]}.conv.weight", 1, 0))
-            else:
-                uses.append((f"decoder.seg_layers.{j}.weight", 1, 0))
-                if j + 1 < len(transp):
-                    uses.append((f"decoder.transpconvs.{j + 1}.weight", 0, 0))
-            found.append(Unit(name, m.conv.out_channels, tuple(uses)))
+        readers = [(f"decoder.seg_layers.{j}.weight", 1, 0)]
+        if j + 1 < len(transp):
+            readers.append((f"decoder.transpconvs.{j + 1}.weight", 0, 0))
+        found += _stage_units(blocks, readers)
     return found
+
+
+def _stage_units(blocks: list[tuple[str, torch.nn.Module]], readers: list[tuple[str, int, int]]) -> list[Unit]:
+    """A stage's units: each block's convolution and norm outputs, read by the next block's convolution, or (the
+    last block) by ``readers``."""
+    out = []
+    for c, (name, m) in enumerate(blocks):
+        own = [(f"{name}.{layer}", 0, 0) for layer in ("conv.weight", "conv.bias", "norm.weight", "norm.bias")]
+        read = [(f"{blocks[c + 1][0]}.conv.weight", 1, 0)] if c + 1 < len(blocks) else readers
+        out.append(Unit(name, m.conv.out_channels, tuple(own + read)))
+    return out
 
 
 class Symmetry:
