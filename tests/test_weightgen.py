@@ -230,9 +230,10 @@ def test_index_roles_and_dropped_runs(prepared, tmp_path):
     summary = write_index(dirs + [bad], tmp_path / "index.csv", tmp_path / "zoo.json", 100.0, [1], 1)
     assert summary["runs_kept"] == 3 and summary["runs_dropped"] == 1
     assert summary["dropped"][0]["reason"] == "non-finite weights"
-    assert summary["runs_per_role"] == {"train": 1, "heldout": 1, "stress": 1}
-    zoo = load_zoo(tmp_path / "index.csv")
-    assert [r.role for r in zoo.select("stress")] == ["stress"] and zoo.select("stress")[0].start == "init0"
+    assert summary["runs_per_role"] == {"train": 1, "insample": 1, "heldout": 1}
+    zoo = load_zoo(tmp_path / "index.csv")  # parent1 is held out (parents=1): its run is a held-out parent's
+    assert [r.start for r in zoo.select("heldout")] == ["init0"] and list(zoo.starts("heldout")) == ["init0"]
+    assert [r.seed for r in zoo.select("insample")] == [1]  # a held-out seed of a training parent: in-sample
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where a folder should be")
     with pytest.raises(OSError):  # the second file cannot be written: the first must not stay behind
@@ -298,42 +299,54 @@ def test_workflow_refuses_a_task_that_names_no_region_before_any_job(tmp_path):
 
 
 def test_weightgen_rules_run_under_snakemake_on_the_ci_preset(ci_run):
-    """The real ci pipeline ran starts -> zoo jobs -> index -> G.pt -> samples -> evaluation; check what each wrote."""
+    """The real ci pipeline (two training parents, one held-out parent) ran starts -> zoo jobs -> index -> G.pt ->
+    samples -> evaluation; check what each wrote."""
     wf, _ = ci_run
     zoo_dir = wf / "results" / "zoo" / PHANTOM
-    parents = WG["stress"]["parents"] + 1
+    parents = WG["parents"] + WG["heldout_parents"]["count"]
+    assert (WG["parents"], WG["heldout_parents"]["count"]) == (2, 1)
     assert sorted(p.name for p in (zoo_dir / "starts").glob("*.safetensors")) == \
         [f"parent{k}.safetensors" for k in range(parents)]
+    starts = [load_checkpoint(zoo_dir / "starts" / f"parent{k}")[0]["params"][0] for k in range(parents)]
+    assert not any(torch.equal(starts[i], starts[j]) for i in range(parents) for j in range(i))  # own inits
     runs = sorted((zoo_dir / "runs").glob("*/job*/*_seed*.safetensors"))
     jobs = zoo_plan.jobs(WG, zoo_plan.tasks(WG, list(REGIONS)))
     assert sorted(p.relative_to(zoo_dir).as_posix() for p in (zoo_dir / "runs").glob("*/job*")) == \
         sorted(j["folder"] for j in jobs) and all(len(j["members"]) <= WG["members_per_job"] for j in jobs)
     tasks = zoo_plan.tasks(WG, list(REGIONS))  # the ci preset leaves them to the dataset: its regions and 'all'
-    expected = len(tasks) * len(WG["lrs"]) * (len(WG["seeds"]) + len(WG["stress"]["seeds"]))
+    expected = len(tasks) * len(WG["lrs"]) * (WG["parents"] * len(WG["seeds"])
+                                              + WG["heldout_parents"]["count"] * len(WG["heldout_parents"]["seeds"]))
     assert len(runs) == expected
     summary = json.loads((zoo_dir / "zoo.json").read_text())
     assert summary["runs_kept"] + summary["runs_dropped"] == len(runs)
     checkpoints = summary["runs_kept"] * (WG["checkpoints"] + 2)
     assert len(pd.read_csv(zoo_dir / "index.csv")) == summary["checkpoints"] == checkpoints
-    parent = load_checkpoint(zoo_dir / "starts" / "parent0")[0]["params"][0]
-    assert all(torch.equal(load_checkpoint(r.with_suffix(""))[0]["params"][0], parent)
-               for r in runs if r.parts[-3] == "parent0")
+    for k in range(parents):
+        assert all(torch.equal(load_checkpoint(r.with_suffix(""))[0]["params"][0], starts[k])
+                   for r in runs if r.parts[-3] == f"parent{k}")
     out = wf / "results" / "weightgen" / PHANTOM
     gpt = json.loads((out / "gpt.json").read_text())
     zoo = load_zoo(zoo_dir / "index.csv")
-    assert set(gpt["train_runs"]) == {r.name for r in zoo.select("train")}  # held-out and stress runs never train G.pt
+    assert set(gpt["train_runs"]) == {r.name for r in zoo.select("train")}  # held-out and in-sample runs never
+    assert {r.start for r in zoo.select("heldout")} == {"parent2"}
     evaluation = EvaluationFolder(out / "evaluation")
     samples = evaluation.table("samples")
-    assert set(samples["kind"]) == {"align", "best", "unify", "stress"}
-    assert samples[["dice_sc", "lookup_dice", "d_nearest"]].notna().all().all()
-    audited = samples[samples["kind"] != "align"]  # alignment prompts need only the lookup memoriser
-    assert audited[["nearest_dice", "mean_k_dice", "noise_dice", "mask_agreement"]].notna().all().all()
+    assert set(samples["kind"]) == {"oneshot", "align", "insample"}
+    assert set(samples.loc[samples["kind"] != "insample", "start"]) == {"parent2"}  # every reported draw: held out
+    assert set(samples.loc[samples["kind"] == "insample", "start"]) == {"parent0"}
+    shots = evaluation.table("oneshot")
+    assert len(shots) == len(tasks) * WG["sample"]["draws"]
+    columns = ["oneshot_dice", "adam_best_dice", "lookup_dice", "mean_k_dice", "nearest_dice", "noise_dice",
+               "novelty_ratio"]
+    assert shots[columns].notna().all().all()
+    assert (shots["nearest_d_nearest"] == 0).all() and (shots["lookup_d_nearest"] == 0).all()
     criteria = evaluation.table("criteria")
-    assert {"one-shot ≥ 0.95 × best checkpoint (test)", "prompt alignment R² (G.pt's definition, test)"} <= \
-        set(criteria["criterion"])
+    assert set(criteria["task"]) == {*[t for t in tasks if t != "all"], "all"}  # every task judged, lesion too
+    assert len(criteria) == 5 * (len(tasks) - 1) + 1
     methods = set(evaluation.table("unification")["method"])
-    assert {"G.pt, every region prompted high", "uniform soup", "best multi-task checkpoint"} <= methods
+    assert {"G.pt, every region prompted", "best multi-task checkpoint", "multi-task Adam (final)",
+            "merge of every task vector", "merge without the lesion vector"} <= methods
     for fig in evaluation.figures():
         assert (evaluation.folder / fig["file"]).stat().st_size > 5000
     page = (wf / "results" / PHANTOM / "index.html").read_text()
-    assert "Checkpoint diffusion (G.pt)" in page and "criteria" in page
+    assert "Checkpoint diffusion (G.pt)" in page and "audit.png" in page and "held-out parents" in page

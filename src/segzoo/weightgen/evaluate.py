@@ -1,27 +1,36 @@
-"""``segzoo gpt-evaluate``: does a one-shot G.pt network work, and is it more than a memoriser?
+"""``segzoo gpt-evaluate``: G.pt's one-shot networks from parents it never saw, beside Adam and the memorisers.
 
-Prompts and every selection (best checkpoint, merge coefficients) use the zoo's *validation* batch;
-every number reported is measured on the *test* batch (patches of the test cases), and the headline
-networks also on the whole test volumes. Tables written to the evaluation folder
-(:mod:`segzoo.weightgen.evaluation_folder`):
+The protocol:
 
-- ``samples.csv``     every generated network: prompt, test (and val) Dice, the memorisation audit
-- ``alignment.csv``   per held-out run and trained region: R² as G.pt defines it (1 − SSE / variance of
-                      the prompts), Pearson r, the same R² for the lookup memoriser; a pooled row per task
-- ``oneshot.csv``     per held-out run: one-shot vs best checkpoint (chosen on val) vs the run's own final
-                      vs a uniform soup of the task's finals, with every memoriser and the novelty ratio
-- ``finetune.csv``    Adam from the one-shot network vs from the start, and steps (time) to match
-- ``unification.csv`` every region prompted at once vs merges of single-task finals vs multi-task training
-- ``stress.csv``      one-shot networks for a held-out parent G.pt never saw
-- ``criteria.csv``    the pass/fail criteria (segzoo.weightgen.criteria)
+- every reported one-shot network starts from a *held-out parent*: grown like the training parents from its own
+  init, never shown to G.pt (``sample.draws`` draws per parent and task);
+- every Dice reported is on the *whole test volumes* (sliding window over the dataset's test cases, the
+  comparison's own scoring), except the Adam curves, which are scored on the test patches at each scored step;
+- the *validation* patches decide prompts and every selection (a parent's best checkpoint, merge coefficients).
 
-A region is *learned* when some training checkpoint reaches validation Dice 0.3 on it; regions that
-are not learned are reported but left out of the headline numbers and the criteria.
+Tables written to the evaluation folder (:mod:`segzoo.weightgen.evaluation_folder`):
+
+- ``samples``      every generated network: kind, start, task, draw, prompt, val Dice (patches), test Dice
+                   (volumes), distance to the nearest training checkpoint, the lookup memoriser's pick
+- ``oneshot``      per held-out parent, task and draw: the one-shot network vs what Adam reaches from that parent
+                   (the val-chosen best checkpoint of its own runs of the task) vs four memorisers on the same
+                   prompt: lookup, mean of k nearest, nearest checkpoint, noise at equal distance; each with its
+                   distance to the training checkpoints and novelty ratio
+- ``alignment``    per task: G.pt's R² (achieved test Dice against the prompts of the ``align`` draws) and the
+                   lookup memoriser's R² on the same prompts
+- ``finetune``     per draw: Adam steps to reach the held-out parent's best from the draw and from the parent
+- ``finetune_curves`` those curves (test patches)
+- ``unification``  per held-out parent: G.pt prompted on every region vs that parent's best multi-task checkpoint,
+                   its multi-task Adam finals and merges of its single-task finals (with and without the lesion)
+- ``insample``     draws from training parents (starts G.pt was trained on), reported apart
+- ``criteria``     the pass/fail criteria (segzoo.weightgen.criteria)
+
+A region is *learned* when some training checkpoint reaches validation Dice 0.3 on it; this is reported, and
+the criteria judge every task whether learned or not.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +41,17 @@ from segzoo.data.preprocessed import Preprocessed
 from segzoo.io import write_json
 from segzoo.weightgen import criteria, figures, merge
 from segzoo.weightgen.audit import Audit
+from segzoo.weightgen.criteria import mean_ci
 from segzoo.weightgen.evaluation_folder import write_evaluation_folder
-from segzoo.weightgen.finetune import STEPS, adam_curves, first_step_reaching
+from segzoo.weightgen.finetune import adam_curves, first_step_reaching
 from segzoo.weightgen.gpt_train import TrainedGPT
 from segzoo.weightgen.sample import lookup
 from segzoo.weightgen.scoring import Scorer
 from segzoo.weightgen.zoo import ALL, Zoo, task_regions
 
-LEARNED = 0.3  # best validation Dice a region needs in the zoo to count as learned
+LEARNED = 0.3      # best validation Dice a region needs in the zoo to count as learned
+SAMPLE_STEPS = 25  # Adam steps from a one-shot network (Adam from the parent gets the zoo's own length)
+MEMORISERS = ("lookup", "mean_k", "nearest", "noise")
 
 
 def r_squared(achieved: np.ndarray, prompted: np.ndarray) -> float:
@@ -57,237 +69,220 @@ def learned_regions(zoo: Zoo) -> list[str]:
     return [name for name, value in zip(zoo.regions, best) if value >= LEARNED]
 
 
-def headline_tasks(zoo: Zoo) -> list[str]:
-    """Single tasks on a learned region that have held-out runs: the tasks the criteria judge."""
-    learned = learned_regions(zoo)
-    return [t for t in zoo.tasks if t != ALL and t in learned and zoo.select("heldout", t)]
-
-
-def best_checkpoint(zoo: Zoo, task: str) -> tuple[str, int]:
-    """The training checkpoint of ``task`` with the best validation task Dice."""
-    return max(((r.name, i) for r in zoo.select("train", task) for i in range(len(r.params))),
-               key=lambda key: zoo.task_dice(zoo.runs[key[0]].dice[key[1]], task))
+def val_best(zoo: Zoo, role: str, task: str, start: str | None = None) -> tuple[str, int] | None:
+    """The checkpoint of the ``role`` runs of ``task`` (from ``start``) with the best validation task Dice."""
+    keys = [(r.name, i) for r in zoo.select(role, task, start) for i in range(len(r.params))]
+    if not keys:
+        return None
+    return max(keys, key=lambda key: float(zoo.task_dice(zoo.runs[key[0]].dice[key[1]], task)))
 
 
 class Evaluation:
-    """G.pt's samples scored with their audit (``samples``); one method per table of the evaluation."""
+    """G.pt's samples scored (``samples``); one method per table of the evaluation."""
 
     def __init__(self, zoo: Zoo, gpt: TrainedGPT, *, params: torch.Tensor, prompts: pd.DataFrame,
                  sample_seconds: float, scorer: Scorer, settings: dict, seed: int, threads: int = 1):
         self.zoo, self.gpt, self.scorer, self.settings, self.threads = zoo, gpt, scorer, settings, threads
         self.params, self.prompts, self.sample_seconds = params, prompts.reset_index(drop=True), sample_seconds
+        self.seed = seed
         self.audit = Audit(zoo, gpt.scale, scorer, settings["audit"]["neighbours"], seed)
         self.learned = learned_regions(zoo)
+        self.tasks = [t for t in zoo.tasks if t in set(self.prompts["task"])]
+        self.near = [self.audit.nearest(v) for v in params]  # k nearest training checkpoints of each sample
         self.samples = self._score_samples()
+        self.adam = {(s, t): val_best(zoo, "heldout", t, s) for s in zoo.starts("heldout") for t in self.tasks}
 
-    def _task_dice(self, dice, task: str) -> float:
-        return float(self.zoo.task_dice(np.asarray(dice), task))
+    def task_dice(self, dice, task: str) -> float:
+        with np.errstate(all="ignore"):
+            return float(np.nanmean(np.asarray(dice, dtype=float)[..., task_regions(task, self.zoo.regions)]))
+
+    def d_nearest(self, vector: torch.Tensor) -> float:
+        return float(self.audit.distances(vector).min())
 
     def _score_samples(self) -> pd.DataFrame:
-        """Every sample's test and val Dice and its audit, each kind of network scored in one batched pass."""
-        regions = self.zoo.regions
-        prompts = self.prompts
-        test, masks = self.scorer.score(self.params)
+        """Every sample's val Dice (patches), test Dice (whole volumes) and nearest training checkpoint."""
+        regions, prompts = self.zoo.regions, self.prompts
         val = self.scorer.dice_many(self.params, "val")
+        volume = self.scorer.volume_dice_many(self.params)
         targets = prompts[[f"prompt_{n}" for n in regions]].to_numpy(float)
-        keys = [lookup(self.zoo, task, target) for task, target in zip(prompts["task"], targets)]
-        audits = self.audit.rows(self.params, list(prompts["task"]), keys, masks, list(prompts["kind"] != "align"))
         rows = []
         for k, prompt in prompts.iterrows():
             task = prompt["task"]
-            rows.append({**prompt.to_dict(), **{f"dice_{n}": v for n, v in zip(regions, test[k])},
+            (keys, d) = self.near[k]
+            pick = lookup(self.zoo, task, targets[k])
+            rows.append({**prompt.to_dict(), **{f"dice_{n}": v for n, v in zip(regions, volume[k])},
                          **{f"val_dice_{n}": v for n, v in zip(regions, val[k])},
-                         **{f"lookup_dice_{n}": v for n, v in zip(regions, self.audit.test_dice(keys[k]))},
-                         "task_prompt": self._task_dice(targets[k], task), "task_dice": self._task_dice(test[k], task),
-                         "task_dice_val": self._task_dice(val[k], task), **audits[k]})
+                         "task_prompt": self.task_dice(targets[k], task), "task_dice": self.task_dice(volume[k], task),
+                         "task_dice_val": self.task_dice(val[k], task), "d_nearest": float(d[0]),
+                         "nearest_run": keys[0][0], "nearest_index": keys[0][1],
+                         "lookup_run": pick[0], "lookup_index": pick[1]})
         return pd.DataFrame(rows)
 
-    def alignment(self) -> pd.DataFrame:
-        align = self.samples[self.samples["kind"] == "align"]
-        rows = []
-        for task, of_task in align.groupby("task"):
-            for region in [self.zoo.regions[r] for r in task_regions(task, self.zoo.regions)]:
-                groups = [(run, g) for run, g in of_task.groupby("run")] + [("pooled", of_task)]
-                for run, g in groups:
-                    p = g[f"prompt_{region}"].to_numpy()
-                    a, v, m = (g[f"{c}_{region}"].to_numpy() for c in ("dice", "val_dice", "lookup_dice"))
-                    rows.append({"task": task, "region": region, "run": run, "n": len(g),
-                                 "learned": region in self.learned, "r2": r_squared(a, p), "pearson_r": pearson(a, p),
-                                 "mean_abs_error": float(np.abs(a - p).mean()), "r2_val": r_squared(v, p),
-                                 "r2_lookup": r_squared(m, p)})
-        return pd.DataFrame(rows)
+    def _final_distance(self, start: str, task: str) -> float:
+        """The mean distance to the nearest training checkpoint of the held-out parent's own finals of ``task``:
+        how far an independent run lands (the novelty ratio's denominator)."""
+        finals = [r.params[-1] for r in self.zoo.select("heldout", task, start)]
+        return float(np.mean([self.d_nearest(f) for f in finals])) if finals else np.nan
 
     def oneshot(self) -> pd.DataFrame:
-        rows, zoo = [], self.zoo
-        best = self.samples[self.samples["kind"] == "best"]
-        runs = [zoo.runs[r] for r in best["run"]]
-        finals = {r.name: [t.params[-1] for t in zoo.select("train", r.task) if t.start == r.start] for r in runs}
-        soups = [r.name for r in runs if finals[r.name]]
-        own = self.scorer.dice_many(torch.stack([r.params[-1] for r in runs])) if runs else []
-        soup = dict(zip(soups, self.scorer.dice_many(torch.stack(
-            [merge.soup(zoo.runs[n].start_params, torch.stack(finals[n])) for n in soups])))) if soups else {}
-        best_keys = {task: best_checkpoint(zoo, task) for task in best["task"]}
-        self.audit.prefetch(list(best_keys.values()))
-        headline_done = set()
-        for (_, s), run, own_dice in zip(best.iterrows(), runs, own):
-            task = s["task"]
-            best_key = best_keys[task]
-            final_d = float(self.audit.nearest(run.params[-1])[1][0])
-            row = {"run": run.name, "task": task, "learned": all(zoo.regions[r] in self.learned
-                                                                 for r in task_regions(task, zoo.regions)),
-                   "prompt": s["task_prompt"], "oneshot_dice": s["task_dice"], "oneshot_dice_val": s["task_dice_val"],
-                   "best_checkpoint_dice": self._task_dice(self.audit.test_dice(best_key), task),
-                   "best_checkpoint_dice_val": self._task_dice(zoo.runs[best_key[0]].dice[best_key[1]], task),
-                   "own_final_dice": self._task_dice(own_dice, task),
-                   "soup_dice": self._task_dice(soup[run.name], task) if run.name in soup else np.nan,
-                   **{c: s[c] for c in ("nearest_dice", "mean_k_dice", "noise_dice", "lookup_dice", "mask_agreement",
-                                        "d_nearest")},
-                   "heldout_final_d_nearest": final_d, "novelty_ratio": s["d_nearest"] / final_d}
-            if task not in headline_done:  # the headline networks: whole test volumes too
-                headline_done.add(task)
-                row["oneshot_volume_dice"] = self._task_dice(self.scorer.volume_dice(self.params[s.name]), task)
-                row["best_checkpoint_volume_dice"] = self._task_dice(
-                    self.scorer.volume_dice(self.audit.checkpoint(best_key)), task)
+        """Per held-out parent, task and draw: the one-shot network, Adam from that parent and the memorisers, every
+        Dice on the whole test volumes."""
+        shots = self.samples[self.samples["kind"] == "oneshot"]
+        if shots.empty:
+            return pd.DataFrame()
+        audit, zoo = self.audit, self.zoo
+        index = list(shots.index)
+        lookups = list(zip(shots["lookup_run"], shots["lookup_index"]))
+        nearest = [self.near[k][0][0] for k in index]
+        mean_k = torch.stack([torch.stack([audit.checkpoint(key) for key in self.near[k][0]]).mean(0) for k in index])
+        noise = torch.stack([audit.noise_at(audit.checkpoint(self.near[k][0][0]), float(self.near[k][1][0]))
+                             for k in index])
+        adam_keys = [self.adam[(s, t)] for s, t in zip(shots["start"], shots["task"])]
+        checkpoints = dict(zip(lookups + nearest + [k for k in adam_keys if k],
+                               audit.volume_dice(lookups + nearest + [k for k in adam_keys if k])))
+        scored = self.scorer.volume_dice_many(torch.cat([mean_k, noise]))
+        finals = {(s, t): self._final_distance(s, t) for s, t in set(zip(shots["start"], shots["task"]))}
+        rows = []
+        for at, (k, s) in enumerate(shots.iterrows()):
+            task, start, key = s["task"], s["start"], adam_keys[at]
+            final_d = finals[(start, task)]
+            memoriser = {"lookup": (checkpoints[lookups[at]], audit.checkpoint(lookups[at])),
+                         "mean_k": (scored[at], mean_k[at]),
+                         "nearest": (checkpoints[nearest[at]], audit.checkpoint(nearest[at])),
+                         "noise": (scored[len(index) + at], noise[at])}
+            row = {"start": start, "task": task, "draw": s["draw"], "prompt": s["task_prompt"],
+                   "oneshot_dice": s["task_dice"], "oneshot_dice_val": s["task_dice_val"],
+                   "adam_best_dice": self.task_dice(checkpoints[key], task) if key else np.nan,
+                   "adam_best": f"{key[0]} #{key[1]} (step {zoo.runs[key[0]].steps[key[1]]})" if key else "",
+                   "adam_best_d_nearest": self.d_nearest(audit.checkpoint(key)) if key else np.nan,
+                   "d_nearest": s["d_nearest"], "heldout_final_d_nearest": final_d,
+                   "novelty_ratio": s["d_nearest"] / final_d}
+            for name, (dice, vector) in memoriser.items():
+                d = self.d_nearest(vector)
+                row |= {f"{name}_dice": self.task_dice(dice, task), f"{name}_d_nearest": d,
+                        f"{name}_novelty_ratio": d / final_d}
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def finetune(self, shots: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Curves and a summary row per headline task: Adam from the one-shot network vs from the start (every
-        arm of every task trained at once)."""
-        tasks = headline_tasks(self.zoo)
-        steps = self.settings["steps"]
-        arms, picked = [], {}
-        for task in tasks:
-            run = self.zoo.select("heldout", task)[0]
-            k = int(self.samples[(self.samples["kind"] == "best") & (self.samples["run"] == run.name)].index[0])
-            picked[task] = run
-            for source, start, length in (("one-shot", self.params[k], max(STEPS)),
-                                          ("start", run.start_params, steps)):
-                arms.append({"name": f"{task}/{source}", "task": task, "lr": run.lr, "seed": run.seed, "start": start,
-                             "steps": length})
+    def alignment(self) -> pd.DataFrame:
+        """Per task, over the ``align`` draws: G.pt's R² and the lookup memoriser's on the same prompts."""
+        align = self.samples[self.samples["kind"] == "align"]
+        rows = []
+        for task, g in align.groupby("task", sort=False):
+            keys = list(zip(g["lookup_run"], g["lookup_index"]))
+            looked = np.array([self.task_dice(d, task) for d in self.audit.volume_dice(keys)])
+            p, a, v = (g[c].to_numpy(float) for c in ("task_prompt", "task_dice", "task_dice_val"))
+            rows.append({"task": task, "n": len(g), "parents": g["start"].nunique(), "r2": r_squared(a, p),
+                         "pearson_r": pearson(a, p), "mean_abs_error": float(np.abs(a - p).mean()),
+                         "r2_lookup": r_squared(looked, p), "pearson_r_lookup": pearson(looked, p),
+                         "r2_val": r_squared(v, p)})
+        return pd.DataFrame(rows)
+
+    def finetune(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Adam from every one-shot draw (``SAMPLE_STEPS``) and from its held-out parent (the zoo's length), with the
+        parent's run's task, learning rate and data seed, all trained at once; steps until the test-patch Dice
+        reaches that of the parent's val-chosen best checkpoint."""
+        shots = self.samples[self.samples["kind"] == "oneshot"]
+        arms, steps = [], self.settings["steps"]
+        for (start, task), key in self.adam.items():
+            if key is None:
+                continue
+            run = self.zoo.runs[key[0]]
+            arms.append({"name": f"{start}/{task}/parent", "task": task, "lr": run.lr, "seed": run.seed,
+                         "start": run.start_params, "steps": steps})
+            for k, s in shots[(shots["start"] == start) & (shots["task"] == task)].iterrows():
+                arms.append({"name": f"{start}/{task}/draw{s['draw']}", "task": task, "lr": run.lr, "seed": run.seed,
+                             "start": self.params[k], "steps": SAMPLE_STEPS})
         if not arms:
             return pd.DataFrame(), pd.DataFrame()
         table = adam_curves(self.scorer, self.zoo, arms, settings=self.settings, threads=self.threads)
-        curves, rows = [], []
-        for task in tasks:
-            run = picked[task]
-            shot = shots[shots["run"] == run.name].iloc[0]
-            target = shot["best_checkpoint_dice"]
-            per_source = {}
-            for source in ("one-shot", "start"):
-                curve = table[table["name"] == f"{task}/{source}"][["step", "task_dice"]].reset_index(drop=True)
-                curves.append(curve.assign(task=task, run=run.name, source=source))
-                per_source[source] = curve
-            match = first_step_reaching(per_source["start"], shot["oneshot_dice"])
-            rows.append({"task": task, "run": run.name, "lr": run.lr, "best_checkpoint_dice": target,
-                         "oneshot_dice": shot["oneshot_dice"], "start_dice": _dice_at(per_source["start"], 0),
-                         **{f"{src}_dice_at_{n}": _dice_at(per_source[src], n) for src in ("one-shot", "start")
-                            for n in STEPS},
-                         "one-shot_steps_to_best": first_step_reaching(per_source["one-shot"], target),
-                         "start_steps_to_best": first_step_reaching(per_source["start"], target),
-                         "start_steps_budget": steps, "start_steps_to_oneshot": match,
-                         "start_seconds_to_oneshot": match * run.seconds_per_step,
+        curves = table.assign(start=table["name"].str.split("/").str[0], task=table["name"].str.split("/").str[1],
+                              source=table["name"].str.split("/").str[2])
+        rows = []
+        for _, s in shots.iterrows():
+            start, task, key = s["start"], s["task"], self.adam.get((s["start"], s["task"]))
+            if key is None:
+                continue
+            target = self.task_dice(self.audit.test_dice(key), task)
+            parent = curves[curves["name"] == f"{start}/{task}/parent"]
+            draw = curves[curves["name"] == f"{start}/{task}/draw{s['draw']}"]
+            rows.append({"start": start, "task": task, "draw": s["draw"], "target_dice": target,
+                         "sample_dice_at_0": _dice_at(draw, 0), "sample_dice_at_5": _dice_at(draw, 5),
+                         "parent_dice_at_0": _dice_at(parent, 0),
+                         "sample_steps_to_best": first_step_reaching(draw, target),
+                         "parent_steps_to_best": first_step_reaching(parent, target),
+                         "sample_budget": SAMPLE_STEPS, "parent_budget": steps,
+                         "parent_seconds_per_step": self.zoo.runs[key[0]].seconds_per_step,
                          "sample_seconds": self.sample_seconds})
-        return pd.concat(curves, ignore_index=True), pd.DataFrame(rows)
+        return curves.drop(columns="name"), pd.DataFrame(rows)
 
     def unification(self) -> pd.DataFrame:
+        """Per held-out parent: G.pt prompted on every region (mean over draws) vs the parent's best multi-task
+        checkpoint (val-chosen), its multi-task Adam finals and merges of its single-task finals."""
         zoo, regions, rows = self.zoo, self.zoo.regions, []
-        learned = [regions.index(n) for n in self.learned]
+        draws = self.samples[(self.samples["kind"] == "oneshot") & (self.samples["task"] == ALL)]
 
-        def add(method: str, dice, note: str, volume=None):
+        def add(start: str, method: str, dice, note: str):
             dice = np.asarray(dice, dtype=float)
-            rows.append({"method": method, **{f"dice_{n}": v for n, v in zip(regions, dice)},
-                         "mean_dice": float(dice[learned].mean()) if learned else np.nan,
-                         "volume_mean_dice": float(np.nanmean(np.asarray(volume)[learned])) if volume is not None
-                         else np.nan, "note": note})
+            with np.errstate(all="ignore"):
+                rows.append({"start": start, "method": method, **{f"dice_{n}": v for n, v in zip(regions, dice)},
+                             "mean_dice": float(np.nanmean(dice)), "note": note})
 
-        unify = self.samples[self.samples["kind"] == "unify"]
-        if len(unify):
-            first = self.params[int(unify.index[0])]
-            add(criteria.UNIFIED, unify[[f"dice_{n}" for n in regions]].mean().to_numpy(),
-                f"mean over {len(unify)} one-shot networks (held-out multi-task runs' starts)",
-                self.scorer.volume_dice(first))
-            nearest = list(zip(unify["nearest_run"], unify["nearest_index"]))
-            self.audit.prefetch(nearest)
-            add("nearest training checkpoint to it", np.mean([self.audit.test_dice(k) for k in nearest], 0),
-                "memoriser")
-        for name, dice, note in self._merges():
-            add(name, dice, note)
-        multi = zoo.select("train", ALL)
-        if multi:
-            key = best_checkpoint(zoo, ALL)
-            add("best multi-task checkpoint", self.audit.test_dice(key), f"{key[0]} #{key[1]}, chosen on val")
-        held = zoo.select("heldout", ALL)
-        if held:
-            add(criteria.MULTITASK_ADAM, self.scorer.dice_many(torch.stack([r.params[-1] for r in held])).mean(0),
-                f"finals of the {len(held)} held-out multi-task runs ({self.settings['steps']} Adam steps from "
-                "the start)")
+        for start in zoo.starts("heldout"):
+            mine = draws[draws["start"] == start]
+            if len(mine):
+                add(start, criteria.UNIFIED, mine[[f"dice_{n}" for n in regions]].mean().to_numpy(),
+                    f"mean over {len(mine)} draws")
+            key = self.adam.get((start, ALL))
+            if key:
+                add(start, criteria.BEST_MULTITASK, self.audit.volume_dice([key])[0], f"{key[0]} #{key[1]}, val-chosen")
+            finals = [r.params[-1] for r in zoo.select("heldout", ALL, start)]
+            if finals:
+                add(start, criteria.MULTITASK_ADAM, self.scorer.volume_dice_many(torch.stack(finals)).mean(0),
+                    f"final of {len(finals)} run(s), {self.settings['steps']} Adam steps")
+            for name, dice, note in self._merges(start):
+                add(start, name, dice, note)
         return pd.DataFrame(rows)
 
-    def _merges(self) -> list[tuple[str, np.ndarray, str]]:
-        """Soup, task arithmetic and TIES of the single-task finals that share the held-out runs' start
-        (per task the final with the best val task Dice); λ and the kept share chosen on val."""
+    def _merges(self, start: str) -> list[tuple[str, np.ndarray, str]]:
+        """Merges of the held-out parent's single-task finals (per task the final with the best val task Dice): the
+        best on val of soup, task arithmetic (λ) and TIES (kept share, λ), with every task vector and without the
+        lesion's (a region named *lesion*)."""
         zoo = self.zoo
-        held = zoo.select("heldout")
-        start = held[0].start if held else zoo.select("train")[0].start
-        finals, base = [], None
+        finals, names, base = [], [], None
         for task in [t for t in zoo.tasks if t != ALL]:
-            runs = [r for r in zoo.select("train", task) if r.start == start]
+            runs = zoo.select("heldout", task, start)
             if runs:
                 pick = max(runs, key=lambda r: zoo.task_dice(r.dice[-1], task))
                 finals.append(pick.params[-1])
+                names.append(task)
                 base = pick.start_params
-        if len(finals) < 2:
-            return []
-        finals = torch.stack(finals)
-        learned = [zoo.regions.index(n) for n in self.learned]
-        lams = (0.25, 0.5, 0.75, 1.0, 1.25)
-        grid = [(k, x) for k in (0.1, 0.2, 0.5, 1.0) for x in (0.5, 1.0, 1.5, 2.0)]
-        candidates = ([merge.task_arithmetic(base, finals, x) for x in lams]
-                      + [merge.ties(base, finals, *kx) for kx in grid])
-        val = self.scorer.dice_many(torch.stack(candidates), "val")[:, learned].mean(1)  # every candidate at once
-        lam = lams[int(np.argmax(val[:len(lams)]))]
-        keep, lam_t = grid[int(np.argmax(val[len(lams):]))]
-        note = f"{len(finals)} single-task finals from {start}"
-        test = self.scorer.dice_many(torch.stack([merge.soup(base, finals), candidates[lams.index(lam)],
-                                                  candidates[len(lams) + grid.index((keep, lam_t))]]))
-        return [("uniform soup", test[0], note), (f"task arithmetic (λ={lam})", test[1], note),
-                (f"TIES (keep {keep:.0%}, λ={lam_t})", test[2], note)]
+        out = []
+        variants = [("merge of every task vector", list(range(len(finals))))]
+        kept = [i for i, n in enumerate(names) if "lesion" not in n]
+        if len(kept) < len(finals):
+            variants.append(("merge without the lesion vector", kept))
+        for label, chosen in variants:
+            if len(chosen) < 2:
+                continue
+            vectors = torch.stack([finals[i] for i in chosen])
+            candidates = [("soup", merge.soup(base, vectors))]
+            candidates += [(f"task arithmetic λ={x}", merge.task_arithmetic(base, vectors, x))
+                           for x in (0.25, 0.5, 0.75, 1.0, 1.25)]
+            candidates += [(f"TIES keep {k:.0%} λ={x}", merge.ties(base, vectors, k, x))
+                           for k in (0.1, 0.2, 0.5, 1.0) for x in (0.5, 1.0, 1.5, 2.0)]
+            val = self.scorer.dice_many(torch.stack([c for _, c in candidates]), "val").mean(1)
+            name, chosen_vector = candidates[int(np.argmax(val))]
+            out.append((label, self.scorer.volume_dice_many(chosen_vector[None])[0],
+                        f"{name} (val-chosen of {len(candidates)}) of {', '.join(names[i] for i in chosen)}"))
+        return out
 
-    def stress(self) -> pd.DataFrame:
-        picked = self.samples[self.samples["kind"] == "stress"]
-        runs = [self.zoo.runs[r] for r in picked["run"]]
-        if not runs:
-            return pd.DataFrame()
-        dice = self.scorer.dice_many(torch.stack([r.start_params for r in runs] + [r.params[-1] for r in runs]))
-        rows = []
-        for i, ((_, s), run) in enumerate(zip(picked.iterrows(), runs)):
-            task = s["task"]
-            rows.append({"run": run.name, "start": run.start, "task": task, "prompt": s["task_prompt"],
-                         "oneshot_dice": s["task_dice"], "start_dice": self._task_dice(dice[i], task),
-                         "own_final_dice": self._task_dice(dice[len(runs) + i], task),
-                         "nearest_dice": s["nearest_dice"], "d_nearest": s["d_nearest"]})
-        return pd.DataFrame(rows)
-
-
-def headline(tables: dict[str, pd.DataFrame], tasks: list[str]) -> dict:
-    """The headline numbers (test patches), per headline task where they have one."""
-    shots, aligned, unified = tables["oneshot"], tables["alignment"], tables["unification"]
-    per_task = {key: {t: _number(shots.loc[shots["task"] == t, column].mean()) for t in tasks}
-                for key, column in (("oneshot_dice", "oneshot_dice"), ("best_checkpoint_dice", "best_checkpoint_dice"),
-                                    ("noise_dice", "noise_dice"), ("lookup_dice", "lookup_dice"))}
-    pooled = aligned[aligned["run"] == "pooled"] if len(aligned) else aligned
-    per_task["alignment_r2"] = {t: _number(pooled.loc[(pooled["task"] == t) & (pooled["region"] == t), "r2"].iloc[0])
-                                for t in tasks if ((pooled["task"] == t) & (pooled["region"] == t)).any()}
-
-    def best(pattern: str) -> float | None:
-        values = unified.loc[unified["method"].str.fullmatch(pattern), "mean_dice"] if len(unified) else []
-        return _number(max(values)) if len(values) else None
-
-    return {**per_task, "novelty_ratio": _number(shots.loc[shots["task"].isin(tasks), "novelty_ratio"].median()),
-            "unified_mean_dice": best(re.escape(criteria.UNIFIED)),
-            "best_merge_mean_dice": best(f"({criteria.MERGES}).*"),
-            "multitask_adam_mean_dice": best(re.escape(criteria.MULTITASK_ADAM))}
+    def insample(self) -> pd.DataFrame:
+        """Draws from training parents: G.pt saw these starts, so they are in-sample and reported apart."""
+        draws = self.samples[self.samples["kind"] == "insample"]
+        return draws[["start", "task", "task_prompt", "task_dice", "task_dice_val", "d_nearest"]].rename(
+            columns={"task_prompt": "prompt", "task_dice": "oneshot_dice", "task_dice_val": "oneshot_dice_val"}
+        ).reset_index(drop=True)
 
 
 def _dice_at(curve: pd.DataFrame, step: int) -> float:
@@ -297,26 +292,48 @@ def _dice_at(curve: pd.DataFrame, step: int) -> float:
 
 def _number(value) -> float | None:
     """A float for JSON, None for NaN."""
-    return None if value is None or np.isnan(value) else float(value)
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def headline(tables: dict[str, pd.DataFrame], tasks: list[str], seed: int) -> dict:
+    """Per task: the mean one-shot Dice over held-out parents x draws with its bootstrap CI, Adam's and each
+    memoriser's mean, G.pt's and the lookup's R² (all whole test volumes)."""
+    shots, aligned = tables["oneshot"], tables["alignment"]
+    out = {}
+    for task in tasks:
+        s = shots[shots["task"] == task] if len(shots) else shots
+        if s.empty:
+            continue
+        mean, low, high = mean_ci(s["oneshot_dice"], seed)
+        a = aligned[aligned["task"] == task] if len(aligned) else aligned
+        out[task] = {"oneshot_dice": _number(mean), "oneshot_ci": [_number(low), _number(high)], "draws": len(s),
+                     "parents": int(s["start"].nunique()), "adam_best_dice": _number(s["adam_best_dice"].mean()),
+                     **{f"{m}_dice": _number(s[f"{m}_dice"].mean()) for m in MEMORISERS},
+                     "novelty_ratio": _number(s["novelty_ratio"].median()),
+                     "r2": _number(a["r2"].iloc[0]) if len(a) else None,
+                     "r2_lookup": _number(a["r2_lookup"].iloc[0]) if len(a) else None}
+    return out
 
 
 def write_evaluation(evaluation: Evaluation, gpt_sidecar: dict, loss: pd.DataFrame | None, out: Path) -> dict:
     """Every table, figure, the criteria and the summary into the new folder ``out`` (all or nothing);
     ``loss`` is G.pt's loss curve (for its figure)."""
-    shots = evaluation.oneshot()
-    curves, tuned = evaluation.finetune(shots)
-    tables = {"samples": evaluation.samples, "alignment": evaluation.alignment(), "oneshot": shots,
+    curves, tuned = evaluation.finetune()
+    tables = {"samples": evaluation.samples, "oneshot": evaluation.oneshot(), "alignment": evaluation.alignment(),
               "finetune": tuned, "finetune_curves": curves, "unification": evaluation.unification(),
-              "stress": evaluation.stress()}
-    verdicts = criteria.judge(tables, headline_tasks(evaluation.zoo))
+              "insample": evaluation.insample()}
+    tasks = evaluation.tasks
+    verdicts = criteria.judge(tables, [t for t in tasks if t != ALL], evaluation.seed)
     tables["criteria"] = verdicts
     zoo = evaluation.zoo
-    summary = {"train_runs": len(zoo.select("train")), "heldout_runs": len(zoo.select("heldout")),
-               "stress_runs": len(zoo.select("stress")), "train_checkpoints": gpt_sidecar["train_checkpoints"],
+    summary = {"train_runs": len(zoo.select("train")), "insample_runs": len(zoo.select("insample")),
+               "heldout_runs": len(zoo.select("heldout")), "train_parents": len(zoo.starts("train")),
+               "heldout_parents": len(zoo.starts("heldout")), "train_checkpoints": gpt_sidecar["train_checkpoints"],
+               "aligned": bool(gpt_sidecar["gpt_config"].get("align")),
                "gpt_parameters": gpt_sidecar["parameters"], "gpt_train_seconds": gpt_sidecar["seconds"],
                "sample_seconds_one_network": evaluation.sample_seconds, "learned_regions": evaluation.learned,
                "not_learned_regions": [r for r in zoo.regions if r not in evaluation.learned],
-               **headline(tables, headline_tasks(zoo)),
+               "per_task": headline(tables, tasks, evaluation.seed),
                "criteria_passed": int(verdicts["passed"].sum()), "criteria_total": len(verdicts),
                "criteria": verdicts.replace({np.nan: None}).to_dict(orient="records")}
     write_evaluation_folder(out, tables, summary, lambda folder: figures.write_all(tables, zoo.regions, folder, loss))

@@ -15,7 +15,7 @@ import pandas as pd
 
 from segzoo.io import output_dir, read_json, write_json
 
-TABLES = ("samples", "alignment", "oneshot", "finetune", "finetune_curves", "unification", "stress", "criteria")
+TABLES = ("samples", "oneshot", "alignment", "finetune", "finetune_curves", "unification", "insample", "criteria")
 SUMMARY = "summary.json"
 FIGURES = "figures.json"
 
@@ -46,7 +46,7 @@ class EvaluationFolder:
         return self.folder / f"{name}.csv"
 
     def table(self, name: str) -> pd.DataFrame:
-        """A table (an empty frame for a table with no rows, e.g. no stress test under per_seed)."""
+        """A table (an empty frame for a table with no rows, e.g. no in-sample draw)."""
         try:
             return pd.read_csv(self.table_file(name))
         except pd.errors.EmptyDataError:

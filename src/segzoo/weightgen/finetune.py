@@ -1,7 +1,7 @@
-"""A generated network as an initialisation: Adam from it vs Adam from the start, scored on the test patches.
+"""A generated network as an initialisation: Adam from it vs Adam from its start, scored on the test patches.
 
 Both curves are the zoo's own training (the zoo engine: same task, learning rate and data seed as the held-out
-run), scored on the test batch at every step up to 10 and every 5th step after.
+parent's run), scored on the test batch at every step up to 10 and every 5th step after.
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ import torch
 from segzoo.weightgen.engine import Member
 from segzoo.weightgen.scoring import Scorer
 from segzoo.weightgen.zoo import Zoo
-
-STEPS = (5, 10, 25)  # Adam steps from the one-shot network at which its Dice is reported
-
 
 def scored_steps(steps: int) -> set[int]:
     return set(range(min(steps, 10) + 1)) | set(range(0, steps + 1, 5)) | {steps}

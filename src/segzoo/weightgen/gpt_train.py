@@ -1,8 +1,10 @@
-"""``segzoo gpt-train``: fit G.pt on the zoo's training runs (held-out and stress runs are never loaded).
+"""``segzoo gpt-train``: fit G.pt on the zoo's training runs (held-out and in-sample runs are never loaded).
 
 A training example is a pair from one run: a starting checkpoint i and a later (or the same)
 checkpoint j >= i, both as normalised changes from the run's start, ``x = (θ − θ_start) / σ_layer``
-(σ fitted on the training runs' changes). The model sees x_j noised to a random diffusion step, x_i,
+(σ fitted on the training runs' changes). Under ``gpt.align`` every training parent's channels are first permuted to match the first training parent's
+(:mod:`segzoo.weightgen.symmetry`), its runs with it (the same functions), and the first parent is kept as the
+reference that new starts are aligned to when sampling. The model sees x_j noised to a random diffusion step, x_i,
 the start's own weights, i's and j's validation Dice per region and the run's task, and learns to
 return x_j (MONAI ``DDPMScheduler``, prediction type "sample", MSE). A share of the pairs start at the
 start itself (i = 0), the situation one-shot generation is used in. An exponential moving average of
@@ -14,7 +16,7 @@ under bfloat16 autocast (``gpt.bf16``). Example k is drawn from
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ from segzoo.determinism import make_deterministic
 from segzoo.tracking import tracker
 from segzoo.weightgen.gpt import GPT, noise_schedule
 from segzoo.weightgen.layer_scale import LayerScale
+from segzoo.weightgen.symmetry import Symmetry, zoo_symmetry
 from segzoo.weightgen.zoo import Zoo, ZooRun
 
 
@@ -41,6 +44,20 @@ class TrainedGPT:
     tasks: list[str]
     regions: list[str]
     sidecar: dict
+    reference: torch.Tensor | None = None  # [P]: the start every start is aligned to (gpt.align), else None
+    symmetry: Symmetry | None = None
+
+    def canonical(self, start_params: torch.Tensor) -> tuple[torch.Tensor, dict | None]:
+        """A start [P] in G.pt's coordinates (its channels matched to the reference; unchanged without
+        alignment) and the permutation that did it (None without alignment)."""
+        if self.reference is None:
+            return start_params, None
+        perm = self.symmetry.match(self.reference, start_params)
+        return self.symmetry.apply(start_params, perm), perm
+
+    def restore(self, params: torch.Tensor, perm: dict | None) -> torch.Tensor:
+        """Generated parameters [..., P] back in their own start's channel order."""
+        return params if perm is None else self.symmetry.apply(params, Symmetry.inverse(perm))
 
     def origin(self, start_params: torch.Tensor) -> torch.Tensor:
         """θ_start [B, P] → the origin tokens' input [B, P] (float32)."""
@@ -70,8 +87,21 @@ def train_gpt(zoo: Zoo, gpt_config: dict, seed: int, out: Path, device: str = "c
     return sidecar  # a tracking failure raises before this: `segzoo gpt-train` then removes the outputs
 
 
+def aligned_runs(zoo: Zoo, runs: list[ZooRun]) -> tuple[list[ZooRun], torch.Tensor]:
+    """``runs`` with every start's channels matched to the first start's (each run permuted with its start), and
+    that reference start [P]."""
+    symmetry = zoo_symmetry(zoo.architecture, zoo.layout, zoo.regions)
+    starts = {r.start: r.start_params for r in sorted(runs, key=lambda r: (len(r.start), r.start))}
+    reference = next(iter(starts.values()))
+    perms = {name: symmetry.match(reference, params) for name, params in starts.items()}
+    return [replace(r, params=symmetry.apply(r.params, perms[r.start])) for r in runs], reference
+
+
 def _train_gpt(zoo: Zoo, gpt_config: dict, seed: int, out: Path, device: str, track) -> dict:
     runs = zoo.select("train")
+    reference = None
+    if gpt_config.get("align"):
+        runs, reference = aligned_runs(zoo, runs)
     tasks = sorted({r.task for r in runs})
     scale = LayerScale.fit(zoo.layout, [r.params - r.start_params for r in runs])
     origin_scale = LayerScale.fit(zoo.layout, [s[None] for s in _starts(runs)])
@@ -122,16 +152,25 @@ def _train_gpt(zoo: Zoo, gpt_config: dict, seed: int, out: Path, device: str, tr
                "train_runs": [r.name for r in runs], "train_checkpoints": len(x),
                "seconds": seconds, "parameters": sum(p.numel() for p in model.parameters()),
                "final_loss": float(np.mean(losses[-max(1, len(losses) // 10):]))}
-    save_checkpoint(out, dict(ema.module.state_dict()), sidecar)
+    tensors = dict(ema.module.state_dict())
+    if reference is not None:
+        tensors[REFERENCE] = reference.clone()
+    save_checkpoint(out, tensors, sidecar)
     curve = pd.DataFrame({"step": np.arange(1, len(losses) + 1), "loss": losses})
     write_text(Path(f"{out}_loss.csv"), curve.to_csv(index=False, float_format="%.6g"))
     return sidecar
 
 
+REFERENCE = "aligned_to_start"  # the G.pt file's extra tensor under gpt.align: the reference start [P]
+
+
 def load_gpt(stem: Path, device: str = "cpu") -> TrainedGPT:
     tensors, sidecar = load_checkpoint(stem)
+    reference = tensors.pop(REFERENCE, None)
     model = GPT.from_config(sidecar["layout"], len(sidecar["regions"]), len(sidecar["tasks"]), sidecar["gpt_config"])
     model.load_state_dict(tensors)
     layout = sidecar["layout"]
+    symmetry = zoo_symmetry(sidecar["architecture"], layout, sidecar["regions"]) if reference is not None else None
     return TrainedGPT(model.to(device).eval(), LayerScale(layout, sidecar["sigma"]),
-                      LayerScale(layout, sidecar["origin_sigma"]), sidecar["tasks"], sidecar["regions"], sidecar)
+                      LayerScale(layout, sidecar["origin_sigma"]), sidecar["tasks"], sidecar["regions"], sidecar,
+                      reference, symmetry)

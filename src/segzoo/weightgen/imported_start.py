@@ -1,6 +1,6 @@
 """``weightgen.init: imported:<folder>``: the zoo spawns from a network imported from nnU-Net.
 
-The first parent is the imported network itself (no parent training); held-out stress parents still grow
+The first parent is the imported network itself (no parent training); held-out parents (and any further training parents) still grow
 from random inits. It works only when the imported network *is* the zoo network: nnU-Net's PlainConvUNet
 with the zoo's widths and convolutions, one sigmoid head per region. A lab's own nnU-Net models (31M-140M
 parameters) are not: G.pt here reads a network as 256-parameter tokens, sized for tens of thousands of
@@ -52,8 +52,6 @@ def start_problems(folder: str, weightgen: dict, regions: list[str] | None) -> l
     elif regions is not None and list(sidecar.get("regions", {})) != list(regions):
         found.append(f"{key}: its heads {list(sidecar.get('regions', {}))} are not the dataset's regions "
                      f"{list(regions)}")
-    if weightgen["parents"] != 1:
-        found.append(f"{key}: weightgen.parents is {weightgen['parents']}; an imported start is one parent")
     return found
 
 

@@ -17,6 +17,7 @@ INHERITED_TRAIN_KEYS = ("augment", "foreground_fraction", "workers", "bf16", "sw
 ZOO_KEYS = ("features", "n_conv_per_stage", "steps", "checkpoints", "batch_size", "patch_size", "val_patches",
             "parent_steps", "parent_lr")
 INDEX_KEYS = ("heldout_seeds", "parents", "max_abs_weight")
+ROLES = ("train", "insample", "heldout")  # what G.pt trains on; kept from it but from a start it saw; never seen
 
 
 IMPORTED_INIT = "imported:"  # weightgen.init imported:<import folder>: the first parent is an imported network
@@ -67,8 +68,13 @@ def problems(weightgen: dict, regions: list[str] | None, dataset: str) -> list[s
         found.append(f"weightgen.heldout_seeds: {missing} not in weightgen.seeds {weightgen['seeds']}")
     if not set(weightgen["seeds"]) - set(weightgen["heldout_seeds"]):
         found.append(f"weightgen.heldout_seeds: every seed of weightgen.seeds {weightgen['seeds']} is held out")
-    if weightgen["init"] != "per_seed" and weightgen["stress"]["parents"] and not weightgen["stress"]["seeds"]:
-        found.append("weightgen.stress.seeds: empty, but stress.parents asks for held-out parents")
+    held = weightgen["heldout_parents"]
+    if weightgen["init"] != "per_seed" and held["count"] and not held["seeds"]:
+        found.append("weightgen.heldout_parents.seeds: empty, but heldout_parents.count asks for held-out parents")
+    if weightgen["init"] != "per_seed" and not held["count"]:
+        found.append("weightgen.heldout_parents.count: 0; every one-shot network starts from a held-out parent")
+    if weightgen["init"] == "per_seed" and not weightgen["heldout_seeds"]:
+        found.append("weightgen.heldout_seeds: empty; under per_seed the held-out seeds are the held-out starts")
     folder = imported_start(weightgen["init"])
     if folder is not None:
         from segzoo.weightgen.imported_start import start_problems
@@ -78,13 +84,13 @@ def problems(weightgen: dict, regions: list[str] | None, dataset: str) -> list[s
 
 
 def arms(weightgen: dict) -> list[tuple[str, list[int]]]:
-    """(arm, seeds): each training start with every seed, each held-out parent with the stress seeds;
+    """(arm, seeds): each training start with every seed, each held-out parent with its own seeds;
     per_seed has one arm whose runs start from their own seed's init."""
     if weightgen["init"] == "per_seed":
         return [("per_seed", list(weightgen["seeds"]))]
-    n, stress = weightgen["parents"], weightgen["stress"]
+    n, held = weightgen["parents"], weightgen["heldout_parents"]
     return ([(start_name(weightgen["init"], k), list(weightgen["seeds"])) for k in range(n)]
-            + [(start_name(weightgen["init"], k), list(stress["seeds"])) for k in range(n, n + stress["parents"])])
+            + [(start_name(weightgen["init"], k), list(held["seeds"])) for k in range(n, n + held["count"])])
 
 
 def members(weightgen: dict, tasks: list[str], seeds: list[int]) -> list[dict]:

@@ -1,15 +1,16 @@
 """``segzoo gpt-sample``: one-shot networks from G.pt (DDIM, MONAI ``DDIMScheduler``) for evaluation prompts.
 
-Every network is sampled from a run's start (the parent, or the run's random init) in one shot: the
-starting checkpoint is the start itself (x = 0) and its metrics are the start's validation Dice.
-Prompts, one table row each (all from the *validation* metrics of the training zoo; no test number):
+Every network is sampled from a start in one shot: the starting checkpoint is the start itself (x = 0) and
+its metrics are the start's validation Dice. Under ``gpt.align`` the start is first permuted into G.pt's
+channel order and the sample permuted back. Prompts, one table row each (all from the *validation* metrics
+of the training zoo; no test number):
 
-- ``align``  per held-out run: its task's regions prompted at quantiles (10 %..100 %) of the training
-  checkpoints' Dice for that task;
-- ``best``   per held-out run: the best Dice of any training checkpoint of the task (the one-shot headline);
-- ``unify``  per held-out multi-task run: every region at its best Dice among the multi-task
-  training checkpoints, task ``all``;
-- ``stress`` per run of a held-out parent: ``best`` from that parent (G.pt never saw it).
+- ``oneshot``   per held-out parent, task and draw (``sample.draws``, each its own noise): the best val Dice of
+  any training checkpoint of the task (the headline; task ``all`` is the one network for every region);
+- ``align``     per task, ``sample.prompts`` quantiles (10 %..100 %) of the training checkpoints' val Dice for
+  the task, spread over the held-out parents in turn;
+- ``insample``  per training parent (the first ``sample.insample_parents``) and task: the ``oneshot`` prompt
+  from a start G.pt was trained on, reported apart as in-sample.
 
 A prompt names every region, but a single-task run never aims at the regions it does not train; so
 those are filled from the zoo: they take the values of the training checkpoint of the same task
@@ -33,15 +34,27 @@ from segzoo.weightgen.gpt import noise_schedule
 from segzoo.weightgen.gpt_train import TrainedGPT
 from segzoo.weightgen.zoo import ALL, Zoo, task_regions
 
-KINDS = ("align", "best", "unify", "stress")
+KINDS = ("oneshot", "align", "insample")
 
 
 @torch.no_grad()
 def generate(gpt: TrainedGPT, start_params: torch.Tensor, tasks: list[str], *, start_metrics: torch.Tensor,
-             target_metrics: torch.Tensor, ddim_steps: int, generator: torch.Generator) -> torch.Tensor:
-    """Parameters [B, P] from starts ``start_params`` [B, P] for the prompts (metrics [B, R])."""
+             target_metrics: torch.Tensor, ddim_steps: int, generator: torch.Generator,
+             guidance: float = 1.0) -> torch.Tensor:
+    """Parameters [B, P] from starts ``start_params`` [B, P] for the prompts (metrics [B, R]).
+
+    ``guidance`` w ≠ 1: guidance on the prompt, ``null + w (prompted − null)``, where the null prediction is
+    G.pt's for the start's own metrics as the target (G.pt is not trained with prompt dropout, so "no
+    improvement asked" stands in for the unconditional model)."""
     model = gpt.model
     dev = next(model.parameters()).device
+    canonical = {}  # a start's bytes -> (its aligned form, the permutation): each distinct start matched once
+    for row in start_params:
+        key = row.numpy().tobytes()
+        if key not in canonical:
+            canonical[key] = gpt.canonical(row)
+    keys = [row.numpy().tobytes() for row in start_params]
+    start_params = torch.stack([canonical[k][0] for k in keys])
     sampler = noise_schedule(model.diffusion_steps, ddim_steps)
     zero = torch.zeros(start_params.shape, device=dev)
     origin = gpt.origin(start_params).to(dev)
@@ -49,9 +62,14 @@ def generate(gpt: TrainedGPT, start_params: torch.Tensor, tasks: list[str], *, s
     start_metrics, target_metrics = start_metrics.float().to(dev), target_metrics.float().to(dev)
     x = torch.randn(start_params.shape, generator=generator).to(dev)
     for t in sampler.timesteps:
-        clean = model(x, zero, origin, torch.full((len(x),), int(t), device=dev), task, start_metrics, target_metrics)
+        step = torch.full((len(x),), int(t), device=dev)
+        clean = model(x, zero, origin, step, task, start_metrics, target_metrics)
+        if guidance != 1.0:
+            null = model(x, zero, origin, step, task, start_metrics, start_metrics)
+            clean = null + guidance * (clean - null)
         x, _ = sampler.step(clean, int(t), x)
-    return gpt.scale.decode(x.cpu(), start_params)
+    params = gpt.scale.decode(x.cpu(), start_params)
+    return torch.stack([gpt.restore(p, canonical[k][1]) for p, k in zip(params, keys)])
 
 
 def lookup(zoo: Zoo, task: str, target: np.ndarray) -> tuple[str, int]:
@@ -77,29 +95,28 @@ def fill_untrained(zoo: Zoo, task: str, target: np.ndarray) -> np.ndarray:
     return filled
 
 
-def evaluation_prompts(zoo: Zoo, tasks: list[str], count: int) -> pd.DataFrame:
-    """One row per network to sample: kind, run (whose start it uses), task, quantile, prompt per region."""
+def evaluation_prompts(zoo: Zoo, tasks: list[str], sample_config: dict) -> pd.DataFrame:
+    """One row per network to sample: kind, start (whose weights it starts from), task, draw, quantile, prompt per
+    region."""
     rows = []
+    held = list(zoo.starts("heldout"))
+    seen = list(zoo.starts("train"))[:sample_config["insample_parents"]]
 
-    def add(kind: str, run, task: str, quantile: float, target: np.ndarray):
-        rows.append({"kind": kind, "run": run.name, "task": task, "quantile": quantile,
+    def add(kind: str, start: str, task: str, draw: int, quantile: float, target: np.ndarray):
+        rows.append({"kind": kind, "start": start, "task": task, "draw": draw, "quantile": quantile,
                      **{f"prompt_{n}": float(v) for n, v in zip(zoo.regions, fill_untrained(zoo, task, target))}})
 
-    def quantile_target(task: str, q: float) -> np.ndarray:
+    for task in [t for t in tasks if zoo.select("train", t)]:
+        best = _best_target(zoo, task)
+        for start in held:
+            for draw in range(sample_config["draws"]):
+                add("oneshot", start, task, draw, 1.0, best)
         dice = np.concatenate([r.dice for r in zoo.select("train", task)])
-        return np.quantile(dice, q, axis=0)
-
-    for run in zoo.select("heldout"):
-        if run.task not in tasks:
-            continue
-        for q in np.linspace(0.1, 1.0, count):
-            add("align", run, run.task, float(q), quantile_target(run.task, q))
-        add("best", run, run.task, 1.0, _best_target(zoo, run.task))
-        if run.task == ALL:
-            add("unify", run, ALL, 1.0, quantile_target(ALL, 1.0))
-    for run in zoo.select("stress"):
-        if run.task in tasks:
-            add("stress", run, run.task, 1.0, _best_target(zoo, run.task))
+        for i, q in enumerate(np.linspace(0.1, 1.0, sample_config["prompts"])):
+            if held:
+                add("align", held[i % len(held)], task, 0, float(q), np.quantile(dice, q, axis=0))
+        for start in seen:
+            add("insample", start, task, 0, 1.0, best)
     return pd.DataFrame(rows)
 
 
@@ -112,7 +129,8 @@ def _best_target(zoo: Zoo, task: str) -> np.ndarray:
 
 def sample_prompts(gpt: TrainedGPT, zoo: Zoo, prompts: pd.DataFrame, ddim_steps: int, seed: int) -> torch.Tensor:
     """Every prompt in one batch: parameters [N, P], row k for prompt row k."""
-    runs = [zoo.runs[r] for r in prompts["run"]]
+    starts = {**zoo.starts("train"), **zoo.starts("heldout")}
+    runs = [starts[s] for s in prompts["start"]]
     start = torch.stack([r.start_params for r in runs])
     start_metrics = torch.tensor(np.stack([r.dice[0] for r in runs]))
     target = torch.tensor(prompts[[f"prompt_{n}" for n in zoo.regions]].to_numpy(np.float32))
@@ -123,13 +141,14 @@ def sample_prompts(gpt: TrainedGPT, zoo: Zoo, prompts: pd.DataFrame, ddim_steps:
 def write_samples(gpt: TrainedGPT, zoo: Zoo, sample_config: dict, seed: int, out: Path) -> dict:
     """Sample every evaluation prompt; write ``<out>.safetensors|json`` (params [N, P]) and ``<out>.csv``
     (one prompt row per network); return the sidecar."""
-    prompts = evaluation_prompts(zoo, gpt.tasks, sample_config["prompts"])
-    if prompts.empty:
-        raise SegzooError("the zoo has no held-out run of a task G.pt was trained on; nothing to sample")
+    prompts = evaluation_prompts(zoo, gpt.tasks, sample_config)
+    if prompts.empty or not (prompts["kind"] == "oneshot").any():
+        raise SegzooError("the zoo has no held-out parent (weightgen.heldout_parents) with runs of a task G.pt was "
+                          "trained on; nothing to sample")
     params = sample_prompts(gpt, zoo, prompts, sample_config["ddim_steps"], seed)
     began = time.perf_counter()  # one network alone: the fair comparison with Adam's wall time
     sample_prompts(gpt, zoo, prompts.iloc[:1], sample_config["ddim_steps"], seed)
-    sidecar = {"networks": len(params), "ddim_steps": sample_config["ddim_steps"],
+    sidecar = {"networks": len(params), "ddim_steps": sample_config["ddim_steps"], "aligned": gpt.reference is not None,
                "single_network_seconds": time.perf_counter() - began,
                # what a sample is, so one can be run or exported on its own (segzoo nnunet-export)
                "regions": zoo.regions, "layout": zoo.layout, "architecture": zoo.architecture}

@@ -82,3 +82,8 @@ class Scorer:
                                    patch_size=self.settings["patch_size"], sw_batch_size=4, device=self.device)
         with np.errstate(all="ignore"):
             return np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in per_case.T])
+
+    def volume_dice_many(self, vectors: torch.Tensor) -> np.ndarray:
+        """:meth:`volume_dice` of K networks [K, P]: [K, R] (one network at a time: on the CPU the grouped forward is
+        no faster, bench/RESULTS.md)."""
+        return np.stack([self.volume_dice(v) for v in vectors]) if len(vectors) else np.zeros((0, len(self.regions)))

@@ -7,9 +7,11 @@ Starts (``weightgen.init``); start k's random init is drawn from ``(config seed,
 - ``shared``   start k is init k itself, untrained.
 - ``per_seed`` every run starts from its own seed's init (k = the run's seed): G.pt's own protocol.
 
-Starts 0 .. ``parents``-1 carry the zoo; the next ``stress.parents`` starts are *held-out parents*
-(grown the same way from new inits, with a few child runs) for the stress test. A run's seed drives
-only its data order, augmentation and snapshot steps.
+Starts 0 .. ``parents``-1 are the *training parents*: G.pt trains on their children. The next
+``heldout_parents.count`` starts are *held-out parents*, grown the same way from their own inits, with
+child runs (``heldout_parents.seeds``) on every task: G.pt never sees them, every reported one-shot
+network starts from one, and their children are what Adam reaches from them. A run's seed drives only
+its data order, augmentation and snapshot steps.
 
 Files under ``results/zoo/<dataset>/``::
 
@@ -44,10 +46,9 @@ from segzoo.tracking import tracker
 from segzoo.models.flat import flatten, layout_of, unflatten
 from segzoo.weightgen.network import network_options, zoo_model
 from segzoo.weightgen.engine import Engine, Member
-from segzoo.weightgen.plan import ALL, imported_start, run_file, start_index, start_name, task_regions
+from segzoo.weightgen.plan import ALL, ROLES, imported_start, run_file, start_index, start_name, task_regions
 from segzoo.weightgen.scoring import Batch
 
-ROLES = ("train", "heldout", "stress")
 
 
 def random_init(settings: dict, pre: Preprocessed, data_seed: int, k: int) -> torch.Tensor:
@@ -237,11 +238,14 @@ def run_name(path: Path) -> str:
 
 
 def role_of(arm: str, seed: int, heldout_seeds: list[int], parents: int) -> str:
-    """train, heldout (a held-out data seed; under per_seed also a new init) or stress (a child of a
-    held-out parent: arm k >= ``parents``)."""
+    """heldout (a child of a held-out parent: arm k >= ``parents``; under per_seed a held-out seed, whose init is
+    new too), insample (a training parent's child with a held-out seed: G.pt never sees the run, but saw its
+    start) or train."""
     if arm != "per_seed" and start_index(arm) >= parents:
-        return "stress"
-    return "heldout" if seed in heldout_seeds else "train"
+        return "heldout"
+    if seed in heldout_seeds:
+        return "heldout" if arm == "per_seed" else "insample"
+    return "train"
 
 
 def write_index(job_dirs: list[Path], out_csv: Path, out_summary: Path, max_abs: float, heldout_seeds: list[int],
@@ -308,8 +312,17 @@ class Zoo:
     architecture: dict
     runs: dict[str, ZooRun] = field(default_factory=dict)
 
-    def select(self, role: str, task: str | None = None) -> list[ZooRun]:
-        return [r for _, r in sorted(self.runs.items()) if r.role == role and (task is None or r.task == task)]
+    def select(self, role: str, task: str | None = None, start: str | None = None) -> list[ZooRun]:
+        return [r for _, r in sorted(self.runs.items())
+                if r.role == role and (task is None or r.task == task) and (start is None or r.start == start)]
+
+    def starts(self, role: str) -> dict[str, ZooRun]:
+        """Each distinct start of the runs of ``role`` (a parent, or an init), with one of its runs (whose row 0
+        holds the start's weights and val Dice), in start order."""
+        found = {}
+        for run in self.select(role):
+            found.setdefault(run.start, run)
+        return dict(sorted(found.items(), key=lambda item: (len(item[0]), item[0])))
 
     @property
     def tasks(self) -> list[str]:
