@@ -1,11 +1,16 @@
-"""The weight-generation stage on one GPU machine without Snakemake: the CLI verbs the rules run, zoo jobs
-several at a time on the one GPU, and the init-scaling arm (G.pt trained on 16, 64, ... per_seed inits).
+"""The weight-generation stage on one GPU machine (or the CPU) without Snakemake: the CLI verbs the rules run, zoo
+jobs several at a time, and the init-scaling arm (G.pt trained on the first 4, 8, ... training parents, or
+per_seed inits, and judged from the same held-out parents).
 
     # on a machine with the project installed: the resolved configuration, as JSON
     .venv/bin/python bench/weightgen_gpu.py --resolve config.yaml presets/gpu.yaml presets/gpu_lent.yaml > wg.json
     # on the GPU machine (segzoo importable, e.g. PYTHONPATH=src):
     python bench/weightgen_gpu.py --config wg.json --workdir /tmp/wg --parallel 8 --device cuda
     python bench/weightgen_gpu.py --config wg.json --workdir /tmp/wg --init-scaling 16,64,256,1024
+    # the CPU arm: the demo's zoo with 32 training parents
+    .venv/bin/python bench/weightgen_gpu.py --resolve config.yaml bench/init_scaling_cpu.yaml > wg.json
+    .venv/bin/python bench/weightgen_gpu.py --config wg.json --workdir /tmp/wg-inits --device cpu --parallel 2 \
+        --init-scaling 4,8,16,32
 
 Snakemake gives each GPU job a GPU of its own; here every job shares the one GPU
 (``CUDA_VISIBLE_DEVICES=0``), which is what a small zoo network wants. Prints the time of each phase and
@@ -27,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from segzoo.weightgen import plan  # noqa: E402
+from segzoo.weightgen.evaluate import MEMORISERS  # noqa: E402
 from segzoo.weightgen.evaluation_folder import EvaluationFolder  # noqa: E402
 
 
@@ -111,12 +117,16 @@ class Stage:
 
 
 def subset_index(stage: Stage, n: int) -> Path:
-    """index.csv with the training runs of the first ``n`` training seeds (held-out runs kept), beside the runs."""
+    """index.csv with the training runs of the first ``n`` training starts (parents, or per_seed inits; every
+    held-out and in-sample run kept), beside the runs."""
     import pandas as pd
 
     index = pd.read_csv(stage.zoo / "index.csv")
-    seeds = sorted(s for s in stage.wg["seeds"] if s not in stage.wg["heldout_seeds"])[:n]
-    kept = index[(index["role"] != "train") | index["seed"].isin(seeds)]
+    train = index[index["role"] == "train"]["start"].unique()
+    starts = sorted(train, key=plan.start_index)[:n]
+    if len(starts) < n:
+        sys.exit(f"--init-scaling {n}: the zoo has only {len(starts)} training starts")
+    kept = index[(index["role"] != "train") | index["start"].isin(starts)]
     folder = stage.work / f"inits{n}"
     folder.mkdir()
     (folder / "runs").symlink_to(stage.zoo / "runs")
@@ -133,8 +143,8 @@ def report(stage: Stage, evaluation: Path) -> None:
     for c in EvaluationFolder(evaluation).table("criteria").itertuples():
         print(f"| {'PASS' if c.passed else 'FAIL'} | {c.criterion} | {c.task} | {c.detail} |")
     shots = EvaluationFolder(evaluation).table("oneshot")
-    print("\n" + shots.groupby("task")[["oneshot_dice", "best_checkpoint_dice", "own_final_dice", "noise_dice",
-                                          "lookup_dice", "novelty_ratio"]].mean().to_markdown(floatfmt=".3f"))
+    print("\n" + shots.groupby("task")[["oneshot_dice", "adam_best_dice", *[f"{m}_dice" for m in MEMORISERS],
+                                          "novelty_ratio"]].mean().to_markdown(floatfmt=".3f"))
 
 
 def main() -> None:
@@ -167,11 +177,34 @@ def main() -> None:
         stage.timed(f"G.pt on {n} inits", stage.gpt, folder / "index.csv", folder)
         shots = EvaluationFolder(folder / "evaluation").table("oneshot")
         for task, group in shots.groupby("task"):
-            rows.append({"inits": n, "task": task, "oneshot_dice": group["oneshot_dice"].mean(),
-                         "best_checkpoint_dice": group["best_checkpoint_dice"].mean(),
-                         "own_final_dice": group["own_final_dice"].mean(), "d_nearest": group["d_nearest"].mean()})
-    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"))
+            rows.append({"training starts": n, "task": task, "oneshot_dice": group["oneshot_dice"].mean(),
+                         "adam_best_dice": group["adam_best_dice"].mean(), "lookup_dice": group["lookup_dice"].mean(),
+                         "nearest_dice": group["nearest_dice"].mean(), "novelty_ratio": group["novelty_ratio"].median(),
+                         "draws": len(group)})
+    table = pd.DataFrame(rows)
+    print(table.to_markdown(index=False, floatfmt=".3f"))
     print("\n" + "\n".join(f"{k}: {v:.0f} s" for k, v in stage.seconds.items()))
+    print(f"\nfigure: {init_scaling_figure(table, stage.work / 'init_scaling.png')}")
+
+
+def init_scaling_figure(table, png: Path) -> Path:
+    """Held-out-parent one-shot Dice against the number of training starts, per task (Adam's level dotted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from segzoo.io import save_figure
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for (task, group), colour in zip(table.groupby("task"), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        ax.plot(group["training starts"], group["oneshot_dice"], marker="o", color=colour, label=f"{task}: G.pt")
+        ax.plot(group["training starts"], group["adam_best_dice"], ls=":", color=colour)
+    ax.set(xscale="log", xlabel="training parents G.pt saw", ylabel="one-shot Dice (test volumes)", ylim=(0, 1),
+           title="from held-out parents (dotted: Adam from them)")
+    ax.set_xticks(sorted(table["training starts"].unique()), [str(n) for n in sorted(table["training starts"].unique())])
+    ax.legend(fontsize=7)
+    return save_figure(fig, png, dpi=90)
 
 
 if __name__ == "__main__":
