@@ -15,6 +15,7 @@ from segzoo.models.flat import flatten, layout_of, load_vector
 from segzoo.models.registry import ZOO_NETWORK, build_model
 from segzoo.checkpoint import save_checkpoint
 from segzoo.weightgen import criteria
+from segzoo.weightgen.audit import Audit
 from segzoo.weightgen.engine import Member
 from segzoo.weightgen.evaluate import Evaluation, val_best
 from segzoo.weightgen.finetune import first_step_reaching
@@ -185,3 +186,15 @@ def test_memoriser_relative_criteria_on_a_real_toy_zoo(toy_zoo):
     above = "one-shot above every memoriser (same parents and prompts, test volumes)"
     share = f"one-shot ≥ {criteria.ONESHOT_SHARE} × Adam from the same held-out parent (test volumes)"
     assert not verdict["lookup"][above] and verdict["better"][above] and verdict["better"][share]
+
+
+def test_the_audit_lists_a_shared_start_once():
+    """Every run of a parent begins at the parent: k copies of it must not pass for the k nearest checkpoints."""
+    start = torch.zeros(4)
+    runs = {f"r{k}": _run(f"r{k}", "sc", np.zeros((3, 3)), params=torch.stack([start, start + k + 1, start + k + 2]))
+            for k in range(3)}
+    zoo = Zoo(REGIONS, [["w", [4]]], {}, runs)
+    audit = Audit(zoo, LayerScale([["w", [4]]], [1.0]), scorer=None, k=3, seed=0)
+    assert len(audit.keys) == 1 + 3 * 2
+    keys, d = audit.nearest(start + 0.1)
+    assert keys[0] == ("r0", 0) and len({tuple(audit.checkpoint(key).tolist()) for key in keys}) == 3

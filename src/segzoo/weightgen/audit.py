@@ -30,8 +30,13 @@ class Audit:
         runs = zoo.select("train")
         self.zoo, self.scorer, self.k = zoo, scorer, k
         self.sigma = scale.per_parameter.float()
-        self.keys = [(r.name, i) for r in runs for i in range(len(r.params))]
-        self.scaled = torch.cat([r.params for r in runs]) / self.sigma  # [N, P]
+        # every run's row 0 is its start: a start shared by many runs is one checkpoint, listed once (else the k
+        # nearest of a network far from every run would be k copies of one parent)
+        first = {}
+        for r in runs:
+            first.setdefault(r.start, r.name)
+        self.keys = [(r.name, i) for r in runs for i in range(len(r.params)) if i or first[r.start] == r.name]
+        self.scaled = torch.stack([zoo.runs[n].params[i] for n, i in self.keys]) / self.sigma  # [N, P]
         self.generator = torch.Generator().manual_seed(seed)
         self._dice: dict[tuple, np.ndarray] = {}
         self._volume: dict[tuple, np.ndarray] = {}
