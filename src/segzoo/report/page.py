@@ -86,11 +86,14 @@ def weightgen_section(folder: Path, rel) -> list[str]:
     audit = [f for f in evaluation.figures() if f["file"] == "audit.png"]
     beside = (f"<figure><img src='{rel(folder / audit[0]['file'])}' alt='{html.escape(audit[0]['caption'])}'>"
               f"<figcaption>{html.escape(audit[0]['caption'])}</figcaption></figure>") if audit else ""
+    def number(value) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
     per_task = "".join(
-        f"<tr><td>{html.escape(t)}</td><td>{v['oneshot_dice']:.3f} [{v['oneshot_ci'][0]:.3f}, {v['oneshot_ci'][1]:.3f}]"
-        f"</td><td>{v['adam_best_dice']:.3f}</td>" + "".join(
-            f"<td>{v[f'{m}_dice']:.3f}</td>" for m in ("lookup", "mean_k", "nearest", "noise")) + "</tr>"
-        for t, v in s["per_task"].items() if v["oneshot_dice"] is not None and v["adam_best_dice"] is not None)
+        f"<tr><td>{html.escape(t)}</td><td>{number(v['oneshot_dice'])} [{number(v['oneshot_ci'][0])}, "
+        f"{number(v['oneshot_ci'][1])}]</td>" + "".join(
+            f"<td>{number(v[f'{m}_dice'])}</td>" for m in ("adam_best", "lookup", "mean_k", "nearest", "noise"))
+        + "</tr>" for t, v in s["per_task"].items())
     parts = ["<h2>Checkpoint diffusion (G.pt)</h2>",
              "<p>Success criteria (thresholds fixed in advance; every task judged, a failed criterion shown "
              "failed), beside the memorisation audit:</p>",

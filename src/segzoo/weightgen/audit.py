@@ -45,7 +45,9 @@ class Audit:
         return self.zoo.runs[key[0]].params[key[1]]
 
     def distances(self, vector: torch.Tensor) -> np.ndarray:
-        return torch.cdist((vector / self.sigma)[None], self.scaled)[0].numpy()
+        # the direct differences, not cdist's |a|² + |b|² − 2ab shortcut, which leaves ~0.2 between identical vectors
+        return torch.cdist((vector / self.sigma).float()[None], self.scaled,
+                           compute_mode="donot_use_mm_for_euclid_dist")[0].numpy()
 
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> float:
         return float(((a - b) / self.sigma).norm())
