@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, required=True, help="a finished run's folder (Snakemake workdir)")
     parser.add_argument("--dataset", default=DATASET)
     parser.add_argument("--draws", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     results = args.workdir / "results"
     from segzoo.config import load_config
@@ -47,7 +48,7 @@ def main() -> None:
     config = load_config(args.workdir / "config.yaml", schema_path=args.workdir / "schemas" / "config.schema.yaml")
     settings = plan.evaluate_settings(config)
     scoring = {**settings["zoo"], "test_patches": settings["test_patches"], "audit": settings["audit"]}
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     pre = Preprocessed(results / "preprocessed" / args.dataset)
     splits = results / "splits" / args.dataset / "splits.json"
     zoo = load_zoo(results / "zoo" / args.dataset / "index.csv")
@@ -79,7 +80,7 @@ def main() -> None:
             tuned = {}
             members = [Member(f"d{i}", task, child.lr, child.seed, plain[i], ADAM_STEPS, {ADAM_STEPS})
                        for i in range(n)]
-            scorer.engine.train(pre, splits, members, settings=scoring, threads=2,
+            scorer.engine.train(pre, splits, members, settings=scoring, threads=args.threads,
                                 on_snapshot=lambda step, group, w: tuned.update({m.name: v.float()
                                                                                  for m, v in zip(group, w)}))
             adam_more = torch.stack([tuned[f"d{i}"] for i in range(n)])

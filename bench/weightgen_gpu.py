@@ -203,6 +203,7 @@ def init_scaling_figure(table, png: Path) -> Path:
     ax.set(xscale="log", xlabel="training parents G.pt saw", ylabel="one-shot Dice (test volumes)", ylim=(0, 1),
            title="from held-out parents (dotted: Adam from them)")
     ax.set_xticks(sorted(table["training starts"].unique()), [str(n) for n in sorted(table["training starts"].unique())])
+    ax.minorticks_off()
     ax.legend(fontsize=7)
     return save_figure(fig, png, dpi=90)
 
