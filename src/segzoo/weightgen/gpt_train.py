@@ -91,7 +91,7 @@ def aligned_runs(zoo: Zoo, runs: list[ZooRun]) -> tuple[list[ZooRun], torch.Tens
     """``runs`` with every start's channels matched to the first start's (each run permuted with its start), and
     that reference start [P]."""
     symmetry = zoo_symmetry(zoo.architecture, zoo.layout, zoo.regions)
-    starts = {r.start: r.start_params for r in sorted(runs, key=lambda r: (len(r.start), r.start))}
+    starts = {name: run.start_params for name, run in zoo.starts("train").items()}  # in start order
     reference = next(iter(starts.values()))
     perms = {name: symmetry.match(reference, params) for name, params in starts.items()}
     return [replace(r, params=symmetry.apply(r.params, perms[r.start])) for r in runs], reference

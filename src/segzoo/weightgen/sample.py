@@ -48,12 +48,11 @@ def generate(gpt: TrainedGPT, start_params: torch.Tensor, tasks: list[str], *, s
     improvement asked" stands in for the unconditional model)."""
     model = gpt.model
     dev = next(model.parameters()).device
+    keys = [row.numpy().tobytes() for row in start_params]
     canonical = {}  # a start's bytes -> (its aligned form, the permutation): each distinct start matched once
-    for row in start_params:
-        key = row.numpy().tobytes()
+    for key, row in zip(keys, start_params):
         if key not in canonical:
             canonical[key] = gpt.canonical(row)
-    keys = [row.numpy().tobytes() for row in start_params]
     start_params = torch.stack([canonical[k][0] for k in keys])
     sampler = noise_schedule(model.diffusion_steps, ddim_steps)
     zero = torch.zeros(start_params.shape, device=dev)
