@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from segzoo.weightgen.evaluate import MEMORISERS
-from segzoo.weightgen.evaluation_folder import EvaluationFolder
+from segzoo.weightgen.evaluation.evaluate import MEMORISERS
+from segzoo.weightgen.evaluation.folder import EvaluationFolder
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = ["Snakefile", "rules", "schemas", "envs", "presets", "profiles", "config.yaml", "src"]

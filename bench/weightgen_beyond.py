@@ -22,13 +22,13 @@ import pandas as pd
 import torch
 
 from segzoo.data.preprocessed import Preprocessed
-from segzoo.weightgen import plan
-from segzoo.weightgen.engine import Member
-from segzoo.weightgen.evaluate import val_best
-from segzoo.weightgen.gpt_train import load_gpt
-from segzoo.weightgen.sample import _best_target, fill_untrained, generate, lookup
-from segzoo.weightgen.scoring import Scorer
-from segzoo.weightgen.zoo import ALL, load_zoo, task_regions
+from segzoo.weightgen.zoo import plan
+from segzoo.weightgen.zoo.engine import Member
+from segzoo.weightgen.evaluation.evaluate import val_best
+from segzoo.weightgen.gpt.train import load_gpt
+from segzoo.weightgen.gpt.sample import _best_target, fill_untrained, generate, lookup
+from segzoo.weightgen.zoo.scoring import Scorer
+from segzoo.weightgen.zoo.runs import ALL, load_zoo, task_regions
 
 DATASET = "Dataset001_SpinalPhantom"
 GUIDANCE = 2.0

@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from segzoo.weightgen import plan  # noqa: E402
-from segzoo.weightgen.evaluate import MEMORISERS  # noqa: E402
-from segzoo.weightgen.evaluation_folder import EvaluationFolder  # noqa: E402
+from segzoo.weightgen.evaluation.evaluate import MEMORISERS  # noqa: E402
+from segzoo.weightgen.evaluation.folder import EvaluationFolder  # noqa: E402
 
 
 def resolve(paths: list[str]) -> None:

@@ -46,12 +46,12 @@ def worker(data: Path, kind: str, runs: int, steps: int, snapshots: int, threads
     from segzoo.config import validate_config
     from segzoo.data.preprocessed import Preprocessed
     from segzoo.models.flat import flatten
-    from segzoo.weightgen import plan
-    from segzoo.weightgen.engine import Engine
+    from segzoo.weightgen.zoo import plan
+    from segzoo.weightgen.zoo.engine import Engine
     from segzoo.train.loss import build_loss
-    from segzoo.weightgen.engine import pooled_dice
-    from segzoo.weightgen.scoring import Batch
-    from segzoo.weightgen.zoo import adam_from, random_init, snapshot_steps, zoo_members
+    from segzoo.weightgen.zoo.engine import pooled_dice
+    from segzoo.weightgen.zoo.scoring import Batch
+    from segzoo.weightgen.zoo.runs import adam_from, random_init, snapshot_steps, zoo_members
 
     config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()), REPO / "schemas" /
                              "config.schema.yaml")
@@ -127,9 +127,9 @@ def drift(data: Path, steps: int = 20) -> list[tuple[str, float]]:
 
     from segzoo.config import validate_config
     from segzoo.data.preprocessed import Preprocessed
-    from segzoo.weightgen import plan
-    from segzoo.weightgen.engine import Engine, Member
-    from segzoo.weightgen.zoo import adam_from, random_init
+    from segzoo.weightgen.zoo import plan
+    from segzoo.weightgen.zoo.engine import Engine, Member
+    from segzoo.weightgen.zoo.runs import adam_from, random_init
 
     config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()), REPO / "schemas" /
                              "config.schema.yaml")
@@ -175,7 +175,7 @@ def gpt_sizes() -> list[dict]:
     from segzoo.config import load_config
     from segzoo.models.registry import ZOO_NETWORK, build_model
     from segzoo.models.flat import layout_of
-    from segzoo.weightgen.gpt import GPT
+    from segzoo.weightgen.gpt.model import GPT
 
     rows = []
     for name in ("config.yaml", "presets/gpu_lent.yaml", "presets/gpu.yaml"):

@@ -20,7 +20,7 @@ from segzoo.errors import SegzooError
 from segzoo.evaluate.lesions import instance_regions
 from segzoo.imports import verb_sources
 from segzoo.interop.nnunet_import import imported_models
-from segzoo.weightgen import plan as zoo_plan
+from segzoo.weightgen.zoo import plan as zoo_plan
 
 try:  # one line per bad key; fills in the schema's defaults
     config.update(validate_config(config, REPO / "schemas" / "config.schema.yaml"))

@@ -15,7 +15,7 @@ import pytest
 from segzoo.models.blocks import count_parameters
 from segzoo.models.registry import build_model
 from segzoo.report.architecture import trace
-from segzoo.weightgen.evaluation_folder import EvaluationFolder
+from segzoo.weightgen.evaluation.folder import EvaluationFolder
 
 from conftest import PHANTOM, snakemake
 

@@ -12,7 +12,7 @@ import pytest
 
 from segzoo.evaluate.stats import compare
 from segzoo.report.summary import region_answers, summary_section
-from segzoo.weightgen.evaluation_folder import EvaluationFolder
+from segzoo.weightgen.evaluation.folder import EvaluationFolder
 
 from conftest import PHANTOM, REPO, run_segzoo
 

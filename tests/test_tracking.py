@@ -24,8 +24,8 @@ from segzoo.cli import main
 from segzoo.config import load_config
 from segzoo.errors import SegzooError
 from segzoo.train.loop import Run, train
-from segzoo.weightgen.gpt_train import train_gpt
-from segzoo.weightgen.zoo import load_zoo, train_zoo_job, write_index
+from segzoo.weightgen.gpt.train import train_gpt
+from segzoo.weightgen.zoo.runs import load_zoo, train_zoo_job, write_index
 
 from conftest import REPO, prepared_phantom
 

@@ -16,18 +16,18 @@ from segzoo.errors import SegzooError
 from segzoo.io import read_json
 from segzoo.models.registry import ZOO_NETWORK, build_model
 from segzoo.checkpoint import load_checkpoint, save_checkpoint
-from segzoo.weightgen import merge
-from segzoo.weightgen import plan as zoo_plan
-from segzoo.weightgen.audit import Audit
-from segzoo.weightgen.evaluate import r_squared
-from segzoo.weightgen.evaluation_folder import EvaluationFolder
-from segzoo.weightgen.gpt import GPT, Tokenizer
-from segzoo.weightgen.gpt_train import load_gpt, train_gpt
+from segzoo.weightgen.evaluation import merge
+from segzoo.weightgen.zoo import plan as zoo_plan
+from segzoo.weightgen.evaluation.audit import Audit
+from segzoo.weightgen.evaluation.evaluate import r_squared
+from segzoo.weightgen.evaluation.folder import EvaluationFolder
+from segzoo.weightgen.gpt.model import GPT, Tokenizer
+from segzoo.weightgen.gpt.train import load_gpt, train_gpt
 from segzoo.models.flat import flatten, layout_of, load_vector, unflatten
-from segzoo.weightgen.layer_scale import LayerScale
-from segzoo.weightgen.sample import generate, lookup
-from segzoo.weightgen.scoring import Scorer
-from segzoo.weightgen.zoo import (Zoo, ZooRun, load_zoo, random_init, train_start, train_zoo_job, write_index)
+from segzoo.weightgen.zoo.layer_scale import LayerScale
+from segzoo.weightgen.gpt.sample import generate, lookup
+from segzoo.weightgen.zoo.scoring import Scorer
+from segzoo.weightgen.zoo.runs import (Zoo, ZooRun, load_zoo, random_init, train_start, train_zoo_job, write_index)
 
 from conftest import PHANTOM, REPO, prepared_phantom, run_segzoo, snakemake, workflow_copy
 

@@ -14,16 +14,16 @@ from segzoo.config import load_config
 from segzoo.models.flat import flatten, layout_of, load_vector
 from segzoo.models.registry import ZOO_NETWORK, build_model
 from segzoo.checkpoint import save_checkpoint
-from segzoo.weightgen import criteria
-from segzoo.weightgen.audit import Audit
-from segzoo.weightgen.engine import Member
-from segzoo.weightgen.evaluate import Evaluation, val_best
-from segzoo.weightgen.finetune import first_step_reaching
-from segzoo.weightgen.layer_scale import LayerScale
-from segzoo.weightgen.sample import evaluation_prompts, lookup
-from segzoo.weightgen.scoring import Scorer
-from segzoo.weightgen.symmetry import Symmetry
-from segzoo.weightgen.zoo import Zoo, ZooRun, load_zoo, random_init, train_zoo_job, write_index
+from segzoo.weightgen.evaluation import criteria
+from segzoo.weightgen.evaluation.audit import Audit
+from segzoo.weightgen.zoo.engine import Member
+from segzoo.weightgen.evaluation.evaluate import Evaluation, val_best
+from segzoo.weightgen.evaluation.finetune import first_step_reaching
+from segzoo.weightgen.zoo.layer_scale import LayerScale
+from segzoo.weightgen.gpt.sample import evaluation_prompts, lookup
+from segzoo.weightgen.zoo.scoring import Scorer
+from segzoo.weightgen.zoo.symmetry import Symmetry
+from segzoo.weightgen.zoo.runs import Zoo, ZooRun, load_zoo, random_init, train_zoo_job, write_index
 
 from conftest import REPO, prepared_phantom
 

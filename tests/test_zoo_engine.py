@@ -15,10 +15,10 @@ import torch
 from segzoo.checkpoint import load_checkpoint
 from segzoo.config import load_config
 from segzoo.models.flat import layout_of
-from segzoo.weightgen.engine import Engine, Member, pooled_dice
-from segzoo.weightgen.network import zoo_model
-from segzoo.weightgen.scoring import Batch
-from segzoo.weightgen.zoo import adam_from, random_init, snapshot_steps, train_zoo_job, write_index
+from segzoo.weightgen.zoo.engine import Engine, Member, pooled_dice
+from segzoo.weightgen.zoo.network import zoo_model
+from segzoo.weightgen.zoo.scoring import Batch
+from segzoo.weightgen.zoo.runs import adam_from, random_init, snapshot_steps, train_zoo_job, write_index
 
 from conftest import REPO, prepared_phantom
 

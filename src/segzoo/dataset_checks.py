@@ -3,7 +3,7 @@
 The dataset is described from what is cheap to read at that moment: ``dataset.json`` (channels, regions) and
 the NIfTI headers of the training images (shapes and spacings, no voxel data), or the phantom's settings.
 Each problem is one line naming the config key and the dataset's actual values. The zoo's own keys are checked
-by :func:`segzoo.weightgen.plan.problems`.
+by :func:`segzoo.weightgen.zoo.plan.problems`.
 """
 
 from __future__ import annotations

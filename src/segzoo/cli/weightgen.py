@@ -17,7 +17,7 @@ def _zoo_start(args: argparse.Namespace) -> None:
     settings = json_settings(args.settings, "zoo", "init")
     with new_files(*paths(args.out)):
         device = claim_device(args.device)
-        from segzoo.weightgen.zoo import start_index, train_start
+        from segzoo.weightgen.zoo.runs import start_index, train_start
 
         sidecar = train_start(preprocessed(args.data), args.splits, settings["init"], start_index(args.start),
                            settings=settings["zoo"], out=args.out, device=device, threads=args.threads,
@@ -32,7 +32,7 @@ def _zoo(args: argparse.Namespace) -> None:
 
     tracking = parse_tracking(args.tracking)
     device = claim_device(args.device)
-    from segzoo.weightgen.zoo import train_zoo_job
+    from segzoo.weightgen.zoo.runs import train_zoo_job
 
     runs = [{"task": task, "lr": _number(lr, positive), "seed": _number(seed, int)} for task, lr, seed in args.runs]
     sidecars = train_zoo_job(preprocessed(args.data), args.splits, runs, args.start, settings=settings["zoo"],
@@ -55,7 +55,7 @@ def _number(text: str, kind):
 
 
 def _zoo_index(args: argparse.Namespace) -> None:
-    from segzoo.weightgen.zoo import write_index
+    from segzoo.weightgen.zoo.runs import write_index
 
     settings = json_settings(args.settings, "heldout_seeds", "parents", "max_abs_weight")
     summary = write_index(args.jobs, args.index, args.summary, settings["max_abs_weight"], settings["heldout_seeds"],
@@ -74,8 +74,8 @@ def _gpt_train(args: argparse.Namespace) -> None:
     tracking = parse_tracking(args.tracking)
     with new_files(*paths(args.out), args.out.with_name(args.out.name + "_loss.csv")):
         device = claim_device(args.device)
-        from segzoo.weightgen.gpt_train import train_gpt
-        from segzoo.weightgen.zoo import load_zoo
+        from segzoo.weightgen.gpt.train import train_gpt
+        from segzoo.weightgen.zoo.runs import load_zoo
 
         # a tracking failure raises inside: new_files removes what was written
         sidecar = train_gpt(load_zoo(args.index, roles=("train",)), settings["gpt"], args.seed, args.out, device,
@@ -91,9 +91,9 @@ def _gpt_sample(args: argparse.Namespace) -> None:
     settings = json_settings(args.settings, "sample")
     with new_files(*paths(args.out), args.out.with_name(args.out.name + ".csv")):
         device = claim_device(args.device)
-        from segzoo.weightgen.gpt_train import load_gpt
-        from segzoo.weightgen.sample import write_samples
-        from segzoo.weightgen.zoo import load_zoo
+        from segzoo.weightgen.gpt.train import load_gpt
+        from segzoo.weightgen.gpt.sample import write_samples
+        from segzoo.weightgen.zoo.runs import load_zoo
 
         sidecar = write_samples(load_gpt(args.gpt, device), load_zoo(args.index), settings["sample"], args.seed,
                                 args.out)
@@ -107,7 +107,7 @@ def _gpt_evaluate(args: argparse.Namespace) -> None:
     settings = json_settings(args.settings, "zoo", "test_patches", "audit")
     with new_files(args.out, *([args.summary] if args.summary else [])):
         device = claim_device(args.device)
-        from segzoo.weightgen.evaluate import evaluate_samples
+        from segzoo.weightgen.evaluation.evaluate import evaluate_samples
 
         summary = evaluate_samples(args.gpt, args.samples, args.index, preprocessed(args.data), args.splits,
                                    settings=settings, data_seed=args.data_seed, seed=args.seed, device=device,

@@ -24,7 +24,7 @@ from segzoo.evaluate.report_tables import COMPARISON, PER_CASE
 from segzoo.io import read_json, write_text
 from segzoo.provenance import source_digest
 from segzoo.report.summary import summary_section
-from segzoo.weightgen.evaluation_folder import EvaluationFolder
+from segzoo.weightgen.evaluation.folder import EvaluationFolder
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1150px; color: #222; padding: 0 1rem; }

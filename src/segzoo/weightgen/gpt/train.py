@@ -3,7 +3,7 @@
 A training example is a pair from one run: a starting checkpoint i and a later (or the same)
 checkpoint j >= i, both as normalised changes from the run's start, ``x = (θ − θ_start) / σ_layer``
 (σ fitted on the training runs' changes). Under ``gpt.align`` every training parent's channels are first permuted to match the first training parent's
-(:mod:`segzoo.weightgen.symmetry`), its runs with it (the same functions), and the first parent is kept as the
+(:mod:`segzoo.weightgen.zoo.symmetry`), its runs with it (the same functions), and the first parent is kept as the
 reference that new starts are aligned to when sampling. The model sees x_j noised to a random diffusion step, x_i,
 the start's own weights, i's and j's validation Dice per region and the run's task, and learns to
 return x_j (MONAI ``DDPMScheduler``, prediction type "sample", MSE). A share of the pairs start at the
@@ -28,10 +28,10 @@ from segzoo.io import write_text
 from segzoo.checkpoint import load_checkpoint, save_checkpoint
 from segzoo.determinism import make_deterministic
 from segzoo.tracking import tracker
-from segzoo.weightgen.gpt import GPT, noise_schedule
-from segzoo.weightgen.layer_scale import LayerScale
-from segzoo.weightgen.symmetry import Symmetry, zoo_symmetry
-from segzoo.weightgen.zoo import Zoo, ZooRun
+from segzoo.weightgen.gpt.model import GPT, noise_schedule
+from segzoo.weightgen.zoo.layer_scale import LayerScale
+from segzoo.weightgen.zoo.symmetry import Symmetry, zoo_symmetry
+from segzoo.weightgen.zoo.runs import Zoo, ZooRun
 
 
 @dataclass

@@ -32,8 +32,8 @@ from segzoo.io import read_json
 from segzoo.models.flat import layout_of
 from segzoo.models.grouped import check_template, grouped_forward, stacked
 from segzoo.train.loss import member_region_losses
-from segzoo.weightgen.network import zoo_model
-from segzoo.weightgen.plan import ALL, task_regions
+from segzoo.weightgen.zoo.network import zoo_model
+from segzoo.weightgen.zoo.plan import ALL, task_regions
 
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which the per-run loop uses
 # Networks per scoring forward. Scoring shares one batch of patches (24 in the demo) among the networks; on 2 CPU

@@ -1,7 +1,7 @@
 """The G.pt evaluation folder (``segzoo gpt-evaluate``): the one place that knows its files, writes it and reads it
 back (as :class:`segzoo.data.preprocessed.Preprocessed` is for the preprocessed folder)::
 
-    <table>.csv     one per table of :data:`TABLES` (what each holds: :mod:`segzoo.weightgen.evaluate`)
+    <table>.csv     one per table of :data:`TABLES` (what each holds: :mod:`segzoo.weightgen.evaluation.evaluate`)
     <figure>.png    the figures; figures.json lists them with their captions, in page order
     summary.json    the headline numbers and the criteria, each PASS or FAIL with what was measured
 """

@@ -77,7 +77,7 @@ def problems(weightgen: dict, regions: list[str] | None, dataset: str) -> list[s
         found.append("weightgen.heldout_seeds: empty; under per_seed the held-out seeds are the held-out starts")
     folder = imported_start(weightgen["init"])
     if folder is not None:
-        from segzoo.weightgen.imported_start import start_problems
+        from segzoo.weightgen.zoo.imported_start import start_problems
 
         found += start_problems(folder, weightgen, regions)
     return found

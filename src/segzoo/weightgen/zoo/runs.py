@@ -44,10 +44,10 @@ from segzoo.models.registry import ZOO_NETWORK
 from segzoo.checkpoint import load_checkpoint, save_checkpoint
 from segzoo.tracking import tracker
 from segzoo.models.flat import flatten, layout_of, unflatten
-from segzoo.weightgen.network import network_options, zoo_model
-from segzoo.weightgen.engine import Engine, Member
-from segzoo.weightgen.plan import ALL, ROLES, imported_start, run_file, start_index, start_name, task_regions
-from segzoo.weightgen.scoring import Batch
+from segzoo.weightgen.zoo.network import network_options, zoo_model
+from segzoo.weightgen.zoo.engine import Engine, Member
+from segzoo.weightgen.zoo.plan import ALL, ROLES, imported_start, run_file, start_index, start_name, task_regions
+from segzoo.weightgen.zoo.scoring import Batch
 
 
 
@@ -95,7 +95,7 @@ def train_start(pre: Preprocessed, splits: Path, mode: str, k: int, *, settings:
     engine = Engine(pre, settings, device)
     folder = imported_start(mode)
     if folder is not None and k == 0:  # the imported network is the first parent, as it is
-        from segzoo.weightgen.imported_start import imported_parameters
+        from segzoo.weightgen.zoo.imported_start import imported_parameters
 
         params = imported_parameters(folder, zoo_model(pre, settings))
     elif mode == "spawn" or folder is not None:

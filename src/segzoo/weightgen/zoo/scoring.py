@@ -18,7 +18,7 @@ from segzoo.data.loader import PatchBatches
 from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
 from segzoo.io import read_json
-from segzoo.weightgen.engine import Engine
+from segzoo.weightgen.zoo.engine import Engine
 
 FOREGROUND_SHARE = 0.75  # of a scoring batch's patches centred on a labelled voxel
 

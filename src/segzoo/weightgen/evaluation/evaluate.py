@@ -8,7 +8,7 @@ The protocol:
   comparison's own scoring), except the Adam curves, which are scored on the test patches at each scored step;
 - the *validation* patches decide prompts and every selection (a parent's best checkpoint, merge coefficients).
 
-Tables written to the evaluation folder (:mod:`segzoo.weightgen.evaluation_folder`):
+Tables written to the evaluation folder (:mod:`segzoo.weightgen.evaluation.folder`):
 
 - ``samples``      every generated network: kind, start, task, draw, prompt, val Dice (patches), test Dice
                    (volumes), distance to the nearest training checkpoint, the lookup memoriser's pick
@@ -23,7 +23,7 @@ Tables written to the evaluation folder (:mod:`segzoo.weightgen.evaluation_folde
 - ``unification``  per held-out parent: G.pt prompted on every region vs that parent's best multi-task checkpoint,
                    its multi-task Adam finals and merges of its single-task finals (with and without the lesion)
 - ``insample``     draws from training parents (starts G.pt was trained on), reported apart
-- ``criteria``     the pass/fail criteria (segzoo.weightgen.criteria)
+- ``criteria``     the pass/fail criteria (segzoo.weightgen.evaluation.criteria)
 
 A region is *learned* when some training checkpoint reaches validation Dice 0.3 on it; this is reported, and
 the criteria judge every task whether learned or not.
@@ -39,15 +39,15 @@ import torch
 
 from segzoo.data.preprocessed import Preprocessed
 from segzoo.io import write_json
-from segzoo.weightgen import criteria, figures, merge
-from segzoo.weightgen.audit import Audit
-from segzoo.weightgen.criteria import mean_ci
-from segzoo.weightgen.evaluation_folder import write_evaluation_folder
-from segzoo.weightgen.finetune import adam_curves, first_step_reaching
-from segzoo.weightgen.gpt_train import TrainedGPT
-from segzoo.weightgen.sample import lookup
-from segzoo.weightgen.scoring import Scorer
-from segzoo.weightgen.zoo import ALL, Zoo, task_regions
+from segzoo.weightgen.evaluation import criteria, figures, merge
+from segzoo.weightgen.evaluation.audit import Audit
+from segzoo.weightgen.evaluation.criteria import mean_ci
+from segzoo.weightgen.evaluation.folder import write_evaluation_folder
+from segzoo.weightgen.evaluation.finetune import adam_curves, first_step_reaching
+from segzoo.weightgen.gpt.train import TrainedGPT
+from segzoo.weightgen.gpt.sample import lookup
+from segzoo.weightgen.zoo.scoring import Scorer
+from segzoo.weightgen.zoo.runs import ALL, Zoo, task_regions
 
 LEARNED = 0.3      # best validation Dice a region needs in the zoo to count as learned
 SAMPLE_STEPS = 25  # Adam steps from a one-shot network (Adam from the parent gets the zoo's own length)
@@ -344,9 +344,9 @@ def evaluate_samples(gpt_stem: Path, samples_stem: Path, index: Path, pre: Prepr
                      settings: dict, data_seed: int, seed: int, device: str, threads: int, out: Path,
                      summary_path: Path | None) -> dict:
     """``segzoo gpt-evaluate``: load everything, evaluate, write the folder (and the summary without timings)."""
-    from segzoo.weightgen.gpt_train import load_gpt
-    from segzoo.weightgen.sample import load_samples
-    from segzoo.weightgen.zoo import load_zoo
+    from segzoo.weightgen.gpt.train import load_gpt
+    from segzoo.weightgen.gpt.sample import load_samples
+    from segzoo.weightgen.zoo.runs import load_zoo
 
     gpt = load_gpt(gpt_stem, device)
     params, prompts, sample_sidecar = load_samples(samples_stem)

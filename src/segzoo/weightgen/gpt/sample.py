@@ -30,9 +30,9 @@ import torch
 from segzoo.errors import SegzooError
 from segzoo.io import write_text
 from segzoo.checkpoint import load_checkpoint, save_checkpoint
-from segzoo.weightgen.gpt import noise_schedule
-from segzoo.weightgen.gpt_train import TrainedGPT
-from segzoo.weightgen.zoo import ALL, Zoo, task_regions
+from segzoo.weightgen.gpt.model import noise_schedule
+from segzoo.weightgen.gpt.train import TrainedGPT
+from segzoo.weightgen.zoo.runs import ALL, Zoo, task_regions
 
 KINDS = ("oneshot", "align", "insample")
 

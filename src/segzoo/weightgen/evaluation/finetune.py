@@ -9,9 +9,9 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from segzoo.weightgen.engine import Member
-from segzoo.weightgen.scoring import Scorer
-from segzoo.weightgen.zoo import Zoo
+from segzoo.weightgen.zoo.engine import Member
+from segzoo.weightgen.zoo.scoring import Scorer
+from segzoo.weightgen.zoo.runs import Zoo
 
 def scored_steps(steps: int) -> set[int]:
     return set(range(min(steps, 10) + 1)) | set(range(0, steps + 1, 5)) | {steps}

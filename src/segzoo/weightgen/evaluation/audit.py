@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from segzoo.weightgen.layer_scale import LayerScale
-from segzoo.weightgen.scoring import Scorer
-from segzoo.weightgen.zoo import Zoo
+from segzoo.weightgen.zoo.layer_scale import LayerScale
+from segzoo.weightgen.zoo.scoring import Scorer
+from segzoo.weightgen.zoo.runs import Zoo
 
 
 class Audit:
