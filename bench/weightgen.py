@@ -28,15 +28,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from segzoo.weightgen.evaluation.evaluate import MEMORISERS
+from segzoo.weightgen.evaluation.criteria import matrix
 from segzoo.weightgen.evaluation.folder import EvaluationFolder
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = ["Snakefile", "rules", "schemas", "envs", "presets", "profiles", "config.yaml", "src"]
 DATASET = "Dataset001_SpinalPhantom"
 OVERRIDE = "override.yaml"
-STAGE_BUDGET_S = 600   # zoo + G.pt + evaluation, 2 cores
-DEMO_BUDGET_S = 900    # the whole `make demo`
+STAGE_BUDGET_S = 480   # zoo + generators + evaluation, 2 cores (issue 31)
+DEMO_BUDGET_S = 1200   # the whole `make demo`
 
 
 def snakemake(workdir: Path, *args: str) -> float:
@@ -121,58 +121,63 @@ def main() -> None:
     summary = ev.summary()
     bench = results / "benchmarks"
     zoo_jobs = [seconds(t) for t in (bench / "zoo" / DATASET / "runs").rglob("*.tsv")]
-    starts = [seconds(t) for t in (bench / "zoo" / DATASET / "starts").rglob("*.tsv")]
-    stage = {n: seconds(bench / "weightgen" / DATASET / f"{n}.tsv")
-             for n in ("gpt_train", "gpt_sample", "gpt_evaluate")}
+    starts = seconds(bench / "zoo" / DATASET / "starts.tsv")
+    stage = {t.stem: seconds(t) for t in sorted((bench / "weightgen" / DATASET).glob("*.tsv"))}
     print(f"{date.today()}: {platform.node()}, {platform.machine()}, python {platform.python_version()}; "
-          f"workdir {workdir}; aligned: {summary['aligned']}\n")
-    print("| parents (train / held out) | runs (train / in-sample / held-out) | checkpoints per task (train) | "
-          "zoo starts: count, sum | zoo jobs: count, sum | G.pt train | sample | evaluate | one network sampled |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    roles = zoo["runs_per_role"]
-    print(f"| {summary['train_parents']} / {summary['heldout_parents']} | {roles.get('train', 0)} / "
-          f"{roles.get('insample', 0)} / {roles.get('heldout', 0)} | {zoo['checkpoints_per_task']} | "
-          f"{len(starts)}, {sum(starts):.0f} s | {len(zoo_jobs)}, {sum(zoo_jobs):.0f} s | {stage['gpt_train']:.0f} s | "
-          f"{stage['gpt_sample']:.0f} s | {stage['gpt_evaluate']:.0f} s | "
-          f"{summary['sample_seconds_one_network']:.3f} s |")
-    criteria = ev.table("criteria")
-    rows = [(bool(c.passed), c.criterion, c.task, c.detail) for c in criteria.itertuples()]
+          f"workdir {workdir}\n")
+    print("| parents (train / held out / fresh) | runs per role | checkpoints per task (train) | zoo starts | "
+          "zoo jobs: count, sum | " + " | ".join(stage) + " | networks scored on volumes |")
+    print("| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in stage) + " | --- |")
+    print(f"| {summary['train_parents']} / {summary['heldout_parents']} / {summary['fresh_inits']} | "
+          f"{zoo['runs_per_role']} | {zoo['checkpoints_per_task']} | {starts:.0f} s | {len(zoo_jobs)}, "
+          f"{sum(zoo_jobs):.0f} s | " + " | ".join(f"{v:.0f} s" for v in stage.values())
+          + f" | {summary['volume_networks_scored']} on {summary['test_cases']} test cases |")
+    timing = []
     if stage_wall is not None:
-        rows.append((stage_wall <= STAGE_BUDGET_S, "zoo + G.pt + evaluation ≤ 10 min wall (2 cores)", "time",
-                     f"{stage_wall:.0f} s"))
+        timing.append((stage_wall <= STAGE_BUDGET_S, f"weight-generation stage ≤ {STAGE_BUDGET_S // 60} min wall "
+                       "(2 cores)", f"{stage_wall:.0f} s"))
     demo = demo_elapsed(workdir)
     if demo is not None:
-        rows.append((demo <= DEMO_BUDGET_S, "whole `make demo` pipeline ≤ 15 min", "time",
-                     f"{demo:.0f} s (Snakemake's elapsed time of the last full run)"))
-    print(f"\n{sum(p for p, *_ in rows)} of {len(rows)} criteria pass\n")
-    print("| | criterion | task | measured |\n| --- | --- | --- | --- |")
-    for passed, name, task, detail in rows:
-        print(f"| {'PASS' if passed else 'FAIL'} | {name} | {task} | {detail} |")
-    if summary["not_learned_regions"]:
-        print(f"\nNot learned by any zoo run (best val Dice < 0.3; judged all the same): "
-              f"{', '.join(summary['not_learned_regions'])}")
-    shots = ev.table("oneshot")
-    if len(shots):
-        columns = ["oneshot_dice", "adam_best_dice", *[f"{m}_dice" for m in MEMORISERS], "novelty_ratio"]
-        print("\noneshot (whole test volumes, mean over held-out parents x draws; novelty: median):\n")
-        means = shots.groupby("task", sort=False)[columns].mean()
-        means["novelty_ratio"] = shots.groupby("task", sort=False)["novelty_ratio"].median()
-        print(means.to_markdown(floatfmt=".3f"))
-    for name in ("alignment", "finetune", "unification", "insample"):
-        table = ev.table(name)
-        if table.empty:
+        timing.append((demo <= DEMO_BUDGET_S, f"whole `make demo` pipeline ≤ {DEMO_BUDGET_S // 60} min (Snakemake)",
+                       f"{demo:.0f} s (Snakemake's elapsed time of the last full run)"))
+    for passed, name, measured in timing:
+        print(f"\n{'PASS' if passed else 'FAIL'}  {name}: {measured}")
+    for name, by_role in summary["headline"].items():
+        if summary["generators"][name]["generator_kind"] != "learned":
             continue
-        if name == "finetune":
-            table = table.groupby("task", sort=False)[["target_dice", "sample_dice_at_0", "sample_dice_at_5",
-                                                        "sample_steps_to_best", "parent_steps_to_best"]].median()
-            print("\nfinetune (median over draws; steps NaN: not within the budget):\n")
-            print(table.to_markdown(floatfmt=".3f"))
+        for role, h in by_role.items():
+            print(f"\n{summary['generators'][name]['label']} from {role} starts: {h['passed']} of {h['of']} "
+                  f"discriminative criteria pass ({h['rows']} criteria judged)")
+    if summary["not_learned_by_adam"]:
+        print(f"\nNot learned by Adam from the held-out parents (whole volumes; every row FAIL): "
+              f"{', '.join(summary['not_learned_by_adam'])} (Adam's best: "
+              + ", ".join(f"{t} {v:.3f}" for t, v in summary["adam_best_by_task"].items()) + ")")
+    print("\nSmallest difference resolvable (80 % power):",
+          ", ".join(f"{t} {v:.3f}" if v is not None else f"{t} —"
+                    for t, v in summary["smallest_resolvable_difference"].items()))
+    table = ev.table("criteria")
+    for role in dict.fromkeys(table["starts"]):
+        print(f"\nGenerators × criteria ({role} starts):\n")
+        print(matrix(table, role).to_markdown(index=False))
+    networks = ev.table("networks")
+    shots = networks[networks["kind"] == "oneshot"]
+    per_start = shots.groupby(["role", "label", "task", "start"], sort=False)["task_dice"].mean().reset_index()
+    means = per_start.groupby(["role", "label", "task"], sort=False)["task_dice"].mean().unstack("task")
+    print("\nMean Dice per generator (whole test volumes; mean over starts of each start's mean over draws):\n")
+    print(means.to_markdown(floatfmt=".3f"))
+    for name in ("prompting", "finetune", "unification"):
+        frame = ev.table(name)
+        if frame.empty:
             continue
-        if name == "unification":
-            table = table.groupby("method", sort=False)[[c for c in table.columns if c.startswith(("dice_", "mean"))]
-                                                          ].mean().reset_index()
+        if name == "prompting":
+            frame = frame.groupby(["generator", "task"], sort=False)[["r2", "spearman"]].mean().reset_index()
+        elif name == "finetune":
+            frame = frame.groupby(["generator", "task"], sort=False)[["target_dice", "dice_at_0", "steps_to_target",
+                                                                      "start_steps"]].median().reset_index()
+        else:
+            frame = frame.groupby("generator", sort=False)[["mean_dice", "adam_mean_dice"]].mean().reset_index()
         print(f"\n{name}:\n")
-        print(table.to_markdown(index=False, floatfmt=".3f"))
+        print(frame.to_markdown(index=False, floatfmt=".3f"))
 
 
 if __name__ == "__main__":

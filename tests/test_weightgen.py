@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import torch
 
-from segzoo.config import load_config
 from segzoo.data.loader import PatchBatches
 from segzoo.data.phantom import REGIONS
 from segzoo.errors import SegzooError
@@ -17,41 +16,26 @@ from segzoo.io import read_json
 from segzoo.models.registry import ZOO_NETWORK, build_model
 from segzoo.checkpoint import load_checkpoint, save_checkpoint
 from segzoo.weightgen.evaluation import merge
-from segzoo.weightgen.zoo import plan as zoo_plan
-from segzoo.weightgen.evaluation.audit import Audit
 from segzoo.weightgen.evaluation.evaluate import r_squared
 from segzoo.weightgen.evaluation.folder import EvaluationFolder
 from segzoo.weightgen.gpt.model import GPT, Tokenizer
+from segzoo.weightgen.gpt.sample import generate
 from segzoo.weightgen.gpt.train import load_gpt, train_gpt
+from segzoo.weightgen.zoo import plan as zoo_plan
 from segzoo.models.flat import flatten, layout_of, load_vector, unflatten
 from segzoo.weightgen.zoo.layer_scale import LayerScale
-from segzoo.weightgen.gpt.sample import generate, lookup
+from segzoo.weightgen.zoo.prompts import lookup
+from segzoo.weightgen.zoo.runs import Zoo, ZooRun, load_zoo, write_index
 from segzoo.weightgen.zoo.scoring import Scorer
-from segzoo.weightgen.zoo.runs import (Zoo, ZooRun, load_zoo, random_init, train_start, train_zoo_job, write_index)
+from segzoo.weightgen.zoo.train import random_init
 
-from conftest import PHANTOM, REPO, prepared_phantom, run_segzoo, snakemake, workflow_copy
-
-CI = load_config(REPO / "config.yaml", REPO / "presets" / "ci.yaml",
-                 schema_path=REPO / "schemas" / "config.schema.yaml")
-WG = CI["weightgen"]
-ZOO_KEYS = ("features", "n_conv_per_stage", "steps", "checkpoints", "batch_size", "patch_size", "val_patches",
-            "test_patches", "parent_steps", "parent_lr")
-
-
-def _settings(**overrides) -> dict:
-    train = {k: CI["train"][k] for k in ("augment", "foreground_fraction", "workers", "bf16", "sw_batch_size")}
-    return {**{k: WG[k] for k in ZOO_KEYS}, "train": train, **overrides}
+from conftest import PHANTOM, prepared_phantom, run_segzoo, snakemake, workflow_copy
+from zoo_helpers import WG, ci_settings, index_settings, job, starts
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     return prepared_phantom(tmp_path_factory.mktemp("wg"), seed=5, lesion_free_fraction=0)
-
-
-def _job(pre, splits, task, lr, seeds, start, settings, out):
-    """A zoo job of one task and learning rate on the CPU, one thread, data seed 0."""
-    return train_zoo_job(pre, splits, [{"task": task, "lr": lr, "seed": s} for s in seeds], start, settings=settings,
-                         out=out, device="cpu", threads=1, data_seed=0)
 
 
 def _toy_run(name: str, task: str, dice: np.ndarray, params: torch.Tensor, role: str = "train", start="parent0"):
@@ -126,26 +110,6 @@ def test_lookup_memoriser_aligns_perfectly_on_a_toy_zoo():
     assert r_squared(picked, prompts) > 0.99
 
 
-def test_audit_distances_and_novelty_on_a_hand_made_zoo(prepared):
-    pre, splits = prepared
-    settings = _settings()
-    start = random_init(settings, pre, 0, 0)
-    torch.manual_seed(1)
-    rows = start + torch.randn(5, start.numel()) * 0.01
-    rows[0] = start
-    layout = layout_of(build_model(ZOO_NETWORK, 1, 3, features=settings["features"]))
-    zoo = Zoo(pre.region_names, layout, {}, {"a": _toy_run("a", "sc", np.zeros((5, 3)), rows)})
-    scale = LayerScale.fit(layout, [rows - start])
-    audit = Audit(zoo, scale, Scorer(pre, splits, settings, 0), k=2, seed=0)
-    keys, d = audit.nearest(rows[3].clone())
-    assert keys[0] == ("a", 3) and d[0] == 0  # a copy of a training checkpoint: novelty ratio 0
-    fresh = start + torch.randn(start.numel(), generator=torch.Generator().manual_seed(9)) * 0.01
-    d_fresh = audit.nearest(fresh)[1][0]
-    assert d_fresh == pytest.approx(min(audit.distance(fresh, r) for r in rows), rel=1e-5)
-    noisy = audit.noise_at(rows[2], 7.0)
-    assert audit.distance(noisy, rows[2]) == pytest.approx(7.0, rel=1e-4)
-
-
 def test_merges_on_hand_made_task_vectors():
     base = torch.zeros(4)
     finals = torch.tensor([[1.0, -2.0, 0.1, 0.0], [1.0, 1.0, -0.1, 3.0]])
@@ -167,77 +131,79 @@ def test_lesion_runs_centre_their_foreground_patches_on_lesions(prepared):
 
 def test_init_modes_start_where_they_promise(prepared, tmp_path):
     pre, splits = prepared
-    settings = _settings(steps=4, checkpoints=2, parent_steps=3)
-    parent = train_start(pre, splits, "spawn", 0, settings=settings, out=tmp_path / "parent0", device="cpu", threads=1,
-                         data_seed=0)
-    parent_params = load_checkpoint(tmp_path / "parent0")[0]["params"][0]
+    settings = ci_settings(steps=4, checkpoints=2, parent_steps=3, budgets=[])
+    folder = starts(pre, splits, settings, ["parent0", "parent1", "init2"], tmp_path / "starts")
+    parent = read_json(folder / "parent0.json")
+    parent_params = load_checkpoint(folder / "parent0")[0]["params"][0]
     assert parent["steps"] == 3 and not torch.equal(parent_params, random_init(settings, pre, 0, 0))
-    _job(pre, splits, "sc", 0.01, [0, 1], tmp_path / "parent0.safetensors", settings, tmp_path / "spawn")
+    assert not torch.equal(parent_params, load_checkpoint(folder / "parent1")[0]["params"][0])  # own inits
+    job(pre, splits, [("parent0", "sc", 0.01, 0), ("parent0", "sc", 0.01, 1), ("init2", "sc", 0.01, 0)], folder,
+        settings, tmp_path / "runs" / "job0")
     for seed in (0, 1):  # spawn: every child's row 0 is the parent's final weights
-        assert torch.equal(load_checkpoint(tmp_path / "spawn" / f"sc_lr0.01_seed{seed}")[0]["params"][0], parent_params)
-    train_start(pre, splits, "shared", 2, settings=settings, out=tmp_path / "init2", device="cpu", threads=1,
-                data_seed=0)
-    shared = load_checkpoint(tmp_path / "init2")[0]["params"][0]
-    assert torch.equal(shared, random_init(settings, pre, 0, 2))  # shared: the untrained init itself
-    _job(pre, splits, "sc", 0.01, [0, 1], None, settings, tmp_path / "own")
-    rows = [load_checkpoint(tmp_path / "own" / f"sc_lr0.01_seed{s}")[0]["params"][0] for s in (0, 1)]
-    assert all(torch.equal(rows[s], random_init(settings, pre, 0, s)) for s in (0, 1))
-    assert not torch.equal(rows[0], rows[1])  # per_seed: each seed its own init
+        row = load_checkpoint(tmp_path / "runs" / "job0" / f"parent0_sc_lr0.01_seed{seed}")[0]["params"][0]
+        assert torch.equal(row, parent_params)
+    fresh = load_checkpoint(tmp_path / "runs" / "job0" / "init2_sc_lr0.01_seed0")[0]["params"][0]
+    assert torch.equal(fresh, random_init(settings, pre, 0, 2))  # a fresh init: the untrained init itself
     with pytest.raises(SegzooError, match="already exists"):  # a job never overwrites a folder
-        _job(pre, splits, "sc", 0.01, [0], None, settings, tmp_path / "own")
+        job(pre, splits, [("parent0", "sc", 0.01, 0)], folder, settings, tmp_path / "runs" / "job0")
+    with pytest.raises(SegzooError, match="parent7.safetensors: missing"):
+        job(pre, splits, [("parent7", "sc", 0.01, 0)], folder, settings, tmp_path / "runs" / "job1")
 
 
 def test_zoo_run_keeps_its_start_and_untrained_heads_and_is_reproducible(prepared, tmp_path):
     pre, splits = prepared
-    settings = _settings()
-    meta = _job(pre, splits, "sc", 0.01, [0], None, settings, tmp_path / "a")[0]
-    params = load_checkpoint(tmp_path / "a" / "sc_lr0.01_seed0")[0]["params"]
+    settings = ci_settings()
+    folder = starts(pre, splits, settings, ["init0"], tmp_path / "starts", mode="shared")
+    meta = job(pre, splits, [("init0", "sc", 0.01, 0)], folder, settings, tmp_path / "a")[0]
+    params = load_checkpoint(tmp_path / "a" / "init0_sc_lr0.01_seed0")[0]["params"]
     steps = meta["checkpoints"]["step"]
-    assert steps[0] == 0 and steps[-1] == WG["steps"] and len(steps) == WG["checkpoints"] + 2
-    last_head = f"decoder.seg_layers.{len(settings['features']) - 2}.weight"  # the one head in use
+    budgets = {b for b in WG["budgets"] if b < WG["steps"]}
+    assert steps[0] == 0 and steps[-1] == WG["steps"] and budgets <= set(steps)  # the budgets are always kept
+    assert WG["checkpoints"] + 2 <= len(steps) <= WG["checkpoints"] + 2 + len(budgets)
+    last_head = f"decoder.seg_layers.{len(settings.features) - 2}.weight"  # the one head in use
     heads, heads0 = (unflatten(params[i], meta["layout"])[last_head] for i in (-1, 0))
     sc = meta["regions"].index("sc")
     others = [r for r in range(3) if r != sc]
     assert torch.equal(heads[others], heads0[others])  # single-task: the other heads stay at the start
     assert not torch.equal(heads[sc], heads0[sc])
     assert meta["architecture"]["network_class_name"].endswith("PlainConvUNet")
-    _job(pre, splits, "sc", 0.01, [0], None, settings, tmp_path / "b")
-    run = "sc_lr0.01_seed0.safetensors"
+    job(pre, splits, [("init0", "sc", 0.01, 0)], folder, settings, tmp_path / "b")
+    run = "init0_sc_lr0.01_seed0.safetensors"
     assert (tmp_path / "a" / run).read_bytes() == (tmp_path / "b" / run).read_bytes()
 
 
-def _zoo_dirs(root, pre, splits, settings, tasks=("all",), seeds=(0, 1), arm="parent0", start=None):
-    """Zoo job folders laid out as the rules lay them out: runs/<arm>/job<k>/, one task each."""
-    dirs = []
-    for k, task in enumerate(tasks):
-        d = root / "runs" / arm / f"job{k}"
-        _job(pre, splits, task, 0.02, list(seeds), start, settings, d)
-        dirs.append(d)
-    return dirs
+def _zoo(root, pre, splits, settings, tasks=("all",), seeds=(0, 1), names=("parent0",)) -> list:
+    """Starts ``names`` and one zoo job of their runs (every task x seed), laid out as the rules lay them out."""
+    folder = starts(pre, splits, settings, list(names), root / "starts")
+    runs = [(n, task, 0.02, s) for n in names for task in tasks for s in seeds]
+    job(pre, splits, runs, folder, settings, root / "runs" / "job0")
+    return [root / "runs" / "job0"]
 
 
 def test_index_roles_and_dropped_runs(prepared, tmp_path):
     pre, splits = prepared
-    settings = _settings()
-    dirs = _zoo_dirs(tmp_path, pre, splits, settings, seeds=(0, 1))
-    dirs += _zoo_dirs(tmp_path, pre, splits, settings, seeds=(0,), arm="parent1")
-    tensors, meta = load_checkpoint(dirs[0] / "all_lr0.02_seed0")
+    settings = ci_settings()
+    dirs = _zoo(tmp_path, pre, splits, settings, seeds=(0, 1), names=("parent0", "parent1"))
+    tensors, meta = load_checkpoint(dirs[0] / "parent1_all_lr0.02_seed1")
     broken = tensors["params"].clone()
     broken[1, 10] = float("nan")
-    bad = tmp_path / "runs" / "parent0" / "job9"
-    save_checkpoint(bad / "sc_lr0.02_seed0", {"params": broken},
-                    {k: v for k, v in meta.items() if k != "tensors_sha256"})
-    summary = write_index(dirs + [bad], tmp_path / "index.csv", tmp_path / "zoo.json", 100.0, [1], 1)
-    assert summary["runs_kept"] == 3 and summary["runs_dropped"] == 1
+    bad = tmp_path / "runs" / "job9"
+    save_checkpoint(bad / "parent0_sc_lr0.02_seed0", {"params": broken},
+                    {k: v for k, v in meta.items() if k != "tensors_sha256"} | {"start": "parent0", "task": "sc"})
+    roles = index_settings(parents=1, heldout_parents={"count": 1, "seeds": [0, 1]}, heldout_seeds=[1])
+    summary = write_index(dirs + [bad], tmp_path / "index.csv", tmp_path / "zoo.json", roles, ["sc", "all"])
+    assert summary["runs_kept"] == 4 and summary["runs_dropped"] == 1
     assert summary["dropped"][0]["reason"] == "non-finite weights"
-    assert summary["runs_per_role"] == {"train": 1, "insample": 1, "heldout": 1}
-    zoo = load_zoo(tmp_path / "index.csv")  # parent1 is held out (parents=1): its run is a held-out parent's
-    assert [r.start for r in zoo.select("heldout")] == ["init0"] and list(zoo.starts("heldout")) == ["init0"]
+    assert summary["runs_per_role"] == {"train": 1, "insample": 1, "heldout": 2}
+    assert summary["tasks"] == ["sc", "all"] and summary["checkpoints_per_task"]["sc"] == 0  # sc: every run dropped
+    zoo = load_zoo(tmp_path / "index.csv")  # parent1 is held out (parents=1): its runs are a held-out parent's
+    assert {r.start for r in zoo.select("heldout")} == {"parent1"} and list(zoo.starts("heldout")) == ["parent1"]
+    assert [s.name for s in zoo.starts_of("heldout")] == ["parent1"] and zoo.tasks == ["sc", "all"]
     assert [r.seed for r in zoo.select("insample")] == [1]  # a held-out seed of a training parent: in-sample
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where a folder should be")
     with pytest.raises(OSError):  # the second file cannot be written: the first must not stay behind
-        write_index(dirs, tmp_path / "index2.csv", blocker / "zoo.json", 100.0, [1], 1)
+        write_index(dirs, tmp_path / "index2.csv", blocker / "zoo.json", roles, ["all"])
     assert not (tmp_path / "index2.csv").exists()
 
 
@@ -245,10 +211,9 @@ def test_gpt_overfits_a_tiny_zoo_from_its_start(prepared, tmp_path):
     """Loss falls, and a network sampled from a training run's start, prompted with that run's final
     metrics, reaches them within 0.1 Dice on every region (in-sample: what G.pt does at the least)."""
     pre, splits = prepared
-    settings = _settings(steps=30, checkpoints=10)
-    _zoo_dirs(tmp_path, pre, splits, settings, seeds=(0, 1))
-    write_index([tmp_path / "runs" / "parent0" / "job0"], tmp_path / "index.csv", tmp_path / "zoo.json",
-                100.0, [1], 1)
+    settings = ci_settings(steps=30, checkpoints=10)
+    dirs = _zoo(tmp_path, pre, splits, settings, seeds=(0, 1))
+    write_index(dirs, tmp_path / "index.csv", tmp_path / "zoo.json", index_settings(parents=1), ["all"])
     zoo = load_zoo(tmp_path / "index.csv")
     options = {"chunk": 64, "width": 32, "layers": 2, "heads": 2, "steps": 300, "batch_size": 16, "lr": 0.003,
                "diffusion_steps": 100, "init_start_fraction": 1.0, "ema": 0.9, "bf16": False}
@@ -267,9 +232,8 @@ def test_gpt_overfits_a_tiny_zoo_from_its_start(prepared, tmp_path):
 
 def test_gpt_training_is_reproducible(prepared, tmp_path):
     pre, splits = prepared
-    _zoo_dirs(tmp_path, pre, splits, _settings(), tasks=("sc",))
-    write_index([tmp_path / "runs" / "parent0" / "job0"], tmp_path / "index.csv", tmp_path / "zoo.json",
-                100.0, [1], 1)
+    dirs = _zoo(tmp_path, pre, splits, ci_settings(), tasks=("sc",))
+    write_index(dirs, tmp_path / "index.csv", tmp_path / "zoo.json", index_settings(parents=1), ["sc"])
     zoo = load_zoo(tmp_path / "index.csv", roles=("train",))
     options = {**WG["gpt"], "steps": 5}
     train_gpt(zoo, options, 0, tmp_path / "a")
@@ -299,54 +263,52 @@ def test_workflow_refuses_a_task_that_names_no_region_before_any_job(tmp_path):
 
 
 def test_weightgen_rules_run_under_snakemake_on_the_ci_preset(ci_run):
-    """The real ci pipeline (two training parents, one held-out parent) ran starts -> zoo jobs -> index -> G.pt ->
-    samples -> evaluation; check what each wrote."""
+    """The real ci pipeline (two training parents, one held-out parent) ran starts -> zoo jobs -> index -> G.pt and
+    the structure-shared generator's arms -> samples -> the instrument; check what each wrote."""
     wf, _ = ci_run
     zoo_dir = wf / "results" / "zoo" / PHANTOM
-    parents = WG["parents"] + WG["heldout_parents"]["count"]
-    assert (WG["parents"], WG["heldout_parents"]["count"]) == (2, 1)
-    assert sorted(p.name for p in (zoo_dir / "starts").glob("*.safetensors")) == \
-        [f"parent{k}.safetensors" for k in range(parents)]
-    starts = [load_checkpoint(zoo_dir / "starts" / f"parent{k}")[0]["params"][0] for k in range(parents)]
-    assert not any(torch.equal(starts[i], starts[j]) for i in range(parents) for j in range(i))  # own inits
-    runs = sorted((zoo_dir / "runs").glob("*/job*/*_seed*.safetensors"))
-    jobs = zoo_plan.jobs(WG, zoo_plan.tasks(WG, list(REGIONS)))
-    assert sorted(p.relative_to(zoo_dir).as_posix() for p in (zoo_dir / "runs").glob("*/job*")) == \
-        sorted(j["folder"] for j in jobs) and all(len(j["members"]) <= WG["members_per_job"] for j in jobs)
+    names = zoo_plan.starts(WG)
+    assert (WG["parents"], WG["heldout_parents"]["count"]) == (2, 1) and names == ["parent0", "parent1", "parent2"]
+    assert sorted(p.name for p in (zoo_dir / "starts").glob("*.safetensors")) == [f"{n}.safetensors" for n in names]
+    start = {n: load_checkpoint(zoo_dir / "starts" / n)[0]["params"][0] for n in names}
+    assert not any(torch.equal(start[a], start[b]) for a in names for b in names if a < b)  # own inits
     tasks = zoo_plan.tasks(WG, list(REGIONS))  # the ci preset leaves them to the dataset: its regions and 'all'
-    expected = len(tasks) * len(WG["lrs"]) * (WG["parents"] * len(WG["seeds"])
-                                              + WG["heldout_parents"]["count"] * len(WG["heldout_parents"]["seeds"]))
-    assert len(runs) == expected
+    jobs = zoo_plan.jobs(WG, tasks)
+    assert sorted(p.relative_to(zoo_dir).as_posix() for p in (zoo_dir / "runs").glob("job*")) == \
+        sorted(j["folder"] for j in jobs) and all(len(j["members"]) <= WG["members_per_job"] for j in jobs)
+    runs = sorted((zoo_dir / "runs").glob("job*/*_seed*.safetensors"))
+    assert len(runs) == len(zoo_plan.runs(WG, tasks)) == len(tasks) * len(WG["lrs"]) * (
+        WG["parents"] * len(WG["seeds"]) + WG["heldout_parents"]["count"] * len(WG["heldout_parents"]["seeds"]))
+    for run in runs:  # every run starts at its start, whatever job trained it
+        name = run.name.split("_")[0]
+        assert torch.equal(load_checkpoint(run.with_suffix(""))[0]["params"][0], start[name])
     summary = json.loads((zoo_dir / "zoo.json").read_text())
-    assert summary["runs_kept"] + summary["runs_dropped"] == len(runs)
-    checkpoints = summary["runs_kept"] * (WG["checkpoints"] + 2)
-    assert len(pd.read_csv(zoo_dir / "index.csv")) == summary["checkpoints"] == checkpoints
-    for k in range(parents):
-        assert all(torch.equal(load_checkpoint(r.with_suffix(""))[0]["params"][0], starts[k])
-                   for r in runs if r.parts[-3] == f"parent{k}")
+    assert summary["runs_kept"] + summary["runs_dropped"] == len(runs) and summary["tasks"] == tasks
+    assert len(pd.read_csv(zoo_dir / "index.csv")) == summary["checkpoints"]
     out = wf / "results" / "weightgen" / PHANTOM
-    gpt = json.loads((out / "gpt.json").read_text())
     zoo = load_zoo(zoo_dir / "index.csv")
-    assert set(gpt["train_runs"]) == {r.name for r in zoo.select("train")}  # held-out and in-sample runs never
     assert {r.start for r in zoo.select("heldout")} == {"parent2"}
+    trained_on = {r.name for r in zoo.select("train")}
+    assert set(json.loads((out / "gpt.json").read_text())["train_runs"]) == trained_on  # never a held-out run
+    for arm in WG["graph"]["arms"]:
+        sidecar = json.loads((out / f"graph_{arm}.json").read_text())
+        assert set(sidecar["train_runs"]) == trained_on and sidecar["budget"] >= 1
     evaluation = EvaluationFolder(out / "evaluation")
-    samples = evaluation.table("samples")
-    assert set(samples["kind"]) == {"oneshot", "align", "insample"}
-    assert set(samples.loc[samples["kind"] != "insample", "start"]) == {"parent2"}  # every reported draw: held out
-    assert set(samples.loc[samples["kind"] == "insample", "start"]) == {"parent0"}
-    shots = evaluation.table("oneshot")
-    assert len(shots) == len(tasks) * WG["sample"]["draws"]
-    columns = ["oneshot_dice", "adam_best_dice", "lookup_dice", "mean_k_dice", "nearest_dice", "noise_dice",
-               "novelty_ratio"]
-    assert shots[columns].notna().all().all()
-    assert (shots["nearest_d_nearest"] == 0).all() and (shots["lookup_d_nearest"] == 0).all()
+    networks = evaluation.table("networks")
+    learned = {"gpt", *(f"graph_{arm}" for arm in WG["graph"]["arms"])}
+    assert learned | {"copy", "task_vector", "lookup", "nearest", "mean_k", "noise", "adam_best"} <= \
+        set(networks["generator"])
+    assert set(networks["kind"]) == {"oneshot", "align", "insample"}
+    assert set(networks.loc[networks["kind"] != "insample", "start"]) == {"parent2"}  # every test start: held out
+    assert set(networks.loc[networks["kind"] == "insample", "start"]) == {"parent0"}
+    per_generator = networks.groupby("generator").size()
+    assert per_generator.nunique() == 1  # every generator answered the same requests
     criteria = evaluation.table("criteria")
-    assert set(criteria["task"]) == {*[t for t in tasks if t != "all"], "all"}  # every task judged, lesion too
-    assert len(criteria) == 5 * (len(tasks) - 1) + 1
-    methods = set(evaluation.table("unification")["method"])
-    assert {"G.pt, every region prompted", "best multi-task checkpoint", "multi-task Adam (final)",
-            "merge of every task vector", "merge without the lesion vector"} <= methods
+    assert set(criteria["task"]) == set(tasks) and set(criteria["generator"]) == set(networks["generator"])
+    assert {"discriminative", "applicable", "counts"} <= set(criteria.columns)
+    methods = set(evaluation.table("unification")["generator"])
+    assert learned | {"merge of every task vector", "merge without the lesion vector"} <= methods
     for fig in evaluation.figures():
         assert (evaluation.folder / fig["file"]).stat().st_size > 5000
     page = (wf / "results" / PHANTOM / "index.html").read_text()
-    assert "Checkpoint diffusion (G.pt)" in page and "audit.png" in page and "held-out parents" in page
+    assert "every generator through every criterion" in page and "audit.png" in page and "held-out parents" in page

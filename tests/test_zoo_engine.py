@@ -12,22 +12,20 @@ import time
 import pytest
 import torch
 
+import dataclasses
+
 from segzoo.checkpoint import load_checkpoint
-from segzoo.config import load_config
 from segzoo.models.flat import layout_of
 from segzoo.weightgen.zoo.engine import Engine, Member, pooled_dice
 from segzoo.weightgen.zoo.network import zoo_model
+from segzoo.weightgen.zoo.runs import write_index
 from segzoo.weightgen.zoo.scoring import Batch
-from segzoo.weightgen.zoo.runs import adam_from, random_init, snapshot_steps, train_zoo_job, write_index
+from segzoo.weightgen.zoo.train import adam_from, random_init, snapshot_steps, train_zoo_job
 
 from conftest import REPO, prepared_phantom
+from zoo_helpers import ci_settings, index_settings, starts
 
-CI = load_config(REPO / "config.yaml", REPO / "presets" / "ci.yaml",
-                 schema_path=REPO / "schemas" / "config.schema.yaml")
-WG = CI["weightgen"]
-SETTINGS = {**{k: WG[k] for k in ("features", "n_conv_per_stage", "steps", "checkpoints", "batch_size", "patch_size",
-                                  "val_patches", "test_patches", "parent_steps", "parent_lr")},
-            "train": {k: CI["train"][k] for k in ("augment", "foreground_fraction", "workers", "bf16", "sw_batch_size")}}
+SETTINGS = ci_settings()
 # Different tasks, learning rates, seeds and lengths in one batch.
 MIXED = [("canal", 0.01, 0, 20), ("sc", 0.003, 1, 20), ("all", 0.01, 2, 12), ("lesion", 0.02, 3, 20)]
 
@@ -112,29 +110,35 @@ def test_a_member_that_goes_nan_stops_alone_and_is_named(prepared, tmp_path, cap
     assert set(with_bad) == {"ok0", "ok1"}
     assert all(_relative(with_bad[n], finals[n]) <= 1e-9 for n in finals)
     # Through a zoo job: the stopped run is written (its snapshots so far) and the index drops it, naming why.
-    job = tmp_path / "runs" / "parent0" / "job0"
-    runs = [{"task": "sc", "lr": 0.01, "seed": 0}, {"task": "sc", "lr": 1e30, "seed": 1}]
-    sidecars = train_zoo_job(pre, splits, runs, None, settings={**SETTINGS, "steps": 4, "checkpoints": 2}, out=job,
-                             device="cpu", threads=1, data_seed=0)
+    job = tmp_path / "runs" / "job0"
+    runs = [{"start": "init0", "task": "sc", "lr": 0.01, "seed": 0}, {"start": "init0", "task": "sc", "lr": 1e30,
+                                                                      "seed": 1}]
+    folder = starts(pre, splits, SETTINGS, ["init0"], tmp_path / "starts", mode="shared")
+    sidecars = train_zoo_job(pre, splits, runs, folder, settings=dataclasses.replace(SETTINGS, steps=4, checkpoints=2,
+                                                                                   budgets=[]),
+                             out=job, device="cpu", threads=1, data_seed=0)
     assert sidecars[0]["stopped"] is None and sidecars[1]["stopped"].startswith("training loss not finite at step 2")
-    summary = write_index([job], tmp_path / "index.csv", tmp_path / "zoo.json", 100.0, [1], 1)
-    assert summary["runs_kept"] == 1 and summary["dropped"][0]["run"] == "parent0/sc_lr1e+30/seed1"
+    summary = write_index([job], tmp_path / "index.csv", tmp_path / "zoo.json",
+                          index_settings(init="shared", heldout_seeds=[], parents=1), ["sc"])
+    assert summary["runs_kept"] == 1 and summary["dropped"][0]["run"] == "init0/sc_lr1e+30/seed1"
     assert summary["dropped"][0]["reason"].startswith("stopped early: training loss not finite")
 
 
-def _zoo_command(prepared, out) -> list[str]:
+def _zoo_command(prepared, out, starts_dir) -> list[str]:
     pre, splits = prepared
-    settings = json.dumps({"zoo": {**SETTINGS, "steps": 150}})
-    runs = [a for task in ("sc", "canal") for seed in (0, 1) for a in ("--run", task, "0.01", str(seed))]
+    settings = json.dumps({"zoo": dataclasses.replace(SETTINGS, steps=150).to_json()})
+    runs = [a for task in ("sc", "canal") for seed in (0, 1) for a in ("--run", "init0", task, "0.01", str(seed))]
     return [sys.executable, "-m", "segzoo", "zoo", "--data", str(pre.folder), "--splits", str(splits),
-            "--data-seed", "0", "--settings", settings, "--out", str(out), "--device", "cpu", "--threads", "1", *runs]
+            "--data-seed", "0", "--settings", settings, "--starts", str(starts_dir), "--out", str(out), "--device",
+            "cpu", "--threads", "1", *runs]
 
 
 @pytest.mark.slow
 def test_a_killed_job_leaves_no_run_and_restarts_to_the_same_files(prepared, tmp_path):
-    out = tmp_path / "runs" / "init0" / "job0"
+    out = tmp_path / "runs" / "job0"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    process = subprocess.Popen(_zoo_command(prepared, out), env=env, stdout=subprocess.DEVNULL,
+    folder = starts(*prepared, SETTINGS, ["init0"], tmp_path / "starts", mode="shared")
+    process = subprocess.Popen(_zoo_command(prepared, out, folder), env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     time.sleep(7)  # imports, then training: 4 runs x 150 steps take longer than this
     assert process.poll() is None, process.stderr.read()
@@ -142,7 +146,8 @@ def test_a_killed_job_leaves_no_run_and_restarts_to_the_same_files(prepared, tmp
     process.wait()
     assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))  # not even a partial folder
     for folder in (out, tmp_path / "again"):
-        finished = subprocess.run(_zoo_command(prepared, folder), env=env, capture_output=True, text=True)
+        finished = subprocess.run(_zoo_command(prepared, folder, tmp_path / "starts"), env=env, capture_output=True,
+                                  text=True)
         assert finished.returncode == 0, finished.stderr[-2000:]
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(p.name for p in (tmp_path / "again").iterdir()) and len(names) == 8
@@ -153,7 +158,7 @@ def test_a_killed_job_leaves_no_run_and_restarts_to_the_same_files(prepared, tmp
         else:  # but for the wall-clock seconds per step
             untimed = [{k: v for k, v in json.loads(p.read_text()).items() if k != "seconds_per_step"} for p in (a, b)]
             assert untimed[0] == untimed[1]
-    tensors, sidecar = load_checkpoint(out / "sc_lr0.01_seed0")
+    tensors, sidecar = load_checkpoint(out / "init0_sc_lr0.01_seed0")
     assert sidecar["members_in_job"] == 4 and bool(torch.isfinite(tensors["params"]).all())
 
 
@@ -163,7 +168,7 @@ def test_data_loader_workers_change_no_weight(prepared):
     start = random_init(SETTINGS, pre, 0, 0)
     finals = []
     for workers in (0, 2):
-        settings = {**SETTINGS, "train": {**SETTINGS["train"], "workers": workers}}
+        settings = dataclasses.replace(SETTINGS, train={**SETTINGS.train, "workers": workers})
         got = {}
         members = [Member("a", "sc", 0.01, 0, start, 4, {4}), Member("b", "all", 0.003, 1, start, 3, {3})]
         Engine(pre, settings).train(pre, splits, members, settings=settings, threads=1,

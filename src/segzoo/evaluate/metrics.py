@@ -107,7 +107,9 @@ def score_region(pred: np.ndarray, ref: np.ndarray, prob: np.ndarray | None, spa
     """Every metric (a value per :data:`METRICS` key) for one region of one case; without probabilities
     (hard masks made elsewhere) the NLL and calibration error are NaN. With ``detection`` (the rule:
     ``min_overlap_voxels``, ``connectivity``) the region is also scored lesion by lesion, else those are NaN."""
-    from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou, compute_surface_dice
+    from monai.metrics import compute_hausdorff_distance, compute_iou, compute_surface_dice
+
+    from segzoo.inference.dice import region_dice
 
     from segzoo.evaluate.lesions import lesion_scores
 
@@ -126,7 +128,7 @@ def score_region(pred: np.ndarray, ref: np.ndarray, prob: np.ndarray | None, spa
     p, r = _t(pred), _t(ref)
     return {
         **out,
-        "dice": float(compute_dice(p, r, include_background=True)[0, 0]),
+        "dice": float(region_dice(p, r)[0, 0]),
         "iou": float(compute_iou(p, r, include_background=True)[0, 0]),
         "hd95_mm": float(compute_hausdorff_distance(p, r, include_background=True, percentile=95,
                                                     spacing=spacing)[0, 0]),

@@ -14,6 +14,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from segzoo import __version__
@@ -72,53 +73,74 @@ def _table(csv: Path, columns: list[str] | None = None) -> str:
 
 
 def weightgen_section(folder: Path, rel) -> list[str]:
-    """The G.pt part of the page: the pass/fail criteria first, then what was measured, memorisers beside each."""
+    """The checkpoint-diffusion part of the page: the generators × criteria table first (beside the memorisation
+    audit), then what was measured: every generator's Dice per task, prompt following, fine-tuning, unification."""
+    import pandas as pd
+
+    from segzoo.weightgen.evaluation.criteria import CRITERIA, matrix, mean_ci
+
     evaluation = EvaluationFolder(folder)
     s = evaluation.summary()
-    criteria = "".join(
-        f"<tr><td class='{'pass' if c['passed'] else 'fail'}'>{'PASS' if c['passed'] else 'FAIL'}</td>"
-        f"<td>{html.escape(c['criterion'])}</td><td>{html.escape(str(c['task']))}</td>"
-        f"<td>{html.escape(c['detail'])}</td></tr>" for c in s["criteria"])
-    lost = s["not_learned_regions"]
-    shots = evaluation.table("oneshot")
-    criteria_table = ("<table class='comparison criteria'><tr><th></th><th>criterion</th><th>task</th>"
-                      "<th>measured</th></tr>" + criteria + "</table>")
+    criteria = evaluation.table("criteria")
+
+    def number(value) -> str:
+        return "—" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+    def cells(frame: pd.DataFrame) -> str:
+        def one(value) -> str:
+            text = html.escape(str(value))
+            kind = "pass" if text.startswith("PASS") else "fail" if text.startswith("FAIL") else ""
+            return f"<td class='{kind}'>{text}</td>"
+
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+        body = "".join("<tr>" + "".join(one(v) for v in row) + "</tr>" for row in frame.itertuples(index=False))
+        return f"<table class='comparison criteria'><tr>{head}</tr>{body}</table>"
+
+    headline = "; ".join(f"<b>{html.escape(s['generators'][n]['label'])}</b>: {h['heldout']['passed']} of "
+                         f"{h['heldout']['of']} discriminative criteria pass"
+                         for n, h in s["headline"].items() if s["generators"][n]["generator_kind"] == "learned"
+                         and "heldout" in h)
     audit = [f for f in evaluation.figures() if f["file"] == "audit.png"]
     beside = (f"<figure><img src='{rel(folder / audit[0]['file'])}' alt='{html.escape(audit[0]['caption'])}'>"
               f"<figcaption>{html.escape(audit[0]['caption'])}</figcaption></figure>") if audit else ""
-    def number(value) -> str:
-        return "—" if value is None else f"{value:.3f}"
-
-    per_task = "".join(
-        f"<tr><td>{html.escape(t)}</td><td>{number(v['oneshot_dice'])} [{number(v['oneshot_ci'][0])}, "
-        f"{number(v['oneshot_ci'][1])}]</td>" + "".join(
-            f"<td>{number(v[f'{m}_dice'])}</td>" for m in ("adam_best", "lookup", "mean_k", "nearest", "noise"))
-        + "</tr>" for t, v in s["per_task"].items())
-    parts = ["<h2>Checkpoint diffusion (G.pt)</h2>",
-             "<p>Success criteria (thresholds fixed in advance; every task judged, a failed criterion shown "
-             "failed), beside the memorisation audit:</p>",
-             f"<div class='side-by-side'>{criteria_table}{beside}</div>",
-             f"<p>G.pt ({s['gpt_parameters']:,} parameters) was trained on {s['train_checkpoints']} checkpoints of "
-             f"{s['train_runs']} zoo runs from {s['train_parents']} training parents in {s['gpt_train_seconds']:.0f} s"
-             f"{' (every start aligned to the first parent by weight matching)' if s['aligned'] else ''}. Every "
-             f"one-shot network below starts from one of {s['heldout_parents']} held-out parents it never saw "
-             f"({len(shots)} draws), and is scored on the whole test volumes, as the comparison scores its models; "
-             f"what Adam reaches from the same parent is the val-chosen best of that parent's own "
-             f"{s['heldout_runs']} runs. One network takes {s['sample_seconds_one_network']:.2f} s to sample. "
-             "Prompts and every selection use the zoo's validation patches. "
-             + (f"Not learned by any zoo run (best validation Dice below 0.3): {', '.join(lost)}; its criteria are "
-                "judged all the same. " if lost else "")
-             + "Files: " + ", ".join(f"<a href='{rel(f)}'>{f.name}</a>" for f in
-                                     map(evaluation.table_file, ("oneshot", "alignment", "finetune", "unification",
-                                                                 "insample", "samples", "criteria"))) + ".</p>",
-             "<h3>From held-out parents: mean [95 % bootstrap CI] over parents x draws (test volumes)</h3>",
-             "<table class='comparison'><tr><th>task</th><th>G.pt one-shot</th><th>Adam from the parent</th>"
-             "<th>lookup</th><th>mean of k nearest</th><th>nearest</th><th>noise</th></tr>" + per_task + "</table>",
-             "<h3>Prompt alignment</h3>", _table(evaluation.table_file("alignment")),
-             "<h3>The one-shot network as an initialisation</h3>", _table(evaluation.table_file("finetune")),
-             "<h3>One network for every region</h3>", _table(evaluation.table_file("unification")),
-             "<h3>In-sample draws (from training parents G.pt has seen; not part of any criterion)</h3>",
-             _table(evaluation.table_file("insample"))]
+    lost = s["not_learned_by_adam"]
+    resolvable = ", ".join(f"{t} {number(v)}" for t, v in s["smallest_resolvable_difference"].items()
+                           if v is not None)
+    networks = evaluation.table("networks")
+    shots = networks[(networks["kind"] == "oneshot") & (networks["role"] == "heldout")]
+    per_start = shots.groupby(["generator", "label", "task", "start"], sort=False)["task_dice"].mean().reset_index()
+    rows = []
+    for (name, label), g in per_start.groupby(["generator", "label"], sort=False):
+        row = {"generator": label}
+        for task, h in g.groupby("task", sort=False):
+            mean, low, high = mean_ci(h["task_dice"], 0)
+            row[task] = f"{number(mean)} [{number(low)}, {number(high)}]" if np.isfinite(mean) else "—"
+        rows.append(row)
+    per_task = pd.DataFrame(rows).fillna("—")
+    parts = ["<h2>Checkpoint diffusion: every generator through every criterion</h2>",
+             f"<p>From {s['heldout_parents']} held-out parents no generator saw: {headline}. A criterion that a "
+             "trivial generator (copy, task-vector transfer, lookup, noise) passes is marked not discriminative and no "
+             "PASS on it counts. Thresholds are fixed in advance; every task is judged"
+             + (f" ({', '.join(lost)}: not learned by Adam from these starts on whole volumes, so every row FAILs)"
+                if lost else "") + f". The smallest difference these starts resolve (80 % power, from the spread of "
+             f"the learned generators' paired differences with Adam@25): {resolvable or '—'}.</p>",
+             f"<div class='side-by-side'>{cells(matrix(criteria))}{beside}</div>",
+             "<p>The criteria: " + "; ".join(f"<i>{c}</i>: {html.escape(d)}" for c, d in CRITERIA.items()) + ".</p>",
+             f"<p>The zoo: {s['train_runs']} training runs from {s['train_parents']} training parents; "
+             f"{s['heldout_runs']} runs from the held-out parents (what Adam reaches from them)"
+             + (f"; {s['fresh_runs']} runs from {s['fresh_inits']} fresh random inits" if s["fresh_inits"] else "")
+             + f". Every Dice in the table is the mean over the held-out parents of each parent's mean over draws, on "
+             f"whole test volumes ({s['test_cases']} test cases: the zoo network's sliding window over the "
+             "preprocessed volumes, overlap 0.25, threshold 0.5; the comparison predicts with overlap 0.5 and scores "
+             "on the original grid), with a 95 % bootstrap CI over parents. Prompts and every selection use the "
+             "validation patches. Files: " + ", ".join(
+                 f"<a href='{rel(f)}'>{f.name}</a>" for f in map(evaluation.table_file, (
+                     "criteria", "networks", "prompting", "finetune", "unification"))) + ".</p>",
+             "<h3>Every generator from the held-out parents (test volumes)</h3>",
+             per_task.to_html(index=False, classes="comparison", border=0),
+             "<h3>Prompt following (validation patches, per start)</h3>", _table(evaluation.table_file("prompting")),
+             "<h3>The networks as initialisations (test patches)</h3>", _table(evaluation.table_file("finetune")),
+             "<h3>One network for every region</h3>", _table(evaluation.table_file("unification"))]
     for fig in [f for f in evaluation.figures() if f["file"] != "audit.png"]:
         parts.append(f"<figure><img src='{rel(folder / fig['file'])}' alt='{html.escape(fig['caption'])}'>"
                      f"<figcaption>{html.escape(fig['caption'])}</figcaption></figure>")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from monai.metrics import DiceMetric
 
 from segzoo.data.loader import regions_to_channels
 from segzoo.data.preprocessed import Preprocessed
+from segzoo.inference.dice import region_dice
 from segzoo.inference.window import sliding_window_logits
 
 
@@ -18,7 +18,6 @@ def validation_dice(model: torch.nn.Module, pre: Preprocessed, case_ids: list[st
     regions = list(pre.regions.values())
     was_training = model.training
     model.eval()
-    metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
     rows = []
     dtype = next(model.parameters()).dtype
     try:
@@ -27,11 +26,7 @@ def validation_dice(model: torch.nn.Module, pre: Preprocessed, case_ids: list[st
             target = torch.from_numpy(regions_to_channels(pre.label(case), regions))[None]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = sliding_window_logits(model, image, patch_size, sw_batch_size)
-            prediction = (logits.float() > 0).float().cpu()
-            dice = metric(prediction, target)[0].numpy()
-            both_empty = (prediction.flatten(2).sum(2) == 0) & (target.flatten(2).sum(2) == 0)
-            dice[both_empty[0].numpy()] = np.nan
-            rows.append(dice)
+            rows.append(region_dice((logits.float() > 0).cpu(), target)[0])
     finally:
         model.train(was_training)
     return np.asarray(rows, dtype=np.float64)

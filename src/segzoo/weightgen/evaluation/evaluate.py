@@ -1,57 +1,94 @@
-"""``segzoo gpt-evaluate``: G.pt's one-shot networks from parents it never saw, beside Adam and the memorisers.
+"""``segzoo weightgen-evaluate``: every generator through the same requests, scoring and criteria (the instrument).
 
 The protocol:
 
-- every reported one-shot network starts from a *held-out parent*: grown like the training parents from its own
-  init, never shown to G.pt (``sample.draws`` draws per parent and task);
-- every Dice reported is on the *whole test volumes* (sliding window over the dataset's test cases, the
-  comparison's own scoring), except the Adam curves, which are scored on the test patches at each scored step;
-- the *validation* patches decide prompts and every selection (a parent's best checkpoint, merge coefficients).
+- the *test starts* are starts no generator was trained on: held-out parents (grown like the training parents from
+  their own inits) and fresh random inits; every generator answers the same requests
+  (:func:`segzoo.weightgen.zoo.prompts.requests`) for them: a start, a task, a prompted Dice;
+- every headline Dice is on *whole test volumes* (:meth:`Scores.volumes`: MONAI's Gaussian sliding window over the
+  preprocessed test cases with the zoo's patch, overlap 0.25, threshold 0.5, Dice per case as the comparison
+  computes it, :func:`segzoo.inference.dice.region_dice`; the comparison itself predicts with overlap 0.5 and scores
+  on the original grid); ``weightgen.evaluation.test_cases`` may take the first N test cases (in splits order);
+- the *validation* patches decide prompts and every selection (Adam's best checkpoint, merge coefficients), and are
+  the metric of prompt following (prompt and outcome on the same metric);
+- a task that Adam from the held-out parents does not learn on whole volumes (:data:`LEARNED_BY_ADAM`) is shown
+  "not learned by Adam" (its rows FAIL, with Adam's numbers); only Adam's best is scored on it.
 
 Tables written to the evaluation folder (:mod:`segzoo.weightgen.evaluation.folder`):
 
-- ``samples``      every generated network: kind, start, task, draw, prompt, val Dice (patches), test Dice
-                   (volumes), distance to the nearest training checkpoint, the lookup memoriser's pick
-- ``oneshot``      per held-out parent, task and draw: the one-shot network vs what Adam reaches from that parent
-                   (the val-chosen best checkpoint of its own runs of the task) vs four memorisers on the same
-                   prompt: lookup, mean of k nearest, nearest checkpoint, noise at equal distance; each with its
-                   distance to the training checkpoints and novelty ratio
-- ``alignment``    per task: G.pt's R² (achieved test Dice against the prompts of the ``align`` draws) and the
-                   lookup memoriser's R² on the same prompts
-- ``finetune``     per draw: Adam steps to reach the held-out parent's best from the draw and from the parent
-- ``finetune_curves`` those curves (test patches)
-- ``unification``  per held-out parent: G.pt prompted on every region vs that parent's best multi-task checkpoint,
-                   its multi-task Adam finals and merges of its single-task finals (with and without the lesion)
-- ``insample``     draws from training parents (starts G.pt was trained on), reported apart
-- ``criteria``     the pass/fail criteria (segzoo.weightgen.evaluation.criteria)
-
-A region is *learned* when some training checkpoint reaches validation Dice 0.3 on it; this is reported, and
-the criteria judge every task whether learned or not.
+- ``networks``     one row per generator and request: the network's val Dice (patches), test Dice (volumes, where
+                   scored), its distance to the nearest training checkpoint of the task and to its start's own Adam
+                   run (aligned coordinates);
+- ``prompting``    per generator, task and held-out start: R² and Spearman ρ of achieved against prompted val Dice;
+- ``finetune``     per generator, start and task: Adam steps (≥ 1) to reach what Adam from the start reaches within
+                   the same budget, from the network and from the start; ``finetune_curves`` those curves (test
+                   patches);
+- ``unification``  per held-out parent: each generator's network for every region against multi-task Adam from the
+                   same start at its budget, and merges of the start's own single-task finals;
+- ``criteria``     generators × criteria (:mod:`segzoo.weightgen.evaluation.criteria`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 
 from segzoo.data.preprocessed import Preprocessed
-from segzoo.io import write_json
+from segzoo.errors import SegzooError
+from segzoo.io import read_json, write_json
 from segzoo.weightgen.evaluation import criteria, figures, merge
-from segzoo.weightgen.evaluation.audit import Audit
-from segzoo.weightgen.evaluation.criteria import mean_ci
+from segzoo.weightgen.evaluation.criteria import LEARNED_BY_ADAM
+from segzoo.weightgen.evaluation.finetune import adam_curves, first_step_reaching, scored_steps
 from segzoo.weightgen.evaluation.folder import write_evaluation_folder
-from segzoo.weightgen.evaluation.finetune import adam_curves, first_step_reaching
-from segzoo.weightgen.gpt.train import TrainedGPT
-from segzoo.weightgen.gpt.sample import lookup
+from segzoo.weightgen.evaluation.generators import (Context, Generator, baselines, learned, request_key,
+                                                    task_dice)
+from segzoo.weightgen.evaluation.settings import EvaluationSettings
+from segzoo.weightgen.zoo.plan import ALL
+from segzoo.weightgen.zoo.prompts import requests as make_requests
+from segzoo.weightgen.zoo.runs import Zoo
 from segzoo.weightgen.zoo.scoring import Scorer
-from segzoo.weightgen.zoo.runs import ALL, Zoo, task_regions
 
-LEARNED = 0.3      # best validation Dice a region needs in the zoo to count as learned
-SAMPLE_STEPS = 25  # Adam steps from a one-shot network (Adam from the parent gets the zoo's own length)
-MEMORISERS = ("lookup", "mean_k", "nearest", "noise")
+VOLUME_KINDS = ("oneshot", "insample")  # requests scored on whole volumes (align: on validation patches)
+
+
+def _key(vector: torch.Tensor) -> str:
+    return hashlib.sha1(vector.contiguous().numpy().tobytes()).hexdigest()
+
+
+class Scores:
+    """Each distinct network scored once: Dice per region on the validation patches and on the whole test volumes."""
+
+    def __init__(self, scorer: Scorer, cases: list[str]):
+        self.scorer, self.cases = scorer, cases
+        self._val, self._volume = {}, {}
+        self.volume_networks = 0  # how many distinct networks were scored on volumes (its cost)
+
+    def _many(self, params: torch.Tensor, cache: dict, score) -> np.ndarray:
+        regions = len(self.scorer.regions)
+        keys = [_key(p) if torch.isfinite(p).all() else None for p in params]
+        todo = list(dict.fromkeys(k for k in keys if k is not None and k not in cache))
+        if todo:
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            for k, d in zip(todo, score(torch.stack([params[first[k]] for k in todo]))):
+                cache[k] = np.asarray(d, dtype=float)
+        return np.stack([cache[k] if k is not None else np.full(regions, np.nan) for k in keys]) if keys else \
+            np.zeros((0, regions))
+
+    def val(self, params: torch.Tensor) -> np.ndarray:
+        """[N, R]: pooled Dice on the validation patches."""
+        return self._many(params, self._val, lambda p: self.scorer.dice_many(p, "val"))
+
+    def volumes(self, params: torch.Tensor) -> np.ndarray:
+        """[N, R]: mean Dice over the test volumes."""
+        before = len(self._volume)
+        out = self._many(params, self._volume, lambda p: self.scorer.volume_dice_many(p, self.cases))
+        self.volume_networks += len(self._volume) - before
+        return out
 
 
 def r_squared(achieved: np.ndarray, prompted: np.ndarray) -> float:
@@ -60,208 +97,189 @@ def r_squared(achieved: np.ndarray, prompted: np.ndarray) -> float:
     return float(1 - np.sum((achieved - prompted) ** 2) / total) if total > 0 else float("nan")
 
 
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 and a.std() > 0 and b.std() > 0 else float("nan")
-
-
-def learned_regions(zoo: Zoo) -> list[str]:
-    best = np.max(np.concatenate([r.dice for r in zoo.select("train")]), axis=0)
-    return [name for name, value in zip(zoo.regions, best) if value >= LEARNED]
-
-
-def val_best(zoo: Zoo, role: str, task: str, start: str | None = None) -> tuple[str, int] | None:
-    """The checkpoint of the ``role`` runs of ``task`` (from ``start``) with the best validation task Dice."""
-    keys = [(r.name, i) for r in zoo.select(role, task, start) for i in range(len(r.params))]
-    if not keys:
-        return None
-    return max(keys, key=lambda key: float(zoo.task_dice(zoo.runs[key[0]].dice[key[1]], task)))
-
-
 class Evaluation:
-    """G.pt's samples scored (``samples``); one method per table of the evaluation."""
+    """Every generator's networks for every request, scored; one method per table."""
 
-    def __init__(self, zoo: Zoo, gpt: TrainedGPT, *, params: torch.Tensor, prompts: pd.DataFrame,
-                 sample_seconds: float, scorer: Scorer, settings: dict, seed: int, threads: int = 1):
-        self.zoo, self.gpt, self.scorer, self.settings, self.threads = zoo, gpt, scorer, settings, threads
-        self.params, self.prompts, self.sample_seconds = params, prompts.reset_index(drop=True), sample_seconds
-        self.seed = seed
-        self.audit = Audit(zoo, gpt.scale, scorer, settings["audit"]["neighbours"], seed)
-        self.learned = learned_regions(zoo)
-        self.tasks = [t for t in zoo.tasks if t in set(self.prompts["task"])]
-        self.near = [self.audit.nearest(v) for v in params]  # k nearest training checkpoints of each sample
-        self.samples = self._score_samples()
-        self.adam = {(s, t): val_best(zoo, "heldout", t, s) for s in zoo.starts("heldout") for t in self.tasks}
+    def __init__(self, zoo: Zoo, generators: dict[str, Generator], scorer: Scorer, settings: EvaluationSettings,
+                 seed: int, threads: int = 1):
+        self.zoo, self.scorer, self.settings, self.seed, self.threads = zoo, scorer, settings, seed, threads
+        self.generators = generators
+        self.context = Context(zoo, seed, settings.neighbours)
+        self.requests = make_requests(zoo, settings.sample).reset_index(drop=True)
+        cases = read_json(scorer.splits)["test"]
+        self.scores = Scores(scorer, cases[:settings.test_cases] if settings.test_cases else cases)
+        self.regions = zoo.regions
+        self.tasks = zoo.tasks
+        self.params = {name: g.make(self.context, self.requests) for name, g in generators.items()}
+        self.adam_learned = self._adam_learned()
+        self.networks = self._networks()
 
-    def task_dice(self, dice, task: str) -> float:
-        with np.errstate(all="ignore"):
-            return float(np.nanmean(np.asarray(dice, dtype=float)[..., task_regions(task, self.zoo.regions)]))
+    # which tasks are judged ------------------------------------------------------------------------------------
+    def _adam_learned(self) -> dict[str, float]:
+        """Per task with requests: the mean over held-out parents of Adam's val-chosen best on volumes."""
+        rows = self.requests[(self.requests["kind"] == "oneshot") & (self.requests["role"] == "heldout")
+                             & (self.requests["draw"] == 0)]
+        out = {}
+        if "adam_best" not in self.params:
+            return out
+        dice = self.scores.volumes(self.params["adam_best"][rows.index.to_numpy()])
+        for task in dict.fromkeys(rows["task"]):
+            mine = (rows["task"] == task).to_numpy()
+            out[task] = float(np.nanmean([task_dice(d, task, self.regions) for d in dice[mine]]))
+        return out
 
-    def d_nearest(self, vector: torch.Tensor) -> float:
-        return float(self.audit.distances(vector).min())
+    def learned_by_adam(self, task: str) -> bool:
+        return self.adam_learned.get(task, np.nan) >= LEARNED_BY_ADAM
 
-    def _score_samples(self) -> pd.DataFrame:
-        """Every sample's val Dice (patches), test Dice (whole volumes) and nearest training checkpoint."""
-        regions, prompts = self.zoo.regions, self.prompts
-        val = self.scorer.dice_many(self.params, "val")
-        volume = self.scorer.volume_dice_many(self.params)
-        targets = prompts[[f"prompt_{n}" for n in regions]].to_numpy(float)
+    # the networks table ------------------------------------------------------------------------------------------
+    def _networks(self) -> pd.DataFrame:
+        req, ctx, regions = self.requests, self.context, self.regions
+        volume_rows = req["kind"].isin(VOLUME_KINDS) & req["task"].map(self.learned_by_adam)
+        frames = []
+        for name, generator in self.generators.items():
+            params = self.params[name]
+            val = self.scores.val(params)
+            volume = np.full_like(val, np.nan)
+            wanted = volume_rows.to_numpy() | ((name == "adam_best") & (req["kind"] == "oneshot").to_numpy())
+            if wanted.any():
+                volume[wanted] = self.scores.volumes(params[np.flatnonzero(wanted)])
+            table = req.copy()
+            for key, value in generator.describe().items():
+                table.insert(0, key, value)
+            table[[f"val_dice_{n}" for n in regions]] = val
+            table[[f"dice_{n}" for n in regions]] = volume
+            table["task_dice_val"] = [task_dice(v, t, regions) for v, t in zip(val, req["task"])]
+            table["task_dice"] = [task_dice(v, t, regions) for v, t in zip(volume, req["task"])]
+            table["task_prompt"] = [task_dice(req.loc[k, [f"prompt_{n}" for n in regions]].to_numpy(float), t,
+                                              regions) for k, t in zip(req.index, req["task"])]
+            d_train, d_own = [], []
+            for k, row in req.iterrows():
+                if row["kind"] == "align" or not torch.isfinite(params[k]).all():
+                    d_train.append(np.nan)
+                    d_own.append(np.nan)
+                    continue
+                d_train.append(self._d_train(params[k], row["start"], row["task"]))
+                d_own.append(self._d_own(params[k], row["start"], row["task"]))
+            table["d_train"], table["d_own"] = d_train, d_own
+            frames.append(table)
+        return pd.concat(frames, ignore_index=True)
+
+    def _d_train(self, vector: torch.Tensor, start: str, task: str) -> float:
+        """Distance to the nearest training checkpoint of the task, in aligned coordinates."""
+        keys, aligned, _ = self.context.training(task)
+        if not keys:
+            return np.nan
+        return float(self.context.distance(aligned, self.context.to_reference(vector, start)).min())
+
+    def _d_own(self, vector: torch.Tensor, start: str, task: str) -> float:
+        """Distance to the nearest checkpoint (after ≥ 1 step) of the start's own Adam runs of the task."""
+        rows = [r.params[1:] for r in self.context.own_runs(start, task) if len(r.params) > 1]
+        if not rows:
+            return np.nan
+        return float(self.context.distance(torch.cat(rows), vector).min())
+
+    # the other tables --------------------------------------------------------------------------------------------
+    def prompting(self) -> pd.DataFrame:
+        """Per generator, task and held-out start: achieved against prompted val task Dice over the align prompts."""
+        align = self.networks[self.networks["kind"] == "align"]
         rows = []
-        for k, prompt in prompts.iterrows():
-            task = prompt["task"]
-            (keys, d) = self.near[k]
-            pick = lookup(self.zoo, task, targets[k])
-            rows.append({**prompt.to_dict(), **{f"dice_{n}": v for n, v in zip(regions, volume[k])},
-                         **{f"val_dice_{n}": v for n, v in zip(regions, val[k])},
-                         "task_prompt": self.task_dice(targets[k], task), "task_dice": self.task_dice(volume[k], task),
-                         "task_dice_val": self.task_dice(val[k], task), "d_nearest": float(d[0]),
-                         "nearest_run": keys[0][0], "nearest_index": keys[0][1],
-                         "lookup_run": pick[0], "lookup_index": pick[1]})
-        return pd.DataFrame(rows)
-
-    def _final_distance(self, start: str, task: str) -> float:
-        """The mean distance to the nearest training checkpoint of the held-out parent's own finals of ``task``:
-        how far an independent run lands (the novelty ratio's denominator)."""
-        finals = [r.params[-1] for r in self.zoo.select("heldout", task, start)]
-        return float(np.mean([self.d_nearest(f) for f in finals])) if finals else np.nan
-
-    def oneshot(self) -> pd.DataFrame:
-        """Per held-out parent, task and draw: the one-shot network, Adam from that parent and the memorisers, every
-        Dice on the whole test volumes."""
-        shots = self.samples[self.samples["kind"] == "oneshot"]
-        if shots.empty:
-            return pd.DataFrame()
-        audit, zoo = self.audit, self.zoo
-        index = list(shots.index)
-        lookups = list(zip(shots["lookup_run"], shots["lookup_index"]))
-        nearest = [self.near[k][0][0] for k in index]
-        mean_k = torch.stack([torch.stack([audit.checkpoint(key) for key in self.near[k][0]]).mean(0) for k in index])
-        noise = torch.stack([audit.noise_at(audit.checkpoint(self.near[k][0][0]), float(self.near[k][1][0]))
-                             for k in index])
-        adam_keys = [self.adam[(s, t)] for s, t in zip(shots["start"], shots["task"])]
-        checkpoints = dict(zip(lookups + nearest + [k for k in adam_keys if k],
-                               audit.volume_dice(lookups + nearest + [k for k in adam_keys if k])))
-        scored = self.scorer.volume_dice_many(torch.cat([mean_k, noise]))
-        finals = {(s, t): self._final_distance(s, t) for s, t in set(zip(shots["start"], shots["task"]))}
-        rows = []
-        for at, (k, s) in enumerate(shots.iterrows()):
-            task, start, key = s["task"], s["start"], adam_keys[at]
-            final_d = finals[(start, task)]
-            memoriser = {"lookup": (checkpoints[lookups[at]], audit.checkpoint(lookups[at])),
-                         "mean_k": (scored[at], mean_k[at]),
-                         "nearest": (checkpoints[nearest[at]], audit.checkpoint(nearest[at])),
-                         "noise": (scored[len(index) + at], noise[at])}
-            row = {"start": start, "task": task, "draw": s["draw"], "prompt": s["task_prompt"],
-                   "oneshot_dice": s["task_dice"], "oneshot_dice_val": s["task_dice_val"],
-                   "adam_best_dice": self.task_dice(checkpoints[key], task) if key else np.nan,
-                   "adam_best": f"{key[0]} #{key[1]} (step {zoo.runs[key[0]].steps[key[1]]})" if key else "",
-                   "adam_best_d_nearest": self.d_nearest(audit.checkpoint(key)) if key else np.nan,
-                   "d_nearest": s["d_nearest"], "heldout_final_d_nearest": final_d,
-                   "novelty_ratio": s["d_nearest"] / final_d}
-            for name, (dice, vector) in memoriser.items():
-                d = self.d_nearest(vector)
-                row |= {f"{name}_dice": self.task_dice(dice, task), f"{name}_d_nearest": d,
-                        f"{name}_novelty_ratio": d / final_d}
-            rows.append(row)
-        return pd.DataFrame(rows)
-
-    def alignment(self) -> pd.DataFrame:
-        """Per task, over the ``align`` draws: G.pt's R² and the lookup memoriser's on the same prompts."""
-        align = self.samples[self.samples["kind"] == "align"]
-        rows = []
-        for task, g in align.groupby("task", sort=False):
-            keys = list(zip(g["lookup_run"], g["lookup_index"]))
-            looked = np.array([self.task_dice(d, task) for d in self.audit.volume_dice(keys)])
-            p, a, v = (g[c].to_numpy(float) for c in ("task_prompt", "task_dice", "task_dice_val"))
-            rows.append({"task": task, "n": len(g), "parents": g["start"].nunique(), "r2": r_squared(a, p),
-                         "pearson_r": pearson(a, p), "mean_abs_error": float(np.abs(a - p).mean()),
-                         "r2_lookup": r_squared(looked, p), "pearson_r_lookup": pearson(looked, p),
-                         "r2_val": r_squared(v, p)})
+        for (name, task, start), g in align.groupby(["generator", "task", "start"], sort=False):
+            p, a = g["task_prompt"].to_numpy(float), g["task_dice_val"].to_numpy(float)
+            ok = np.isfinite(a)
+            rho = stats.spearmanr(p[ok], a[ok]).statistic if ok.sum() > 2 and np.ptp(a[ok]) > 0 else np.nan
+            rows.append({"generator": name, "task": task, "start": start, "prompts": int(ok.sum()),
+                         "r2": r_squared(a[ok], p[ok]) if ok.sum() > 1 else np.nan, "spearman": float(rho),
+                         "mean_abs_error": float(np.abs(a[ok] - p[ok]).mean()) if ok.any() else np.nan})
         return pd.DataFrame(rows)
 
     def finetune(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Adam from every one-shot draw (``SAMPLE_STEPS``) and from its held-out parent (the zoo's length), with the
-        parent's run's task, learning rate and data seed, all trained at once; steps until the test-patch Dice
-        reaches that of the parent's val-chosen best checkpoint."""
-        shots = self.samples[self.samples["kind"] == "oneshot"]
-        arms, steps = [], self.settings["steps"]
-        for (start, task), key in self.adam.items():
-            if key is None:
+        """Adam (``finetune_steps``, the start's own run's task, learning rate and data seed) from each start and from
+        draw 0 of each learned and trivial generator's network, all trained at once by the zoo engine and scored on
+        the test patches; the steps (≥ 1) each needs to reach the best Dice Adam from the start reaches in the same
+        budget."""
+        steps = self.settings.finetune_steps
+        shots = self.networks[(self.networks["kind"] == "oneshot") & (self.networks["role"] == "heldout")
+                              & (self.networks["draw"] == 0)]
+        chosen = [n for n, g in self.generators.items() if g.kind in ("learned", "trivial") and n != "copy"]
+        arms = []
+        for (start, task), _ in shots.groupby(["start", "task"], sort=False):
+            if not self.learned_by_adam(task):
                 continue
-            run = self.zoo.runs[key[0]]
-            arms.append({"name": f"{start}/{task}/parent", "task": task, "lr": run.lr, "seed": run.seed,
-                         "start": run.start_params, "steps": steps})
-            for k, s in shots[(shots["start"] == start) & (shots["task"] == task)].iterrows():
-                arms.append({"name": f"{start}/{task}/draw{s['draw']}", "task": task, "lr": run.lr, "seed": run.seed,
-                             "start": self.params[k], "steps": SAMPLE_STEPS})
+            runs = self.context.own_runs(start, task)
+            if not runs:
+                continue
+            lr, seed = runs[0].lr, runs[0].seed
+            arms.append({"name": f"{start}|{task}|start", "task": task, "lr": lr, "seed": seed,
+                         "start": self.context.start_params(start), "steps": steps})
+            for name in chosen:
+                k = self.requests.index[(self.requests["kind"] == "oneshot") & (self.requests["start"] == start)
+                                        & (self.requests["task"] == task) & (self.requests["draw"] == 0)][0]
+                vector = self.params[name][k]
+                if torch.isfinite(vector).all():
+                    arms.append({"name": f"{start}|{task}|{name}", "task": task, "lr": lr, "seed": seed,
+                                 "start": vector, "steps": steps})
         if not arms:
             return pd.DataFrame(), pd.DataFrame()
-        table = adam_curves(self.scorer, self.zoo, arms, settings=self.settings, threads=self.threads)
-        curves = table.assign(start=table["name"].str.split("/").str[0], task=table["name"].str.split("/").str[1],
-                              source=table["name"].str.split("/").str[2])
+        curves = adam_curves(self.scorer, self.zoo, arms, settings=self.settings.zoo, threads=self.threads)
+        parts = curves["name"].str.split("|", expand=True)
+        curves = curves.assign(start=parts[0], task=parts[1], source=parts[2]).drop(columns="name")
         rows = []
-        for _, s in shots.iterrows():
-            start, task, key = s["start"], s["task"], self.adam.get((s["start"], s["task"]))
-            if key is None:
-                continue
-            target = self.task_dice(self.audit.test_dice(key), task)
-            parent = curves[curves["name"] == f"{start}/{task}/parent"]
-            draw = curves[curves["name"] == f"{start}/{task}/draw{s['draw']}"]
-            rows.append({"start": start, "task": task, "draw": s["draw"], "target_dice": target,
-                         "sample_dice_at_0": _dice_at(draw, 0), "sample_dice_at_5": _dice_at(draw, 5),
-                         "parent_dice_at_0": _dice_at(parent, 0),
-                         "sample_steps_to_best": first_step_reaching(draw, target),
-                         "parent_steps_to_best": first_step_reaching(parent, target),
-                         "sample_budget": SAMPLE_STEPS, "parent_budget": steps,
-                         "parent_seconds_per_step": self.zoo.runs[key[0]].seconds_per_step,
-                         "sample_seconds": self.sample_seconds})
-        return curves.drop(columns="name"), pd.DataFrame(rows)
+        for (start, task), c in curves.groupby(["start", "task"], sort=False):
+            base = c[c["source"] == "start"]
+            target = float(base["task_dice"].max())
+            if not target > float(base.loc[base["step"] == 0, "task_dice"].iloc[0]):
+                continue  # Adam from this start does not improve within the budget: nothing to reach
+            start_steps = first_step_reaching(base, target)
+            for name in ["copy", *chosen]:
+                curve = base if name == "copy" else c[c["source"] == name]
+                if curve.empty:
+                    continue
+                rows.append({"generator": name, "start": start, "task": task, "target_dice": target,
+                             "dice_at_0": float(curve.loc[curve["step"] == 0, "task_dice"].iloc[0]),
+                             "steps_to_target": first_step_reaching(curve, target), "start_steps": start_steps,
+                             "budget": steps})
+        return curves, pd.DataFrame(rows)
 
     def unification(self) -> pd.DataFrame:
-        """Per held-out parent: G.pt prompted on every region (mean over draws) vs the parent's best multi-task
-        checkpoint (val-chosen), its multi-task Adam finals and merges of its single-task finals."""
-        zoo, regions, rows = self.zoo, self.zoo.regions, []
-        draws = self.samples[(self.samples["kind"] == "oneshot") & (self.samples["task"] == ALL)]
-
-        def add(start: str, method: str, dice, note: str):
-            dice = np.asarray(dice, dtype=float)
+        """Per held-out parent: every generator's network for every region (task all, mean over draws) against
+        multi-task Adam from the same start at the generator's budget; merges of the start's own single-task finals
+        beside them."""
+        shots = self.networks[(self.networks["kind"] == "oneshot") & (self.networks["role"] == "heldout")
+                              & (self.networks["task"] == ALL)]
+        rows = []
+        for (name, start), g in shots.groupby(["generator", "start"], sort=False):
+            dice = g[[f"dice_{n}" for n in self.regions]].to_numpy(float).mean(0)
+            budget = int(g["budget"].iloc[0])
+            adam = self.context.start_params(start) if budget == 0 else self.context.adam_at(start, ALL, budget)
+            if adam is None:  # beyond the run: its final
+                runs = self.context.own_runs(start, ALL)
+                adam = runs[0].params[-1] if runs else None
+            adam_dice = self.scores.volumes(adam[None])[0] if adam is not None else np.full(len(self.regions), np.nan)
             with np.errstate(all="ignore"):
-                rows.append({"start": start, "method": method, **{f"dice_{n}": v for n, v in zip(regions, dice)},
-                             "mean_dice": float(np.nanmean(dice)), "note": note})
+                rows.append({"generator": name, "start": start, "budget": budget,
+                             "mean_dice": float(np.nanmean(dice)), "adam_mean_dice": float(np.nanmean(adam_dice)),
+                             **{f"dice_{n}": v for n, v in zip(self.regions, dice)}})
+        table = pd.DataFrame(rows)
+        merges = [m for start in dict.fromkeys(shots["start"]) for m in self._merges(start)]
+        return pd.concat([table, pd.DataFrame(merges)], ignore_index=True) if merges else table
 
-        for start in zoo.starts("heldout"):
-            mine = draws[draws["start"] == start]
-            if len(mine):
-                add(start, criteria.UNIFIED, mine[[f"dice_{n}" for n in regions]].mean().to_numpy(),
-                    f"mean over {len(mine)} draws")
-            key = self.adam.get((start, ALL))
-            if key:
-                add(start, criteria.BEST_MULTITASK, self.audit.volume_dice([key])[0], f"{key[0]} #{key[1]}, val-chosen")
-            finals = [r.params[-1] for r in zoo.select("heldout", ALL, start)]
-            if finals:
-                add(start, criteria.MULTITASK_ADAM, self.scorer.volume_dice_many(torch.stack(finals)).mean(0),
-                    f"final of {len(finals)} run(s), {self.settings['steps']} Adam steps")
-            for name, dice, note in self._merges(start):
-                add(start, name, dice, note)
-        return pd.DataFrame(rows)
-
-    def _merges(self, start: str) -> list[tuple[str, np.ndarray, str]]:
-        """Merges of the held-out parent's single-task finals (per task the final with the best val task Dice): the
-        best on val of soup, task arithmetic (λ) and TIES (kept share, λ), with every task vector and without the
-        lesion's (a region named *lesion*)."""
-        zoo = self.zoo
-        finals, names, base = [], [], None
-        for task in [t for t in zoo.tasks if t != ALL]:
-            runs = zoo.select("heldout", task, start)
+    def _merges(self, start: str) -> list[dict]:
+        """The start's own single-task finals (per task the final with the best val task Dice) merged: the best on
+        val of soup, task arithmetic (λ) and TIES (kept share, λ), with every task vector and without the lesion's
+        (a region named *lesion*)."""
+        finals, names = [], []
+        for task in [t for t in self.tasks if t != ALL]:
+            runs = self.context.own_runs(start, task)
             if runs:
-                pick = max(runs, key=lambda r: zoo.task_dice(r.dice[-1], task))
+                pick = max(runs, key=lambda r: self.zoo.task_dice(r.dice[-1], task))
                 finals.append(pick.params[-1])
                 names.append(task)
-                base = pick.start_params
-        out = []
+        base = self.context.start_params(start)
         variants = [("merge of every task vector", list(range(len(finals))))]
         kept = [i for i, n in enumerate(names) if "lesion" not in n]
         if len(kept) < len(finals):
             variants.append(("merge without the lesion vector", kept))
+        out = []
         for label, chosen in variants:
             if len(chosen) < 2:
                 continue
@@ -271,92 +289,62 @@ class Evaluation:
                            for x in (0.25, 0.5, 0.75, 1.0, 1.25)]
             candidates += [(f"TIES keep {k:.0%} λ={x}", merge.ties(base, vectors, k, x))
                            for k in (0.1, 0.2, 0.5, 1.0) for x in (0.5, 1.0, 1.5, 2.0)]
-            val = self.scorer.dice_many(torch.stack([c for _, c in candidates]), "val").mean(1)
-            name, chosen_vector = candidates[int(np.argmax(val))]
-            out.append((label, self.scorer.volume_dice_many(chosen_vector[None])[0],
-                        f"{name} (val-chosen of {len(candidates)}) of {', '.join(names[i] for i in chosen)}"))
+            val = self.scores.val(torch.stack([c for _, c in candidates])).mean(1)
+            name, vector = candidates[int(np.argmax(val))]
+            dice = self.scores.volumes(vector[None])[0]
+            with np.errstate(all="ignore"):
+                out.append({"generator": label, "start": start, "budget": np.nan, "mean_dice": float(np.nanmean(dice)),
+                            "adam_mean_dice": np.nan, **{f"dice_{n}": v for n, v in zip(self.regions, dice)},
+                            "note": f"{name} (val-chosen of {len(candidates)}) of {', '.join(names[i] for i in chosen)}"})
         return out
 
-    def insample(self) -> pd.DataFrame:
-        """Draws from training parents: G.pt saw these starts, so they are in-sample and reported apart."""
-        draws = self.samples[self.samples["kind"] == "insample"]
-        return draws[["start", "task", "task_prompt", "task_dice", "task_dice_val", "d_nearest"]].rename(
-            columns={"task_prompt": "prompt", "task_dice": "oneshot_dice", "task_dice_val": "oneshot_dice_val"}
-        ).reset_index(drop=True)
 
-
-def _dice_at(curve: pd.DataFrame, step: int) -> float:
-    found = curve.loc[curve["step"] == step, "task_dice"]
-    return float(found.iloc[0]) if len(found) else np.nan
-
-
-def _number(value) -> float | None:
-    """A float for JSON, None for NaN."""
-    return None if value is None or not np.isfinite(value) else float(value)
-
-
-def headline(tables: dict[str, pd.DataFrame], tasks: list[str], seed: int) -> dict:
-    """Per task: the mean one-shot Dice over held-out parents x draws with its bootstrap CI, Adam's and each
-    memoriser's mean, G.pt's and the lookup's R² (all whole test volumes)."""
-    shots, aligned = tables["oneshot"], tables["alignment"]
-    out = {}
-    for task in tasks:
-        s = shots[shots["task"] == task] if len(shots) else shots
-        if s.empty:
-            continue
-        mean, low, high = mean_ci(s["oneshot_dice"], seed)
-        a = aligned[aligned["task"] == task] if len(aligned) else aligned
-        out[task] = {"oneshot_dice": _number(mean), "oneshot_ci": [_number(low), _number(high)], "draws": len(s),
-                     "parents": int(s["start"].nunique()), "adam_best_dice": _number(s["adam_best_dice"].mean()),
-                     **{f"{m}_dice": _number(s[f"{m}_dice"].mean()) for m in MEMORISERS},
-                     "novelty_ratio": _number(s["novelty_ratio"].median()),
-                     "r2": _number(a["r2"].iloc[0]) if len(a) else None,
-                     "r2_lookup": _number(a["r2_lookup"].iloc[0]) if len(a) else None}
-    return out
-
-
-def write_evaluation(evaluation: Evaluation, gpt_sidecar: dict, loss: pd.DataFrame | None, out: Path) -> dict:
-    """Every table, figure, the criteria and the summary into the new folder ``out`` (all or nothing);
-    ``loss`` is G.pt's loss curve (for its figure)."""
+def write_evaluation(evaluation: Evaluation, losses: dict[str, pd.DataFrame], out: Path) -> dict:
+    """Every table, figure, the criteria and the summary into the new folder ``out`` (all or nothing); ``losses``:
+    each learned generator's training loss curve (for its figure)."""
     curves, tuned = evaluation.finetune()
-    tables = {"samples": evaluation.samples, "oneshot": evaluation.oneshot(), "alignment": evaluation.alignment(),
-              "finetune": tuned, "finetune_curves": curves, "unification": evaluation.unification(),
-              "insample": evaluation.insample()}
-    tasks = evaluation.tasks
-    verdicts = criteria.judge(tables, [t for t in tasks if t != ALL], evaluation.seed)
-    tables["criteria"] = verdicts
+    tables = {"networks": evaluation.networks, "prompting": evaluation.prompting(), "finetune": tuned,
+              "finetune_curves": curves, "unification": evaluation.unification()}
+    judged = criteria.judge(tables, evaluation)
+    tables["criteria"] = judged.table
     zoo = evaluation.zoo
     summary = {"train_runs": len(zoo.select("train")), "insample_runs": len(zoo.select("insample")),
-               "heldout_runs": len(zoo.select("heldout")), "train_parents": len(zoo.starts("train")),
-               "heldout_parents": len(zoo.starts("heldout")), "train_checkpoints": gpt_sidecar["train_checkpoints"],
-               "aligned": bool(gpt_sidecar["gpt_config"].get("align")),
-               "gpt_parameters": gpt_sidecar["parameters"], "gpt_train_seconds": gpt_sidecar["seconds"],
-               "sample_seconds_one_network": evaluation.sample_seconds, "learned_regions": evaluation.learned,
-               "not_learned_regions": [r for r in zoo.regions if r not in evaluation.learned],
-               "per_task": headline(tables, tasks, evaluation.seed),
-               "criteria_passed": int(verdicts["passed"].sum()), "criteria_total": len(verdicts),
-               "criteria": verdicts.replace({np.nan: None}).to_dict(orient="records")}
-    write_evaluation_folder(out, tables, summary, lambda folder: figures.write_all(tables, zoo.regions, folder, loss))
+               "heldout_runs": len(zoo.select("heldout")), "fresh_runs": len(zoo.select("fresh")),
+               "train_parents": len(zoo.starts_of("train")), "heldout_parents": len(zoo.starts_of("heldout")),
+               "fresh_inits": len(zoo.starts_of("fresh")), "tasks": evaluation.tasks,
+               "test_cases": len(evaluation.scores.cases),
+               "adam_best_by_task": evaluation.adam_learned,
+               "not_learned_by_adam": [t for t in evaluation.tasks if not evaluation.learned_by_adam(t)],
+               "volume_networks_scored": evaluation.scores.volume_networks,
+               "generators": {n: g.describe() | ({"sidecar": {k: v for k, v in g.sidecar.items()
+                                                            if k not in ("layout", "architecture", "regions")}}
+                                                 if hasattr(g, "sidecar") else {})
+                              for n, g in evaluation.generators.items()},
+               **judged.summary}
+    write_evaluation_folder(out, tables, summary,
+                            lambda folder: figures.write_all(tables, zoo.regions, folder, losses, judged))
     return summary
 
 
-def evaluate_samples(gpt_stem: Path, samples_stem: Path, index: Path, pre: Preprocessed, splits: Path, *,
-                     settings: dict, data_seed: int, seed: int, device: str, threads: int, out: Path,
-                     summary_path: Path | None) -> dict:
-    """``segzoo gpt-evaluate``: load everything, evaluate, write the folder (and the summary without timings)."""
-    from segzoo.weightgen.gpt.train import load_gpt
-    from segzoo.weightgen.gpt.sample import load_samples
+def evaluate_generators(samples: list[Path], index: Path, pre: Preprocessed, splits: Path, *,
+                        settings: EvaluationSettings, losses: dict[str, Path], data_seed: int, seed: int, device: str,
+                        threads: int, out: Path, summary_path: Path | None) -> dict:
+    """``segzoo weightgen-evaluate``: load the zoo and the learned generators' samples, evaluate every generator,
+    write the folder (and the summary without timings)."""
     from segzoo.weightgen.zoo.runs import load_zoo
 
-    gpt = load_gpt(gpt_stem, device)
-    params, prompts, sample_sidecar = load_samples(samples_stem)
-    scoring_settings = {**settings["zoo"], "test_patches": settings["test_patches"], "audit": settings["audit"]}
-    scorer = Scorer(pre, splits, scoring_settings, data_seed, device)
-    evaluation = Evaluation(load_zoo(index), gpt, params=params, prompts=prompts,
-                            sample_seconds=sample_sidecar["single_network_seconds"], scorer=scorer,
-                            settings=scoring_settings, seed=seed, threads=threads)
-    loss_csv = Path(f"{gpt_stem}_loss.csv")
-    summary = write_evaluation(evaluation, gpt.sidecar, pd.read_csv(loss_csv) if loss_csv.is_file() else None, out)
+    zoo = load_zoo(index)
+    scorer = Scorer(pre, splits, settings.zoo, data_seed, device)
+    generators = {**baselines(settings.zoo.budgets, settings.zoo.steps), **learned(samples)}
+    evaluation = Evaluation(zoo, generators, scorer, settings, seed=seed, threads=threads)
+    for name, g in generators.items():
+        if g.kind == "learned":
+            asked = evaluation.requests[evaluation.requests["task"].isin(set(g.table["task"]))]
+            missing = {request_key(r) for _, r in asked.iterrows()} - set(g.rows)
+            if missing:
+                raise SegzooError(f"{name}: its samples answer other requests than this zoo asks ({len(missing)} "
+                                  "missing); rerun its sampling")
+    summary = write_evaluation(evaluation, {n: pd.read_csv(p) for n, p in losses.items()}, out)
     if summary_path:  # the numbers without timings, so that reruns give the same file
         write_json(summary_path, {k: v for k, v in summary.items() if "seconds" not in k})
     return summary

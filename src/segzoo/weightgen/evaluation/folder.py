@@ -1,4 +1,4 @@
-"""The G.pt evaluation folder (``segzoo gpt-evaluate``): the one place that knows its files, writes it and reads it
+"""The weight-generation evaluation folder (``segzoo weightgen-evaluate``): the one place that knows its files, writes it and reads it
 back (as :class:`segzoo.data.preprocessed.Preprocessed` is for the preprocessed folder)::
 
     <table>.csv     one per table of :data:`TABLES` (what each holds: :mod:`segzoo.weightgen.evaluation.evaluate`)
@@ -15,7 +15,7 @@ import pandas as pd
 
 from segzoo.io import output_dir, read_json, write_json
 
-TABLES = ("samples", "oneshot", "alignment", "finetune", "finetune_curves", "unification", "insample", "criteria")
+TABLES = ("networks", "prompting", "finetune", "finetune_curves", "unification", "criteria")
 SUMMARY = "summary.json"
 FIGURES = "figures.json"
 

@@ -24,19 +24,8 @@ from __future__ import annotations
 import math
 
 import torch
-from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
-
-def noise_schedule(diffusion_steps: int, ddim_steps: int | None = None) -> DDPMScheduler | DDIMScheduler:
-    """The DDPM schedule G.pt trains with, or (``ddim_steps``) the DDIM sampler over the same schedule."""
-    kwargs = {"num_train_timesteps": diffusion_steps, "schedule": "linear_beta", "prediction_type": "sample",
-              "clip_sample": False}
-    if ddim_steps is None:
-        return DDPMScheduler(**kwargs)
-    sampler = DDIMScheduler(**kwargs)
-    sampler.set_timesteps(ddim_steps)
-    return sampler
 
 
 class Tokenizer:

@@ -16,7 +16,7 @@ under bfloat16 autocast (``gpt.bf16``). Example k is drawn from
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +28,36 @@ from segzoo.io import write_text
 from segzoo.checkpoint import load_checkpoint, save_checkpoint
 from segzoo.determinism import make_deterministic
 from segzoo.tracking import tracker
-from segzoo.weightgen.gpt.model import GPT, noise_schedule
+from segzoo.weightgen.diffusion import noise_schedule
+from segzoo.weightgen.gpt.model import GPT
 from segzoo.weightgen.zoo.layer_scale import LayerScale
 from segzoo.weightgen.zoo.symmetry import Symmetry, zoo_symmetry
 from segzoo.weightgen.zoo.runs import Zoo, ZooRun
+
+
+@dataclass(frozen=True)
+class GPTSettings:
+    """G.pt's settings (``weightgen.gpt``), typed."""
+
+    chunk: int
+    width: int
+    layers: int
+    heads: int
+    steps: int
+    batch_size: int
+    lr: float
+    ema: float
+    diffusion_steps: int
+    init_start_fraction: float
+    bf16: bool
+    token_layers: str = "per_token"
+    align: bool = True
+    threads: int = 1
+
+    @classmethod
+    def from_json(cls, data: dict) -> GPTSettings:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass
@@ -72,13 +98,14 @@ def _starts(runs: list[ZooRun]) -> list[torch.Tensor]:
     return list({run.start: run.start_params for run in runs}.values())
 
 
-def train_gpt(zoo: Zoo, gpt_config: dict, seed: int, out: Path, device: str = "cpu", threads: int = 1,
+def train_gpt(zoo: Zoo, gpt_config: dict | GPTSettings, seed: int, out: Path, device: str = "cpu", threads: int = 1,
               tracking: dict | None = None, dataset: str = "") -> dict:
     """Fit G.pt; write ``<out>.safetensors|json`` (EMA weights) and ``<out>_loss.csv``; return the sidecar.
 
     ``tracking``: W&B / MLflow (segzoo.tracking), one run named ``<dataset>/gpt/seed<seed>``."""
     make_deterministic(seed, threads)
-    settings = {"dataset": dataset, "seed": seed, "gpt": gpt_config, "device": device, "threads": threads,
+    gpt_config = gpt_config if isinstance(gpt_config, GPTSettings) else GPTSettings.from_json(gpt_config)
+    settings = {"dataset": dataset, "seed": seed, "gpt": asdict(gpt_config), "device": device, "threads": threads,
                 "out": str(out)}
     with tracker(tracking, f"{dataset}/gpt/seed{seed}", settings, kind="gpt", group=dataset) as track:
         sidecar = _train_gpt(zoo, gpt_config, seed, out, device, track)
@@ -97,10 +124,10 @@ def aligned_runs(zoo: Zoo, runs: list[ZooRun]) -> tuple[list[ZooRun], torch.Tens
     return [replace(r, params=symmetry.apply(r.params, perms[r.start])) for r in runs], reference
 
 
-def _train_gpt(zoo: Zoo, gpt_config: dict, seed: int, out: Path, device: str, track) -> dict:
+def _train_gpt(zoo: Zoo, gpt_config: GPTSettings, seed: int, out: Path, device: str, track) -> dict:
     runs = zoo.select("train")
     reference = None
-    if gpt_config.get("align"):
+    if gpt_config.align:
         runs, reference = aligned_runs(zoo, runs)
     tasks = sorted({r.task for r in runs})
     scale = LayerScale.fit(zoo.layout, [r.params - r.start_params for r in runs])
@@ -113,23 +140,23 @@ def _train_gpt(zoo: Zoo, gpt_config: dict, seed: int, out: Path, device: str, tr
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
     origin = torch.stack([(r.start_params.double() / origin_scale.per_parameter).float() for r in runs]).to(dev)
     task_of = torch.tensor([tasks.index(r.task) for r in runs], device=dev)
-    model = GPT.from_config(zoo.layout, len(zoo.regions), len(tasks), gpt_config).to(dev)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(gpt_config["ema"]))
-    schedule = noise_schedule(gpt_config["diffusion_steps"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=gpt_config["lr"], weight_decay=0.0, fused=True)
-    autocast = dev.type == "cuda" and gpt_config["bf16"]
+    model = GPT.from_config(zoo.layout, len(zoo.regions), len(tasks), asdict(gpt_config)).to(dev)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(gpt_config.ema))
+    schedule = noise_schedule(gpt_config.diffusion_steps)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=gpt_config.lr, weight_decay=0.0, fused=True)
+    autocast = dev.type == "cuda" and gpt_config.bf16
     generator = torch.Generator(device=dev).manual_seed(seed)  # diffusion noise and steps
     losses, began = [], time.perf_counter()
-    for step in range(gpt_config["steps"]):
+    for step in range(gpt_config.steps):
         rng = np.random.default_rng([seed, step])  # which pairs
-        picks = rng.integers(len(runs), size=gpt_config["batch_size"])
+        picks = rng.integers(len(runs), size=gpt_config.batch_size)
         j = rng.integers(counts[picks])
-        i = np.where(rng.random(len(picks)) < gpt_config["init_start_fraction"], 0, rng.integers(j + 1))
+        i = np.where(rng.random(len(picks)) < gpt_config.init_start_fraction, 0, rng.integers(j + 1))
         target_rows, start_rows = (torch.from_numpy(first[picks] + k).to(dev) for k in (j, i))
         run_rows = torch.from_numpy(picks).to(dev)
         target = x[target_rows]
         noise = torch.randn(target.shape, generator=generator, device=dev)
-        t = torch.randint(0, gpt_config["diffusion_steps"], (len(picks),), generator=generator, device=dev)
+        t = torch.randint(0, gpt_config.diffusion_steps, (len(picks),), generator=generator, device=dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
             predicted = model(schedule.add_noise(target, noise, t), x[start_rows], origin[run_rows], t,
                               task_of[run_rows], dice[start_rows], dice[target_rows])
@@ -140,7 +167,7 @@ def _train_gpt(zoo: Zoo, gpt_config: dict, seed: int, out: Path, device: str, tr
         optimizer.step()
         ema.update_parameters(model)
         losses.append(loss.detach())
-        if track.enabled and ((step + 1) % 100 == 0 or step + 1 == gpt_config["steps"]):
+        if track.enabled and ((step + 1) % 100 == 0 or step + 1 == gpt_config.steps):
             first_step = (step // 100) * 100  # the losses of these steps, read from the device in one go
             for k, value in enumerate(torch.stack(losses[first_step:]).float().cpu().tolist(), first_step + 1):
                 track.log_metrics(k, {"train/loss": value})
@@ -148,7 +175,7 @@ def _train_gpt(zoo: Zoo, gpt_config: dict, seed: int, out: Path, device: str, tr
     losses = torch.stack(losses).cpu().numpy() if losses else np.zeros(0)
     seconds = time.perf_counter() - began
     sidecar = {"tasks": tasks, "regions": zoo.regions, "layout": zoo.layout, "architecture": zoo.architecture,
-               "sigma": scale.sigma, "origin_sigma": origin_scale.sigma, "gpt_config": gpt_config, "seed": seed,
+               "sigma": scale.sigma, "origin_sigma": origin_scale.sigma, "gpt_config": asdict(gpt_config), "seed": seed,
                "train_runs": [r.name for r in runs], "train_checkpoints": len(x),
                "seconds": seconds, "parameters": sum(p.numel() for p in model.parameters()),
                "final_loss": float(np.mean(losses[-max(1, len(losses) // 10):]))}

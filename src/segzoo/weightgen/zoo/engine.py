@@ -34,6 +34,7 @@ from segzoo.models.grouped import check_template, grouped_forward, stacked
 from segzoo.train.loss import member_region_losses
 from segzoo.weightgen.zoo.network import zoo_model
 from segzoo.weightgen.zoo.plan import ALL, task_regions
+from segzoo.weightgen.zoo.settings import ZooSettings
 
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which the per-run loop uses
 # Networks per scoring forward. Scoring shares one batch of patches (24 in the demo) among the networks; on 2 CPU
@@ -75,10 +76,10 @@ class MemberData(Dataset):
     """Member k's training batch at a step: exactly the batches the per-run loop draws for its seed and task.
     ``data[step]`` holds every member's (for DataLoader workers, which draw steps ahead)."""
 
-    def __init__(self, pre: Preprocessed, splits: Path, members: list[Member], settings: dict):
+    def __init__(self, pre: Preprocessed, splits: Path, members: list[Member], settings: ZooSettings):
         train = read_json(splits)["train"]
-        loop = settings["train"]
-        self.streams = [PatchBatches(pre, train, settings["patch_size"], settings["batch_size"],
+        loop = settings.train
+        self.streams = [PatchBatches(pre, train, settings.patch_size, settings.batch_size,
                                      foreground_fraction=loop["foreground_fraction"], seed=m.seed,
                                      augment=loop["augment"],
                                      centre_values=None if m.task == ALL else list(pre.regions[m.task]))
@@ -99,7 +100,7 @@ class MemberData(Dataset):
 class Engine:
     """The zoo network as a template for grouped forwards of many parameter vectors."""
 
-    def __init__(self, pre: Preprocessed, settings: dict, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(self, pre: Preprocessed, settings: ZooSettings, device: str = "cpu", dtype: torch.dtype = torch.float32):
         self.template = zoo_model(pre, settings)
         check_template(self.template)
         self.layout = layout_of(self.template)
@@ -128,7 +129,23 @@ class Engine:
             masks.append(predicted.cpu())
         return torch.cat(losses).cpu(), torch.cat(dice).cpu(), torch.cat(masks)
 
-    def train(self, pre: Preprocessed, splits: Path, members: list[Member], *, settings: dict, threads: int,
+    def gradients(self, vectors: torch.Tensor, image: torch.Tensor, label: torch.Tensor, task: str,
+                  chunk: int = 32) -> torch.Tensor:
+        """The task's training loss's gradient [K, P] at K networks [K, P] on one shared batch (image [B, C, *S],
+        label [B, R, *S]): one gradient evaluation each, the loss a run of ``task`` trains."""
+        trained = task_regions(task, self.regions)
+        weight = torch.zeros(len(self.regions), dtype=self.dtype, device=self.device)
+        weight[trained] = 1 / len(trained)
+        image, label = image.to(self.device, self.dtype), label.to(self.device, self.dtype)
+        out = []
+        for part in vectors.split(chunk):
+            part = part.to(self.device, self.dtype).clone().requires_grad_(True)
+            losses = (member_region_losses(self.logits(part, image), label) * weight).sum(1)
+            (grad,) = torch.autograd.grad(losses.sum(), part)
+            out.append(grad.detach().cpu().float())
+        return torch.cat(out) if out else torch.zeros(0, vectors.shape[1])
+
+    def train(self, pre: Preprocessed, splits: Path, members: list[Member], *, settings: ZooSettings, threads: int,
               on_snapshot: Callable[[int, list[Member], torch.Tensor], None],
               on_step: Callable[[int, list[Member], torch.Tensor], None] | None = None) -> list[Outcome]:
         """Adam on every member; ``on_snapshot(step, members, weights [K, P])`` gets the members that keep this
@@ -154,7 +171,7 @@ class Engine:
         self._snapshot(0, rows, members, weights, on_snapshot)
         # train.workers > 0: worker processes draw every member's batches ahead (a step's batches are a function of
         # the seeds and the step, so the result is the same); 0: this process draws the active members' alone
-        workers = settings["train"]["workers"]
+        workers = settings.train["workers"]
         ahead = iter(DataLoader(data, batch_size=None, sampler=range(max(m.steps for m in members)),
                                 num_workers=workers, pin_memory=dev.type == "cuda")) if workers else None
         step = 0

@@ -9,10 +9,7 @@ from segzoo.data.preprocessed import Preprocessed
 from segzoo.models.registry import ZOO_NETWORK, build_model
 
 
-def network_options(settings: dict) -> dict:
-    return {"features": settings["features"], "n_conv_per_stage": settings["n_conv_per_stage"]}
-
-
-def zoo_model(pre: Preprocessed, settings: dict) -> torch.nn.Module:
-    """The zoo network for a preprocessed dataset: its channels in, one head per region."""
-    return build_model(ZOO_NETWORK, len(pre.channels), len(pre.regions), **network_options(settings))
+def zoo_model(pre: Preprocessed, settings) -> torch.nn.Module:
+    """The zoo network for a preprocessed dataset (``settings``: :class:`segzoo.weightgen.zoo.settings.ZooSettings`):
+    its channels in, one head per region."""
+    return build_model(ZOO_NETWORK, len(pre.channels), len(pre.regions), **settings.network_options)

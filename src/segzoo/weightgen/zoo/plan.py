@@ -1,8 +1,20 @@
-"""Which zoo jobs a configuration asks for, and what each job reads (rules/common.smk and the benches ask here).
+"""Which zoo starts, runs and jobs a configuration asks for (rules/common.smk and the benches ask here).
 
-A job trains up to ``members_per_job`` runs of one arm (a start) at once (the zoo engine): its runs are the
-arm's task x learning rate x seed combinations, in that order, cut into groups. Its folder is
-``runs/<arm>/job<group>``; run files inside are ``<task>_lr<lr>_seed<seed>.safetensors|json``.
+Starts (``weightgen.init``); start k is drawn from ``(config seed, k)`` (:func:`segzoo.weightgen.zoo.train.random_init`):
+
+- ``spawn``    ``parent<k>``: init k grown on every region for ``parent_steps``. Parents 0 .. ``parents``-1 are the
+               *training parents* (the generators train on their runs); the next ``heldout_parents.count`` are
+               *held-out parents* (no generator sees them: the test). After them come ``fresh_inits.count`` fresh
+               random inits ``init<k>``, never trained (the mission's "randomly-initialised parameters" in).
+- ``shared``   every start is ``init<k>`` itself, untrained, with the same three roles by index.
+- ``imported:<folder>``  as spawn, but parent 0 is the imported nnU-Net network.
+- ``per_seed`` every run starts from its own seed's init ``init<seed>`` (G.pt's own protocol); held-out seeds
+               are the held-out starts.
+
+Every start has runs on every task x learning rate x seed (training parents: ``seeds``; held-out parents and fresh
+inits: their own ``seeds``). All starts are written by one job (``starts/<start>.safetensors|json``); the runs are
+cut, in order, into jobs of ``members_per_job`` runs trained at once by the zoo engine, whatever their start:
+``runs/job<group>/<start>_<task>_lr<lr>_seed<seed>.safetensors|json``.
 """
 
 from __future__ import annotations
@@ -13,11 +25,14 @@ ALL = "all"
 
 # The training options a zoo run inherits; the rest of `train` (steps, lr, ...) is the zoo's own.
 INHERITED_TRAIN_KEYS = ("augment", "foreground_fraction", "workers", "bf16", "sw_batch_size")
-# The weightgen keys a zoo job reads (a change reruns the zoo); G.pt, sampling and evaluation keys do not.
-ZOO_KEYS = ("features", "n_conv_per_stage", "steps", "checkpoints", "batch_size", "patch_size", "val_patches",
-            "parent_steps", "parent_lr")
-INDEX_KEYS = ("heldout_seeds", "parents", "max_abs_weight")
-ROLES = ("train", "insample", "heldout")  # what G.pt trains on; kept from it but from a start it saw; never seen
+# The weightgen keys a zoo job reads (a change reruns the zoo); generator and evaluation keys do not.
+ZOO_KEYS = ("features", "n_conv_per_stage", "steps", "checkpoints", "budgets", "batch_size", "patch_size",
+            "val_patches", "parent_steps", "parent_lr")
+INDEX_KEYS = ("init", "heldout_seeds", "parents", "heldout_parents", "fresh_inits", "seeds", "max_abs_weight")
+# train: the generators train on its runs; insample: a training start's run with a held-out seed (its start was
+# seen); heldout: a held-out parent's run (never seen); fresh: a fresh random init's run (never seen, never grown)
+ROLES = ("train", "insample", "heldout", "fresh")
+TEST_ROLES = ("heldout", "fresh")  # starts no generator trains on
 
 
 IMPORTED_INIT = "imported:"  # weightgen.init imported:<import folder>: the first parent is an imported network
@@ -28,13 +43,47 @@ def imported_start(init: str) -> str | None:
     return init[len(IMPORTED_INIT):] if init.startswith(IMPORTED_INIT) else None
 
 
-def start_name(mode: str, k: int) -> str:
-    """Start k's name: ``parent<k>`` (spawn, imported) or ``init<k>`` (shared)."""
-    return f"parent{k}" if mode == "spawn" or imported_start(mode) else f"init{k}"
+def grows_parents(mode: str) -> bool:
+    return mode == "spawn" or imported_start(mode) is not None
 
 
 def start_index(name: str) -> int:
     return int(name.removeprefix("parent").removeprefix("init"))
+
+
+def starts(weightgen: dict) -> list[str]:
+    """Every start's name, in index order: ``parent<k>`` (grown) or ``init<k>`` (a random init itself)."""
+    mode = weightgen["init"]
+    if mode == "per_seed":
+        return [f"init{s}" for s in weightgen["seeds"]]
+    grown = weightgen["parents"] + weightgen["heldout_parents"]["count"]
+    fresh = range(grown, grown + weightgen["fresh_inits"]["count"])
+    if grows_parents(mode):
+        return [f"parent{k}" for k in range(grown)] + [f"init{k}" for k in fresh]
+    return [f"init{k}" for k in range(grown)] + [f"init{k}" for k in fresh]
+
+
+def start_role(weightgen: dict, start: str) -> str:
+    """What a start is to the generators: train (seen), heldout (a held-out parent) or fresh (a fresh init)."""
+    k = start_index(start)
+    if weightgen["init"] == "per_seed":
+        return "heldout" if k in weightgen["heldout_seeds"] else "train"
+    if k < weightgen["parents"]:
+        return "train"
+    return "heldout" if k < weightgen["parents"] + weightgen["heldout_parents"]["count"] else "fresh"
+
+
+def run_role(weightgen: dict, start: str, seed: int) -> str:
+    """A run's role: its start's, except a training start's run with a held-out seed (insample)."""
+    role = start_role(weightgen, start)
+    if role == "train" and weightgen["init"] != "per_seed" and seed in weightgen["heldout_seeds"]:
+        return "insample"
+    return role
+
+
+def grown(weightgen: dict, start: str) -> bool:
+    """Whether a start is trained before its runs (a parent; parent 0 of an import is the imported network)."""
+    return start.startswith("parent") and not (imported_start(weightgen["init"]) and start_index(start) == 0)
 
 
 def tasks(weightgen: dict, regions: list[str] | None) -> list[str]:
@@ -84,40 +133,44 @@ def problems(weightgen: dict, regions: list[str] | None, dataset: str) -> list[s
 
 
 def arms(weightgen: dict) -> list[tuple[str, list[int]]]:
-    """(arm, seeds): each training start with every seed, each held-out parent with its own seeds;
-    per_seed has one arm whose runs start from their own seed's init."""
+    """(start, seeds): each training start with every seed, each held-out parent and fresh init with its own seeds;
+    under per_seed each seed's init with that seed alone."""
     if weightgen["init"] == "per_seed":
-        return [("per_seed", list(weightgen["seeds"]))]
-    n, held = weightgen["parents"], weightgen["heldout_parents"]
-    return ([(start_name(weightgen["init"], k), list(weightgen["seeds"])) for k in range(n)]
-            + [(start_name(weightgen["init"], k), list(held["seeds"])) for k in range(n, n + held["count"])])
+        return [(f"init{s}", [s]) for s in weightgen["seeds"]]
+    own = {"train": weightgen["seeds"], "heldout": weightgen["heldout_parents"]["seeds"],
+           "fresh": weightgen["fresh_inits"]["seeds"]}
+    return [(start, list(own[start_role(weightgen, start)])) for start in starts(weightgen)]
 
 
-def members(weightgen: dict, tasks: list[str], seeds: list[int]) -> list[dict]:
-    """An arm's runs: ``{"task", "lr", "seed"}`` for every task x learning rate x seed."""
-    return [{"task": task, "lr": lr, "seed": seed} for task in tasks for lr in weightgen["lrs"] for seed in seeds]
+def runs(weightgen: dict, tasks: list[str]) -> list[dict]:
+    """Every run ``{"start", "task", "lr", "seed"}``: per start, task x learning rate x seed."""
+    return [{"start": start, "task": task, "lr": lr, "seed": seed} for start, seeds in arms(weightgen)
+            for task in tasks for lr in weightgen["lrs"] for seed in seeds]
 
 
-def run_file(task: str, lr: float, seed: int) -> str:
+def run_file(start: str, task: str, lr: float, seed: int) -> str:
     """A run's file stem inside its job folder."""
-    return f"{task}_lr{lr}_seed{seed}"
+    return f"{start}_{task}_lr{lr}_seed{seed}"
 
 
 def jobs(weightgen: dict, tasks: list[str]) -> list[dict]:
-    """Every zoo job: ``{"arm", "group", "members", "folder"}`` (folder relative to the zoo)."""
-    size, out = weightgen["members_per_job"], []
-    for arm, seeds in arms(weightgen):
-        runs = members(weightgen, tasks, seeds)
-        for group, at in enumerate(range(0, len(runs), size)):
-            out.append({"arm": arm, "group": group, "members": runs[at:at + size], "folder": f"runs/{arm}/job{group}"})
-    return out
+    """Every zoo job ``{"group", "members", "folder"}`` (folder relative to the zoo): the runs in order, cut into
+    groups of ``members_per_job``."""
+    size, every = weightgen["members_per_job"], runs(weightgen, tasks)
+    return [{"group": g, "members": every[at:at + size], "folder": f"runs/job{g}"}
+            for g, at in enumerate(range(0, len(every), size))]
 
 
-def job_members(weightgen: dict, tasks: list[str], arm: str, group: int) -> list[dict]:
-    found = [j for j in jobs(weightgen, tasks) if j["arm"] == arm and j["group"] == group]
+def job_members(weightgen: dict, tasks: list[str], group: int) -> list[dict]:
+    found = [j for j in jobs(weightgen, tasks) if j["group"] == group]
     if not found:
-        raise SegzooError(f"no zoo job {arm}/job{group} in this configuration")
+        raise SegzooError(f"no zoo job job{group} in this configuration")
     return found[0]["members"]
+
+
+def job_starts(weightgen: dict, tasks: list[str], group: int) -> list[str]:
+    """The starts a job's runs begin at, each once, in order."""
+    return list(dict.fromkeys(r["start"] for r in job_members(weightgen, tasks, group)))
 
 
 def zoo_settings(config: dict) -> dict:
@@ -128,8 +181,10 @@ def zoo_settings(config: dict) -> dict:
 
 
 def evaluate_settings(config: dict) -> dict:
+    """What the evaluation reads (segzoo.weightgen.evaluation.settings.EvaluationSettings)."""
     weightgen = config["weightgen"]
-    return {**zoo_settings(config), "test_patches": weightgen["test_patches"], "audit": weightgen["audit"]}
+    return {**zoo_settings(config), "test_patches": weightgen["test_patches"], "sample": weightgen["sample"],
+            "evaluation": weightgen["evaluation"]}
 
 
 def index_settings(config: dict) -> dict:

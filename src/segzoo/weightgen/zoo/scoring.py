@@ -19,6 +19,7 @@ from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
 from segzoo.io import read_json
 from segzoo.weightgen.zoo.engine import Engine
+from segzoo.weightgen.zoo.settings import ZooSettings
 
 FOREGROUND_SHARE = 0.75  # of a scoring batch's patches centred on a labelled voxel
 
@@ -32,12 +33,12 @@ class Batch:
     label: torch.Tensor
 
     @classmethod
-    def of(cls, pre: Preprocessed, splits: Path, split: str, settings: dict, data_seed: int) -> Batch:
+    def of(cls, pre: Preprocessed, splits: Path, split: str, settings: ZooSettings, data_seed: int) -> Batch:
         cases = read_json(splits)[split]
         if not cases:
             raise SegzooError(f"{splits}: no {split} cases; the zoo scores its networks on them")
-        count = settings["val_patches"] if split == "val" else settings["test_patches"]
-        batch = PatchBatches(pre, cases, settings["patch_size"], count, foreground_fraction=FOREGROUND_SHARE,
+        count = settings.val_patches if split == "val" else settings.test_patches
+        batch = PatchBatches(pre, cases, settings.patch_size, count, foreground_fraction=FOREGROUND_SHARE,
                              seed=data_seed)[0]
         return cls(split, batch["image"], batch["label"])
 
@@ -46,7 +47,7 @@ class Scorer:
     """Scores flat parameter vectors of the zoo network on the val and test batches, many at once (the engine's
     grouped forward)."""
 
-    def __init__(self, pre: Preprocessed, splits: Path, settings: dict, data_seed: int, device: str = "cpu"):
+    def __init__(self, pre: Preprocessed, splits: Path, settings: ZooSettings, data_seed: int, device: str = "cpu"):
         self.pre, self.splits, self.settings = pre, Path(splits), settings
         self.regions = pre.region_names
         self.device = torch.device(device)
@@ -73,17 +74,19 @@ class Scorer:
         """Pooled Dice per region [R] of one network [P] on the split's batch."""
         return self.dice_many(vector[None], split)[0]
 
-    def volume_dice(self, vector: torch.Tensor) -> np.ndarray:
-        """Mean Dice per region [R] over the whole test volumes (sliding window; NaN where a region is absent
-        from a case and not predicted is left out of the mean)."""
+    def volume_dice(self, vector: torch.Tensor, cases: list[str] | None = None) -> np.ndarray:
+        """Mean Dice per region [R] over the whole test volumes (``cases``; None: every test case): the sliding
+        window over the preprocessed volumes with the zoo's patch (overlap 0.25), NaN where a region is absent from a
+        case and not predicted left out of the mean."""
         from segzoo.train.validate import validation_dice
 
-        per_case = validation_dice(self.load(vector), self.pre, read_json(self.splits)["test"],
-                                   patch_size=self.settings["patch_size"], sw_batch_size=4, device=self.device)
+        per_case = validation_dice(self.load(vector), self.pre, cases or read_json(self.splits)["test"],
+                                   patch_size=self.settings.patch_size, sw_batch_size=4, device=self.device)
         with np.errstate(all="ignore"):
             return np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in per_case.T])
 
-    def volume_dice_many(self, vectors: torch.Tensor) -> np.ndarray:
+    def volume_dice_many(self, vectors: torch.Tensor, cases: list[str] | None = None) -> np.ndarray:
         """:meth:`volume_dice` of K networks [K, P]: [K, R] (one network at a time: on the CPU the grouped forward is
         no faster, bench/RESULTS.md)."""
-        return np.stack([self.volume_dice(v) for v in vectors]) if len(vectors) else np.zeros((0, len(self.regions)))
+        return (np.stack([self.volume_dice(v, cases) for v in vectors]) if len(vectors)
+                else np.zeros((0, len(self.regions))))
