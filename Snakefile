@@ -16,8 +16,7 @@ wildcard_constraints:
     model=MODEL_WILDCARD,
     seed=r"\d+",
     fold=r"\d+",
-    arm=r"parent\d+|init\d+|per_seed",
-    start=r"parent\d+|init\d+",
+    arm=r"grad|adam\d+",  # an arm of the structure-shared generator
     group=r"\d+",
 
 

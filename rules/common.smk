@@ -251,24 +251,20 @@ if _problems:
 
 
 def zoo_jobs(wildcards):
-    """Every zoo job folder of the config: per arm, its task x lr x seed runs in groups of members_per_job."""
+    """Every zoo job folder of the config: the runs of every start, in groups of members_per_job."""
     return [f"{ZOO.format(dataset=wildcards.dataset)}/{job['folder']}" for job in zoo_plan.jobs(WG, WG_TASKS)]
 
 
 def zoo_job_runs(wildcards):
-    """`--run TASK LR SEED` for every run of the job."""
-    runs = zoo_plan.job_members(WG, WG_TASKS, wildcards.arm, int(wildcards.group))
-    return " ".join(f"--run {shlex.quote(r['task'])} {r['lr']} {r['seed']}" for r in runs)
-
-
-def zoo_start_option(wildcards, input):
-    return f"--start {shlex.quote(input.start[0])}" if input.start else ""
+    """`--run START TASK LR SEED` for every run of the job."""
+    runs = zoo_plan.job_members(WG, WG_TASKS, int(wildcards.group))
+    return " ".join(f"--run {r['start']} {shlex.quote(r['task'])} {r['lr']} {r['seed']}" for r in runs)
 
 
 def get_imported_start(wildcards):
     """weightgen.init imported:<folder>: the imported checkpoint is the first parent's input."""
     folder = zoo_plan.imported_start(WG["init"])
-    if folder is None or zoo_plan.start_index(wildcards.start) != 0:
+    if folder is None:
         return []
     from segzoo.checkpoint import paths
     from segzoo.interop.nnunet_import import imported_checkpoint
@@ -276,11 +272,19 @@ def get_imported_start(wildcards):
     return [str(p) for p in paths(imported_checkpoint(folder))]
 
 
-def get_zoo_start(wildcards):
-    """A job's start file (spawn, shared); per_seed runs start from their own inits."""
-    if wildcards.arm == "per_seed":
-        return []
-    return [f"{ZOO.format(dataset=wildcards.dataset)}/starts/{wildcards.arm}.safetensors"]
+# The learned generators the evaluation judges beside the baselines (G.pt, then each arm of the structure-shared
+# generator), and each one's samples and training loss curve.
+LEARNED_GENERATORS = ["gpt", *(f"graph_{arm}" for arm in WG["graph"]["arms"])]
+
+
+def learned_samples(wildcards):
+    folder = WEIGHTGEN.format(dataset=wildcards.dataset)
+    return [f"{folder}/samples.safetensors", *(f"{folder}/graph_{arm}_samples.safetensors" for arm in WG["graph"]["arms"])]
+
+
+def learned_losses(wildcards):
+    folder = WEIGHTGEN.format(dataset=wildcards.dataset)
+    return [f"{folder}/gpt_loss.csv", *(f"{folder}/graph_{arm}_loss.csv" for arm in WG["graph"]["arms"])]
 
 
 def weightgen_targets():

@@ -2,17 +2,16 @@
 # -> evaluation. Helpers (arms, seed groups, settings) live in common.smk.
 
 
-rule zoo_start:
+rule zoo_starts:
     output:
-        weights=f"{ZOO}/starts/{{start}}.safetensors",
-        sidecar=f"{ZOO}/starts/{{start}}.json",
+        starts=directory(f"{ZOO}/starts"),
     input:
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
         imported=get_imported_start,
-        code=verb_code("zoo-start"),
+        code=verb_code("zoo-starts"),
     params:
-        stem=lambda w, output: output.weights.removesuffix(".safetensors"),
+        starts=" ".join(f"--start {s}" for s in zoo_plan.starts(WG)),
         settings=json.dumps(zoo_plan.zoo_settings(config), sort_keys=True),
         seed=config["seed"],
         device=DEVICE,
@@ -20,28 +19,27 @@ rule zoo_start:
     resources:
         gpu=GPUS_PER_JOB,
     log:
-        "results/logs/zoo/{dataset}/starts/{start}.log",
+        "results/logs/zoo/{dataset}/starts.log",
     benchmark:
-        "results/benchmarks/zoo/{dataset}/starts/{start}.tsv"
+        "results/benchmarks/zoo/{dataset}/starts.tsv"
     conda:
         "../envs/segzoo.yaml"
     shell:
-        "segzoo zoo-start --data {input.data:q} --splits {input.splits:q} --data-seed {params.seed}"
-        " --start {wildcards.start} --settings {params.settings:q} --out {params.stem:q}"
+        "segzoo zoo-starts --data {input.data:q} --splits {input.splits:q} --data-seed {params.seed}"
+        " {params.starts} --settings {params.settings:q} --out {output.starts:q}"
         " --device {params.device} --threads {threads} > {log:q} 2>&1"
 
 
 rule zoo_job:
     output:
-        runs=directory(f"{ZOO}/runs/{{arm}}/job{{group}}"),
+        runs=directory(f"{ZOO}/runs/job{{group}}"),
     input:
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
-        start=get_zoo_start,
+        starts=rules.zoo_starts.output.starts,
         code=verb_code("zoo"),
     params:
         runs=zoo_job_runs,
-        start=zoo_start_option,
         settings=json.dumps(zoo_plan.zoo_settings(config), sort_keys=True),
         seed=config["seed"],
         device=DEVICE,
@@ -50,14 +48,14 @@ rule zoo_job:
     resources:
         gpu=GPUS_PER_JOB,
     log:
-        "results/logs/zoo/{dataset}/runs/{arm}/job{group}.log",
+        "results/logs/zoo/{dataset}/runs/job{group}.log",
     benchmark:
-        "results/benchmarks/zoo/{dataset}/runs/{arm}/job{group}.tsv"
+        "results/benchmarks/zoo/{dataset}/runs/job{group}.tsv"
     conda:
         "../envs/segzoo.yaml"
     shell:
         "segzoo zoo --data {input.data:q} --splits {input.splits:q} --data-seed {params.seed}"
-        " {params.runs} {params.start}"
+        " {params.runs} --starts {input.starts:q}"
         " --settings {params.settings:q} --out {output.runs:q} --device {params.device} --threads {threads}"
         " {params.tracking} > {log:q} 2>&1"
 
@@ -70,7 +68,7 @@ rule zoo_index:
         jobs=zoo_jobs,
         code=verb_code("zoo-index"),
     params:
-        settings=json.dumps(zoo_plan.index_settings(config), sort_keys=True),
+        settings=json.dumps({**zoo_plan.index_settings(config), "tasks": WG_TASKS}, sort_keys=True),
     log:
         "results/logs/zoo/{dataset}/index.log",
     benchmark:
@@ -120,6 +118,7 @@ rule gpt_sample:
         gpt=rules.gpt_train.output.weights,
         index=rules.zoo_index.output.index,
         jobs=zoo_jobs,
+        starts=rules.zoo_starts.output.starts,
         code=verb_code("gpt-sample"),
     params:
         gpt=lambda w, input: input.gpt.removesuffix(".safetensors"),
@@ -142,7 +141,73 @@ rule gpt_sample:
         " > {log:q} 2>&1"
 
 
-rule gpt_evaluate:
+rule graph_train:
+    output:
+        weights=f"{WEIGHTGEN}/graph_{{arm}}.safetensors",
+        sidecar=f"{WEIGHTGEN}/graph_{{arm}}.json",
+        curves=f"{WEIGHTGEN}/graph_{{arm}}_loss.csv",
+    input:
+        index=rules.zoo_index.output.index,
+        jobs=zoo_jobs,
+        data=rules.preprocess.output[0],
+        splits=rules.splits.output[0],
+        code=verb_code("graph-train"),
+    params:
+        stem=lambda w, output: output.weights.removesuffix(".safetensors"),
+        settings=json.dumps({**zoo_plan.zoo_settings(config), "graph": WG["graph"]}, sort_keys=True),
+        seed=config["seed"],
+        device=DEVICE,
+        tracking=tracking_option,
+    threads: WG["graph"]["threads"]
+    resources:
+        gpu=GPUS_PER_JOB,
+    log:
+        "results/logs/weightgen/{dataset}/graph_{arm}_train.log",
+    benchmark:
+        "results/benchmarks/weightgen/{dataset}/graph_{arm}_train.tsv"
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo graph-train --index {input.index:q} --arm {wildcards.arm} --data {input.data:q}"
+        " --splits {input.splits:q} --data-seed {params.seed} --seed {params.seed} --settings {params.settings:q}"
+        " --out {params.stem:q} --device {params.device} --threads {threads} {params.tracking} > {log:q} 2>&1"
+
+
+rule graph_sample:
+    output:
+        weights=f"{WEIGHTGEN}/graph_{{arm}}_samples.safetensors",
+        sidecar=f"{WEIGHTGEN}/graph_{{arm}}_samples.json",
+        table=f"{WEIGHTGEN}/graph_{{arm}}_samples.csv",
+    input:
+        model=rules.graph_train.output.weights,
+        index=rules.zoo_index.output.index,
+        jobs=zoo_jobs,
+        starts=rules.zoo_starts.output.starts,
+        data=rules.preprocess.output[0],
+        splits=rules.splits.output[0],
+        code=verb_code("graph-sample"),
+    params:
+        model=lambda w, input: input.model.removesuffix(".safetensors"),
+        stem=lambda w, output: output.weights.removesuffix(".safetensors"),
+        settings=json.dumps({**zoo_plan.zoo_settings(config), "sample": WG["sample"]}, sort_keys=True),
+        seed=config["seed"],
+        device=DEVICE,
+    threads: WG["graph"]["threads"]
+    resources:
+        gpu=GPUS_PER_JOB,
+    log:
+        "results/logs/weightgen/{dataset}/graph_{arm}_sample.log",
+    benchmark:
+        "results/benchmarks/weightgen/{dataset}/graph_{arm}_sample.tsv"
+    conda:
+        "../envs/segzoo.yaml"
+    shell:
+        "segzoo graph-sample --model {params.model:q} --index {input.index:q} --data {input.data:q}"
+        " --splits {input.splits:q} --data-seed {params.seed} --seed {params.seed} --settings {params.settings:q}"
+        " --out {params.stem:q} --device {params.device} --threads {threads} > {log:q} 2>&1"
+
+
+rule weightgen_evaluate:
     output:
         evaluation=report(
             directory(f"{WEIGHTGEN}/evaluation"),
@@ -152,18 +217,19 @@ rule gpt_evaluate:
         ),
         metrics=f"{METRICS}/weightgen.json",
     input:
-        gpt=rules.gpt_train.output.weights,
-        curves=rules.gpt_train.output.curves,
-        samples=rules.gpt_sample.output.weights,
-        table=rules.gpt_sample.output.table,
+        samples=learned_samples,
+        losses=learned_losses,
         index=rules.zoo_index.output.index,
         jobs=zoo_jobs,
+        starts=rules.zoo_starts.output.starts,
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
-        code=verb_code("gpt-evaluate"),
+        code=verb_code("weightgen-evaluate"),
     params:
-        gpt=lambda w, input: input.gpt.removesuffix(".safetensors"),
-        samples=lambda w, input: input.samples.removesuffix(".safetensors"),
+        samples=lambda w, input: " ".join(f"--samples {shlex.quote(s.removesuffix('.safetensors'))}"
+                                          for s in input.samples),
+        losses=lambda w, input: " ".join(f"--loss {shlex.quote(n + '=' + p)}"
+                                         for n, p in zip(LEARNED_GENERATORS, input.losses)),
         settings=json.dumps(zoo_plan.evaluate_settings(config), sort_keys=True),
         seed=config["seed"],
         device=DEVICE,
@@ -171,13 +237,13 @@ rule gpt_evaluate:
     resources:
         gpu=GPUS_PER_JOB,
     log:
-        "results/logs/weightgen/{dataset}/gpt_evaluate.log",
+        "results/logs/weightgen/{dataset}/evaluate.log",
     benchmark:
-        "results/benchmarks/weightgen/{dataset}/gpt_evaluate.tsv"
+        "results/benchmarks/weightgen/{dataset}/evaluate.tsv"
     conda:
         "../envs/segzoo.yaml"
     shell:
-        "segzoo gpt-evaluate --gpt {params.gpt:q} --samples {params.samples:q} --index {input.index:q}"
+        "segzoo weightgen-evaluate {params.samples} {params.losses} --index {input.index:q}"
         " --data {input.data:q} --splits {input.splits:q} --data-seed {params.seed} --seed {params.seed}"
         " --settings {params.settings:q} --out {output.evaluation:q} --summary {output.metrics:q}"
         " --device {params.device} --threads {threads} > {log:q} 2>&1"
