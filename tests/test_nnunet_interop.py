@@ -255,7 +255,7 @@ def test_predict_takes_an_imported_model_from_images_alone_as_infer_raw_does(lab
     assert main(["predict", "-i", str(new), "-o", str(out), "--run", str(imported), "--probabilities", "--device", "cpu",
                  "--disable_tta"]) == 0
     said = capsys.readouterr()
-    assert f"{stem}: no test-time mirroring (--no-tta)" in said.out, said.out
+    assert f"{stem}: no test-time mirroring (--no-tta / --disable_tta)" in said.out, said.out
     assert f"{new.parent / 'dataset.json'}: names no channels" in said.err
     _segzoo_infer(root, imported, tmp_path / "infer", "--no-mirror")
     for case in test:
@@ -289,6 +289,8 @@ def test_predict_takes_an_imported_model_from_images_alone_as_infer_raw_does(lab
             f"{model} --fold 0 --out DIR) and pass DIR to --run") in refused("--run", fold)
     assert f"in fold_0 of the nnU-Net model folder {model}" in refused("--run", fold / "checkpoint_final.pth")
     assert f"{tmp_path}: neither a segzoo run folder" in refused("--run", tmp_path)
+    assert main(["predict", "-i", str(tmp_path / "typo"), "-o", str(tmp_path / "x"), "--run", str(imported)]) == 1
+    assert f"{tmp_path / 'typo'}: no such folder" in capsys.readouterr().err
     # a raw dataset given as --data with an import: the import needs no --data (not "run segzoo preprocess")
     said = refused("--run", imported, "--data", raw)
     assert f"--data {raw}: {stem} is an imported nnU-Net model" in said and "drop --data" in said

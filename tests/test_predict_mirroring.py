@@ -177,5 +177,5 @@ def test_data_is_refused_where_a_run_records_its_preprocessing_and_a_raw_dataset
     assert f"--data {raw}: a raw dataset (dataset.json, no preprocess.json)" in said and "segzoo preprocess" in said
     assert main(["predict", "-i", str(raw / "imagesTs"), "-o", str(tmp_path / "ok"), "--run", str(old), "--data",
                  str(pre.folder), "--device", "cpu", "--no-tta"]) == 0
-    assert f"{old / 'best'}: no test-time mirroring (--no-tta)" in capsys.readouterr().out
+    assert f"{old / 'best'}: no test-time mirroring (--no-tta / --disable_tta)" in capsys.readouterr().out
     assert not (tmp_path / "x").exists()

@@ -23,6 +23,8 @@ CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$")
 
 def find_cases(folder: Path, channels: int) -> dict[str, list[Path]]:
     """``{case: [channel files in order]}`` for the images in ``folder``."""
+    if not Path(folder).is_dir():
+        raise SegzooError(f"{folder}: no such folder (-i/--input takes a folder of images)")
     files = sorted(p for p in Path(folder).iterdir() if p.name.endswith((".nii.gz", ".nii")))
     if not files:
         raise SegzooError(f"{folder}: no NIfTI images (.nii.gz or .nii)")

@@ -60,7 +60,7 @@ def mirroring(trained: TrainedModel, requested: bool | None) -> tuple[list[int],
         why = ("nnU-Net's default for its models, as nnUNetv2_predict; --no-tta turns it off" if nnunet else
                f"segzoo runs' default; --tta averages the {len(flip_combinations(axes))} flips it was trained with")
     else:
-        used, why = requested, "--tta" if requested else "--no-tta"
+        used, why = requested, "--tta" if requested else "--no-tta / --disable_tta"
     return (axes if used else []), describe(str(trained.stem), axes, nnunet, used=used, why=why)
 
 
