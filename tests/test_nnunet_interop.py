@@ -252,8 +252,8 @@ def test_predict_takes_an_imported_model_from_images_alone_as_infer_raw_does(lab
     stem = imported / "model"
     out = tmp_path / "predict"
     capsys.readouterr()
-    assert main(["predict", "-i", str(new), "-o", str(out), "--run", str(imported), "--probabilities", "--device", "cpu",
-                 "--disable_tta"]) == 0
+    assert main(["predict", "-i", str(new), "-o", str(out), "--run", str(imported), "--probabilities",
+                 "--device", "cpu", "--disable_tta"]) == 0
     said = capsys.readouterr()
     assert f"{stem}: no test-time mirroring (--no-tta / --disable_tta)" in said.out, said.out
     assert f"{new.parent / 'dataset.json'}: names no channels" in said.err

@@ -45,7 +45,7 @@ def add_verb(verbs, name: str, summary: str, description: str, example: str,
     return verbs.add_parser(name, help=summary, description=text, epilog=epilog, formatter_class=HelpFormatter)
 
 
-def _continued(command: str, width: int = 100) -> str:
+def _continued(command: str, width: int = 76) -> str:
     """A long command line broken before its options into shell continuation lines."""
     lines = [""]
     for part in re.split(r" (?=-)", command):
@@ -55,6 +55,14 @@ def _continued(command: str, width: int = 100) -> str:
         else:
             lines[-1] = f"{lines[-1]} {part}" if lines[-1] else part
     return "\n".join(lines)
+
+
+def files_list(title: str, files: dict[str, str], width: int = 78) -> str:
+    """An epilog block listing output files, each name on its own line and its description wrapped under it (kept
+    as written by :class:`HelpFormatter`, so it reads in an 80-column terminal)."""
+    entries = [f"  {name}\n" + textwrap.fill(text, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+               for name, text in files.items()]
+    return f"{title}:\n" + "\n".join(entries)
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

@@ -118,7 +118,8 @@ def register(verbs) -> None:
                  "shape, spacing and affine, images hold no NaN or Inf, labels hold only the values dataset.json "
                  "declares. Every problem is listed with its file, all in one pass; the report is written only when "
                  "the dataset is sound.",
-                 "segzoo verify results/raw/Dataset001_SpinalPhantom --report results/verify/Dataset001_SpinalPhantom.json")
+                 "segzoo verify results/raw/Dataset001_SpinalPhantom "
+                 "--report results/verify/Dataset001_SpinalPhantom.json")
     p.add_argument("dataset", type=Path, help="the raw dataset folder (dataset.json, imagesTr, labelsTr, imagesTs)")
     p.add_argument("--report", type=Path, help="write a JSON summary here when the dataset is sound")
     p.set_defaults(run=_verify)
@@ -153,7 +154,8 @@ def register(verbs) -> None:
                  "normalised per channel and cropped to its non-zero box, as nnU-Net preprocesses; the folder "
                  "records the plan (spacing, normalisation, regions, label values) that training and segzoo "
                  "predict reuse.",
-                 "segzoo preprocess results/raw/D --out results/preprocessed/D --fingerprint results/plans/D/fingerprint.json")
+                 "segzoo preprocess results/raw/D --out results/preprocessed/D "
+                 "--fingerprint results/plans/D/fingerprint.json")
     p.add_argument("dataset", type=Path, help="the raw dataset folder")
     p.add_argument("--out", type=Path, required=True, help="the preprocessed folder to create")
     p.add_argument("--fingerprint", type=Path,

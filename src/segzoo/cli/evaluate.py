@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segzoo.cli.common import add_device, add_verb, claim_device, fraction, positive, preprocessed
+from segzoo.cli.common import add_device, add_verb, claim_device, files_list, fraction, positive, preprocessed
 from segzoo.evaluate.metrics import METRICS
 
 
@@ -59,20 +59,18 @@ def _compare(args: argparse.Namespace) -> None:
     print("wrote " + ", ".join(map(str, written)))
 
 
-PREDICT_OUTPUT = """output files (in -o OUTPUT, one set per case, in the input image's grid: its shape and affine):
-
-  <case>.nii.gz       uint8 label map, nnU-Net's format: each voxel holds the label value of the innermost
-                      region it lies in (regions painted in order, later over earlier: for the phantom canal 1,
-                      then sc 2, then lesion 3), 0 outside; a softmax import's argmax class. segzoo runs apply
-                      their postprocessing.json (a region keeps its largest component where most runs chose it);
-                      imports give nnU-Net's segmentation, unpostprocessed, as nnUNetv2_predict does.
-  <case>_prob.nii.gz  with --probabilities: float32 [X, Y, Z, K], the ensembled probabilities before the 0.5
-                      threshold and postprocessing: K = one sigmoid probability per region (segzoo runs,
-                      region-based imports), or one softmax probability per class, background first (imports of
-                      softmax models with more than two classes). nnU-Net's --save_probabilities writes .npz and
-                      a pickle instead; segzoo writes no pickle.
-
-Nothing is written unless every case succeeds; OUTPUT must not exist yet."""
+PREDICT_OUTPUT = files_list("output files (in OUTPUT, one set per case, in the input image's grid)", {
+    "<case>.nii.gz": "uint8 label map, nnU-Net's format: each voxel holds the label value of the innermost region it "
+                     "lies in (regions painted in order, later over earlier: for the phantom canal 1, then sc 2, then "
+                     "lesion 3), 0 outside; for an import of a softmax model, its argmax class. segzoo runs apply "
+                     "their postprocessing.json (a region keeps its largest component where most runs chose it); "
+                     "imports give nnU-Net's segmentation, unpostprocessed, as nnUNetv2_predict does.",
+    "<case>_prob.nii.gz": "with --probabilities: float32 [X, Y, Z, K], the ensembled probabilities before the 0.5 "
+                          "threshold and postprocessing: K = one sigmoid probability per region (segzoo runs, "
+                          "region-based imports) or one softmax probability per class, background first (imports "
+                          "of softmax models with more than two classes). nnU-Net's --save_probabilities writes "
+                          ".npz and a pickle instead; segzoo writes no pickle.",
+}) + "\n\nNothing is written unless every case succeeds; OUTPUT must not exist yet."
 
 
 def register(verbs) -> None:

@@ -91,10 +91,10 @@ def resolve_run(path: str | Path) -> Path:
     fold = path if path.is_dir() else path.parent
     if (path.is_dir() or path.suffix == ".pth") and fold.name.startswith("fold_") and \
             (fold.parent / "plans.json").is_file():
+        best = " --checkpoint best" if path.stem == "checkpoint_best" else ""
         raise SegzooError(f"{path}: {'in ' if fold != path else ''}{fold.name} of the nnU-Net model folder "
                           f"{fold.parent}; import that folder first (segzoo nnunet-import {fold.parent} --fold "
-                          f"{fold.name.removeprefix('fold_')}{' --checkpoint best' if path.stem == 'checkpoint_best' else ''}"
-                          " --out DIR) and pass DIR to --run")
+                          f"{fold.name.removeprefix('fold_')}{best} --out DIR) and pass DIR to --run")
     if path.is_dir():
         if (path / "plans.json").is_file() and any(path.glob("fold_*")):
             raise SegzooError(f"{path}: an nnU-Net model folder; import it first (segzoo nnunet-import {path} --fold F "
