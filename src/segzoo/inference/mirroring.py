@@ -57,7 +57,8 @@ def mirroring(trained: TrainedModel, requested: bool | None) -> tuple[list[int],
     nnunet = trained.imported
     if requested is None:
         used = nnunet
-        why = ("nnU-Net's default for its models, as nnUNetv2_predict; --no-tta turns it off" if nnunet else
+        why = ("nnU-Net's default for its models, as nnUNetv2_predict; --no-tta / --disable_tta turns it off"
+               if nnunet else
                f"segzoo runs' default; --tta averages the {len(flip_combinations(axes))} flips it was trained with")
     else:
         used, why = requested, "--tta" if requested else "--no-tta / --disable_tta"
