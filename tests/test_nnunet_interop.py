@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from segzoo.checkpoint import load_checkpoint, module_tensors, save_checkpoint
+from segzoo.cli import main
 from segzoo.data.phantom import PhantomSpec, write_phantom_dataset
 from segzoo.data.preprocess import preprocess_dataset
 from segzoo.interop.nnunet_folder import load_nnunet_checkpoint
@@ -235,37 +236,69 @@ def test_imported_model_predicts_like_nnunet(lab, tmp_path, nnunet):
             _parity(prob, nn_prob, _reference([tmp_path / "imported" / "model"], [image], tta), masks, label)
 
 
-def test_predict_takes_an_imported_model_from_images_alone_as_infer_raw_does(lab, tmp_path):
-    """No preprocessed folder, splits or raw dataset: images in, nnU-Net's road, the masks `infer --raw` gives."""
+def test_predict_takes_an_imported_model_from_images_alone_as_infer_raw_does(lab, tmp_path, capsys):
+    """No preprocessed folder, splits or raw dataset: images in, nnU-Net's road, the masks `infer --raw` gives;
+    mirrored by default as nnU-Net mirrors, not with nnU-Net's --disable_tta; each line says which flips and why.
+    Options an import has no use for are refused, and the hints name the command that helps (issue 35)."""
     root, raw, model, _ = lab
-    assert run_segzoo("nnunet-import", model, "--out", tmp_path / "imported").returncode == 0
+    imported = tmp_path / "imported"
+    assert main(["nnunet-import", str(model), "--out", str(imported)]) == 0
     test = json.loads((root / "splits.json").read_text())["test"]
-    new = tmp_path / "new_images"
-    new.mkdir()
+    new = tmp_path / "Notes" / "scans"  # the folder above holds a dataset.json that names no channels: not a refusal
+    new.mkdir(parents=True)
+    (new.parent / "dataset.json").write_text(json.dumps({"name": "my notes", "labels": {"background": 0}}))
     for case in test:
         shutil.copy(raw / "imagesTr" / f"{case}_0000.nii.gz", new / f"{case}_0000.nii.gz")
-    for tta in (False,):  # mirroring through predict against nnU-Net itself: the fold-ensemble test below
-        out = tmp_path / f"predict_{tta}"
-        result = run_segzoo("predict", "-i", new, "-o", out, "--run", tmp_path / "imported", "--probabilities",
-                            "--device", "cpu", *(["--tta"] if tta else []))
-        assert result.returncode == 0, result.stderr
-        assert ("test-time mirroring along nnU-Net's axes 0, 1, 2: 8 flips" in result.stdout) == tta
-        inferred = tmp_path / f"infer_{tta}"
-        _segzoo_infer(root, tmp_path / "imported", inferred, *([] if tta else ["--no-mirror"]))
-        for case in test:
-            label = np.asarray(nib.load(out / f"{case}.nii.gz").dataobj)
-            for name, values in REGIONS.items():
-                mask = np.asarray(nib.load(inferred / f"{case}_{name}.nii.gz").dataobj) > 0
-                np.testing.assert_array_equal(np.isin(label, values), mask)
-            np.testing.assert_array_equal(np.asarray(nib.load(out / f"{case}_prob.nii.gz").dataobj),
-                                          np.asarray(nib.load(inferred / f"{case}_prob.nii.gz").dataobj))
-    folder_hint = run_segzoo("predict", "-i", new, "-o", tmp_path / "x", "--run", model, "--device", "cpu")
-    assert folder_hint.returncode == 1 and f"{model}: an nnU-Net model folder; import it first" in folder_hint.stderr
-    neither = run_segzoo("predict", "-i", new, "-o", tmp_path / "x", "--run", tmp_path, "--device", "cpu")
-    assert neither.returncode == 1 and f"{tmp_path}: neither a segzoo run folder" in neither.stderr
-    with_data = run_segzoo("predict", "-i", new, "-o", tmp_path / "x", "--run", tmp_path / "imported", "--data",
-                           root / "pre", "--device", "cpu")
-    assert with_data.returncode == 1 and "takes no segzoo preprocessed folder" in with_data.stderr
+    stem = imported / "model"
+    out = tmp_path / "predict"
+    capsys.readouterr()
+    assert main(["predict", "-i", str(new), "-o", str(out), "--run", str(imported), "--probabilities",
+                 "--device", "cpu", "--disable_tta"]) == 0
+    said = capsys.readouterr()
+    assert f"{stem}: no test-time mirroring (--no-tta / --disable_tta)" in said.out, said.out
+    assert f"{new.parent / 'dataset.json'}: names no channels" in said.err
+    _segzoo_infer(root, imported, tmp_path / "infer", "--no-mirror")
+    for case in test:
+        label = np.asarray(nib.load(out / f"{case}.nii.gz").dataobj)
+        for name, values in REGIONS.items():
+            mask = np.asarray(nib.load(tmp_path / "infer" / f"{case}_{name}.nii.gz").dataobj) > 0
+            np.testing.assert_array_equal(np.isin(label, values), mask)
+        np.testing.assert_array_equal(np.asarray(nib.load(out / f"{case}_prob.nii.gz").dataobj),
+                                      np.asarray(nib.load(tmp_path / "infer" / f"{case}_prob.nii.gz").dataobj))
+    # Without --disable_tta it mirrors (one case keeps this short; against nnU-Net's own default prediction: the
+    # fold-ensemble test below).
+    one = new.parent / "one"
+    one.mkdir()
+    shutil.copy(new / f"{test[0]}_0000.nii.gz", one)
+    assert main(["predict", "-i", str(one), "-o", str(tmp_path / "mirrored"), "--run", str(imported),
+                 "--probabilities", "--device", "cpu"]) == 0
+    assert (f"{stem}: test-time mirroring along nnU-Net's axes 0, 1, 2: 8 flips [] [0] [1] [2] [0, 1] [0, 2] [1, 2] "
+            "[0, 1, 2] (nnU-Net's default") in capsys.readouterr().out
+    mirrored, plain = (np.asarray(nib.load(folder / f"{test[0]}_prob.nii.gz").dataobj)
+                       for folder in (tmp_path / "mirrored", out))
+    assert np.abs(mirrored - plain).max() > 1e-3  # the flips change the answer: mirroring is seen to be on
+
+    def refused(*args) -> str:
+        capsys.readouterr()
+        assert main(["predict", "-i", str(new), "-o", str(tmp_path / "x"), "--device", "cpu", *map(str, args)]) == 1
+        return capsys.readouterr().err
+
+    assert f"{model}: an nnU-Net model folder; import it first" in refused("--run", model)
+    fold = model / "fold_0"
+    assert (f"{fold}: fold_0 of the nnU-Net model folder {model}; import that folder first (segzoo nnunet-import "
+            f"{model} --fold 0 --out DIR) and pass DIR to --run") in refused("--run", fold)
+    assert f"in fold_0 of the nnU-Net model folder {model}" in refused("--run", fold / "checkpoint_final.pth")
+    assert f"{tmp_path}: neither a segzoo run folder" in refused("--run", tmp_path)
+    assert main(["predict", "-i", str(tmp_path / "typo"), "-o", str(tmp_path / "x"), "--run", str(imported)]) == 1
+    assert f"{tmp_path / 'typo'}: no such folder" in capsys.readouterr().err
+    # a raw dataset given as --data with an import: the import needs no --data (not "run segzoo preprocess")
+    said = refused("--run", imported, "--data", raw)
+    assert f"--data {raw}: {stem} is an imported nnU-Net model" in said and "drop --data" in said
+    assert "run `segzoo preprocess` first" not in said
+    said = refused("--run", imported, "--sw-batch-size", 2, "--any-spacing")
+    assert said.count("error: ") == 2, said
+    assert f"error: --sw-batch-size 2: {stem} is an imported nnU-Net model" in said
+    assert f"error: --any-spacing: {stem} is an imported nnU-Net model" in said
     assert not (tmp_path / "x").exists()
 
 
@@ -282,9 +315,13 @@ def test_imported_folds_are_ensembled_as_nnunet_ensembles_them(lab, tmp_path, nn
     new = tmp_path / "new_images"
     new.mkdir()
     shutil.copy(image, new / image.name)
+    # a plain predict, as a plain nnUNetv2_predict: mirrored by default, every fold saying so
     result = run_segzoo("predict", "-i", new, "-o", tmp_path / "ours", "--run", tmp_path / "fold0", tmp_path / "fold1",
-                        "--tta", "--probabilities", "--device", "cpu")
+                        "--probabilities", "--device", "cpu")
     assert result.returncode == 0, result.stderr
+    for fold in ("fold0", "fold1"):
+        assert (f"{tmp_path / fold / 'model'}: test-time mirroring along nnU-Net's axes 0, 1, 2: 8 flips [] [0] [1] "
+                "[2] [0, 1] [0, 2] [1, 2] [0, 1, 2] (nnU-Net's default") in result.stdout, result.stdout
     nn_out = _nnunet_predict(nnunet, folder, [image], tmp_path / "nn", tmp_path / "work", folds=("0", "1"))
     label = np.asarray(nib.load(nn_out / f"{case}.nii.gz").dataobj)
     nn_prob = np.load(nn_out / f"{case}.npz", allow_pickle=False)["probabilities"].transpose(0, 3, 2, 1)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from segzoo.cli import main
 from segzoo.config import load_config
 from segzoo.data.preprocess import preprocess_dataset, to_original_grid
 from segzoo.data.splits import splits_for_preprocessed
@@ -86,8 +87,9 @@ def test_tta_flips_only_the_trained_axis_and_costs_no_dice(lab, tmp_path):
     run = root / "run"
     assert json.loads((run / "best.json").read_text())["mirror_axes"] == [0]
     assert json.loads((run / "final.json").read_text())["mirror_axes"] == [0]
-    plain = _predict(raw, run, tmp_path / "plain")
-    assert "mirroring" not in plain
+    plain = _predict(raw, run, tmp_path / "plain")  # segzoo runs' default (issue 35): no mirroring, said
+    assert (f"{run / 'best'}: no test-time mirroring (segzoo runs' default; --tta averages the 2 flips it was trained "
+            "with)") in plain
     said = _predict(raw, run, tmp_path / "tta", "--tta", "--probabilities")
     assert "test-time mirroring along axes 0 (X): 2 flips [] [0]" in said
     without, with_tta = _dice(raw, tmp_path / "plain"), _dice(raw, tmp_path / "tta")
@@ -129,7 +131,7 @@ def test_a_run_trained_without_flips_gets_no_mirroring_and_old_runs_assume_the_d
     assert "records no mirror axes" in said and "2 flips [] [0]" in said
 
 
-def test_images_whose_dataset_json_names_other_channels_are_refused(lab, tmp_path):
+def test_images_whose_dataset_json_names_other_channels_are_refused(lab, tmp_path, capsys):
     root, raw, _ = lab
     images = Path(shutil.copytree(raw / "imagesTs", tmp_path / "Dataset906_Other" / "imagesTs"))
     dataset = json.loads((raw / "dataset.json").read_text())
@@ -138,7 +140,42 @@ def test_images_whose_dataset_json_names_other_channels_are_refused(lab, tmp_pat
     assert result.returncode == 1 and not (tmp_path / "out").exists()
     assert f"{images.parent / 'dataset.json'}: names the channels ['CT']" in result.stderr
     assert "was trained on ['MR']" in result.stderr
+    # a dataset.json that names no channels says nothing of them: passed over, with a notice (issue 35) ...
+    (images / "dataset.json").write_text(json.dumps({"name": "unrelated"}))
+    capsys.readouterr()
+    assert main(["predict", "-i", str(images), "-o", str(tmp_path / "out"), "--run", str(root / "run"),
+                 "--device", "cpu"]) == 1
+    said = capsys.readouterr().err
+    assert f"{images / 'dataset.json'}: names no channels" in said and "names the channels ['CT']" in said
+    (images.parent / "dataset.json").write_text(json.dumps({"name": "unrelated too", "labels": {"background": 0}}))
+    assert main(["predict", "-i", str(images), "-o", str(tmp_path / "none"), "--run", str(root / "run"),
+                 "--device", "cpu"]) == 0  # ... so none that names channels: nothing to refuse
+    assert f"{images.parent / 'dataset.json'}: names no channels" in capsys.readouterr().err
     # the same names beside the images are accepted
     (images / "dataset.json").write_text(json.dumps(dataset))
     assert run_segzoo("predict", "-i", images, "-o", tmp_path / "ok", "--run", root / "run",
                       "--device", "cpu").returncode == 0
+
+
+def test_data_is_refused_where_a_run_records_its_preprocessing_and_a_raw_dataset_is_named(lab, tmp_path, capsys):
+    """--data serves runs that record no preprocessing; given a raw dataset there, the hint says what it needs."""
+    root, raw, pre = lab
+    run = root / "run"
+
+    def refused(run_folder: Path, data: Path) -> str:
+        capsys.readouterr()
+        assert main(["predict", "-i", str(raw / "imagesTs"), "-o", str(tmp_path / "x"), "--run", str(run_folder),
+                     "--data", str(data), "--device", "cpu"]) == 1
+        return capsys.readouterr().err
+
+    assert f"--data {pre.folder}: {run / 'best'} records its own preprocessing" in refused(run, pre.folder)
+    old = Path(shutil.copytree(run, tmp_path / "old_run"))
+    sidecar = json.loads((old / "best.json").read_text())
+    del sidecar["preprocessing"]
+    (old / "best.json").write_text(json.dumps(sidecar))
+    said = refused(old, raw)
+    assert f"--data {raw}: a raw dataset (dataset.json, no preprocess.json)" in said and "segzoo preprocess" in said
+    assert main(["predict", "-i", str(raw / "imagesTs"), "-o", str(tmp_path / "ok"), "--run", str(old), "--data",
+                 str(pre.folder), "--device", "cpu", "--no-tta"]) == 0
+    assert f"{old / 'best'}: no test-time mirroring (--no-tta / --disable_tta)" in capsys.readouterr().out
+    assert not (tmp_path / "x").exists()

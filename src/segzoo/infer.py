@@ -63,8 +63,8 @@ def infer_run(checkpoint: str | Path | list, pre: Preprocessed, splits: str | Pa
                               f"{checkpoint} is an imported nnU-Net model")
         if len(loaded) > 1:
             raise SegzooError(f"{checkpoints}: an imported nnU-Net model predicts alone, not in an ensemble")
-        if mirror:
-            print(describe(str(checkpoint), model_axes(trained)[0], nnunet=True))
+        print(describe(str(checkpoint), model_axes(trained)[0], nnunet=True, used=mirror,
+                       why="nnU-Net's default; --no-mirror turns it off" if mirror else "--no-mirror"))
         _infer_imported(model, trained, pre, read_dataset(raw), cases, Path(out), dev, mirror, str(checkpoint))
         return cases
     regions = list(trained.regions)

@@ -2,17 +2,19 @@
 
 Input: a folder of NIfTI images in any orientation and spacing (:mod:`segzoo.inference.images`). Each case is
 preprocessed exactly as the training cases were (:func:`segzoo.data.preprocess.preprocess_case` with the run's
-target spacing), predicted with the sliding window, optionally with test-time mirroring (``tta``: every
-combination of the flips the run was trained with, :mod:`segzoo.inference.mirroring`; a run trained without
-flips gets none), averaged over the runs given (seeds, folds: an ensemble of probabilities) and mapped back to
-the input grid.
+target spacing), predicted with the sliding window, with or without test-time mirroring (every combination of the
+flips the run was trained with, :mod:`segzoo.inference.mirroring`; a run trained without flips gets none),
+averaged over the runs given (seeds, folds: an ensemble of probabilities) and mapped back to the input grid.
 
 A ``--run`` is a segzoo run folder (its ``best`` checkpoint), a checkpoint stem, or a folder made by
-``segzoo nnunet-import``. Imported nnU-Net models take nnU-Net's own road from the images alone (its reader,
-crop, normalisation, resampling and sliding window, mirroring over its recorded axes with ``tta``; several
-imported folds ensembled as nnU-Net does), the same computation as ``segzoo infer --raw``; their label map is
-nnU-Net's segmentation. Where a ``dataset.json`` lies beside the images (their folder, or the one above) and
-names the channels, they must be the model's, in its order.
+``segzoo nnunet-import`` (one fold). Imported nnU-Net models take nnU-Net's own road from the images alone (its
+reader, crop, normalisation, resampling and sliding window, mirroring over its recorded axes; several imported
+folds ensembled as nnU-Net does), the same computation as ``segzoo infer --raw``; their label map is nnU-Net's
+segmentation. Mirroring follows each kind's default unless asked (``tta``): an import is mirrored, as
+``nnUNetv2_predict`` mirrors; a segzoo run is not. Every model (each fold of an ensemble) says on the console which
+flips it used and why. Options an import has no use for (``data``, ``sw_batch_size``, ``any_spacing``) are
+refused, not ignored. Where a ``dataset.json`` lies beside the images (their folder, or the one above) and names
+the channels, they must be the model's, in its order.
 
 Output per case (:mod:`segzoo.inference.predictions`): ``<case>.nii.gz``, a label map painted region by region
 in nnU-Net's order, and with ``probabilities`` ``<case>_prob.nii.gz`` [X, Y, Z, R]. Inputs whose channel count
@@ -37,10 +39,10 @@ import numpy as np
 import torch
 
 from segzoo.data.preprocess import preprocess_case, to_original_grid
-from segzoo.data.preprocessed import Preprocessed, write_plan
+from segzoo.data.preprocessed import PLAN, Preprocessed, write_plan
 from segzoo.errors import SegzooError
 from segzoo.inference.images import check_channel_names, check_spacing, find_cases
-from segzoo.inference.mirroring import describe, flip_combinations, model_axes
+from segzoo.inference.mirroring import flip_combinations, mirroring, model_axes
 from segzoo.inference.nnunet import predict_case
 from segzoo.inference.postprocess import apply_postprocessing, majority_postprocessing, run_postprocessing
 from segzoo.inference.predictions import THRESHOLD, paint, write_label_map, write_probabilities
@@ -67,45 +69,77 @@ def _trained(runs: list[str | Path]) -> list[TrainedModel]:
     return models
 
 
-def _preprocessing(trained: TrainedModel, data: Preprocessed | None) -> dict:
-    """The target spacing, label values and normalisation a segzoo run was trained with."""
+def _preprocessing(trained: TrainedModel, data: str | Path | None) -> dict:
+    """The target spacing, label values and normalisation a segzoo run was trained with: recorded in the run, or
+    (a run trained before runs recorded them) read from ``data``, the preprocessed folder it was trained on."""
     if trained.preprocessing is not None:
+        if data is not None:
+            raise SegzooError(f"--data {data}: {trained.stem} records its own preprocessing (target spacing, label "
+                              "values, normalisation); --data is for runs trained before runs recorded it: drop it")
         return trained.preprocessing
     if data is None:
         raise SegzooError(f"{trained.stem}: records no preprocessing (trained before segzoo predict); pass --data "
                           "with the preprocessed folder it was trained on")
-    return {"target_spacing": data.spacing, "label_values": data.label_values,
-            "normalization": data.normalization, "spacing_range": data.spacing_range}
+    if not (Path(data) / PLAN).is_file() and (Path(data) / "dataset.json").is_file():
+        raise SegzooError(f"--data {data}: a raw dataset (dataset.json, no {PLAN}); {trained.stem} needs the folder "
+                          "`segzoo preprocess` made of the dataset it was trained on (results/preprocessed/<dataset> "
+                          "in the pipeline)")
+    pre = Preprocessed(data)
+    return {"target_spacing": pre.spacing, "label_values": pre.label_values,
+            "normalization": pre.normalization, "spacing_range": pre.spacing_range}
 
 
-def _mirror_axes(models: list[TrainedModel], tta: bool) -> list[list[int]]:
-    """Per run, the axes test-time mirroring uses (none without ``tta``); says which on the console."""
+def _refuse_for_imports(trained: TrainedModel, data: str | Path | None, sw_batch_size: int | None,
+                        any_spacing: bool) -> None:
+    """One line per option given that an imported nnU-Net model has no use for (rather than ignoring it)."""
+    stem = f"{trained.stem} is an imported nnU-Net model"
+    problems = []
+    if data is not None:
+        problems.append(f"--data {data}: {stem}; it preprocesses new images as nnU-Net does, from its own plans, "
+                        "and takes no segzoo preprocessed folder: drop --data")
+    if sw_batch_size is not None:
+        problems.append(f"--sw-batch-size {sw_batch_size}: {stem}, predicted tile by tile as nnU-Net does; the "
+                        "option is for segzoo runs: drop it")
+    if any_spacing:
+        problems.append(f"--any-spacing: {stem}; nnU-Net resamples images of any spacing and refuses none, so "
+                        "there is nothing to override: drop it")
+    if problems:
+        raise SegzooError(problems)
+
+
+def _mirror_axes(models: list[TrainedModel], tta: bool | None) -> list[list[int]]:
+    """Per model (every run, every imported fold), the axes test-time mirroring uses (``[]``: none), each said on
+    the console with the reason (:func:`segzoo.inference.mirroring.mirroring`)."""
     axes = []
     for trained in models:
-        found, notice = model_axes(trained)
+        _, notice = model_axes(trained)
         if notice:
             print(f"{trained.stem}: {notice}", file=sys.stderr)
-        axes.append(found if tta else [])
-        if tta:
-            print(describe(str(trained.stem), found, nnunet=trained.imported))
+        used, line = mirroring(trained, tta)
+        print(line)
+        axes.append(used)
     return axes
 
 
 @torch.no_grad()
-def predict_folder(images: Path, out: Path, runs: list[str | Path], *, data: Preprocessed | None = None,
-                   device: str = "cpu", tta: bool = False, probabilities: bool = False,
-                   sw_batch_size: int = SW_BATCH_SIZE, overlap: float = OVERLAP,
+def predict_folder(images: Path, out: Path, runs: list[str | Path], *, data: str | Path | None = None,
+                   device: str = "cpu", tta: bool | None = None, probabilities: bool = False,
+                   sw_batch_size: int | None = None, overlap: float = OVERLAP,
                    any_spacing: bool = False) -> list[str]:
+    """Predict every case in ``images`` into ``out`` (created; nothing written unless every case succeeds).
+
+    ``tta``: True mirrors, False does not, None takes the model's default (imported nnU-Net models mirrored, segzoo
+    runs not). ``data``, ``sw_batch_size`` (None: :data:`SW_BATCH_SIZE`) and ``any_spacing`` serve segzoo runs;
+    an imported model refuses them."""
     trained = _trained(runs)
     first = trained[0]
+    if first.imported:
+        _refuse_for_imports(first, data, sw_batch_size, any_spacing)
     dev = torch.device(device)
     cases = find_cases(images, len(first.channels))
     check_channel_names(images, first.channels, str(first.stem))
     if first.imported:
-        if data is not None:
-            raise SegzooError(f"--data {data.folder}: {first.stem} is an imported nnU-Net model; it preprocesses new "
-                              "images as nnU-Net does, from its own plans, and takes no segzoo preprocessed folder")
-        (axes, *_) = _mirror_axes(trained[:1], tta)  # nnU-Net mirrors every fold as the first one allows
+        (axes, *_) = _mirror_axes(trained, tta)  # one line per fold; the folds share their plans' mirror axes
         return _predict_imported(cases, out, trained, dev, bool(axes), probabilities)
     preprocessing = _preprocessing(first, data)
     regions = first.regions
@@ -114,6 +148,7 @@ def predict_folder(images: Path, out: Path, runs: list[str | Path], *, data: Pre
     decision = majority_postprocessing([run_postprocessing(t.stem, list(regions)) for t in trained], list(regions))
     if not any_spacing:
         check_spacing(cases, preprocessing.get("spacing_range"))
+    sw_batch_size = SW_BATCH_SIZE if sw_batch_size is None else sw_batch_size
     with output_dir(out) as tmp, tempfile.TemporaryDirectory() as work:
         work = Path(work)
         write_plan(work, {"dataset": "predict", "channels": first.channels, "regions": regions,

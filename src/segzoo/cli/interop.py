@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from segzoo.cli.common import preprocessed
+from segzoo.cli.common import add_verb, preprocessed
 
 
 def _nnunet_import(args: argparse.Namespace) -> None:
@@ -47,16 +47,30 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def register(verbs) -> None:
-    p = verbs.add_parser("nnunet-import", help="import a trained nnU-Net v2 model folder safely (no unpickling)")
+    p = add_verb(verbs, "nnunet-import", "import a trained nnU-Net v2 model folder safely (no unpickling)",
+                 "One fold of an nnU-Net model folder (nnUNet_results/<Dataset>/<Trainer>__<Plans>__<configuration>) "
+                 "becomes a segzoo checkpoint: plans.json and dataset.json read as JSON, the checkpoint with "
+                 "torch.load(weights_only=True) and a numpy allowlist, the network rebuilt from the plans through an "
+                 "allowlist and loaded strictly; no code in the folder ever runs. Import each fold into its own "
+                 "folder; segzoo predict --run f0 f1 ... ensembles them as nnUNetv2_predict -f 0 1 ... does, and "
+                 "segzoo infer --raw predicts a dataset's test cases with one.",
+                 "segzoo nnunet-import nnUNet_results/Dataset123_Cord/nnUNetTrainer__nnUNetPlans__3d_fullres --fold 0 "
+                 "--out imported/fold0")
     p.add_argument("model_folder", type=Path, help="<Trainer>__<Plans>__<configuration> with plans.json, "
                    "dataset.json, fold_<F>/")
     p.add_argument("--out", type=Path, required=True, help="folder to create: model.safetensors + model.json")
-    p.add_argument("--fold", default="0", help="fold folder to read (0..4 or all)")
-    p.add_argument("--checkpoint", choices=["final", "best"], default="final")
+    p.add_argument("--fold", default="0", help="fold folder to read: 0..4, or all (fold_all) (default: %(default)s)")
+    p.add_argument("--checkpoint", choices=["final", "best"], default="final",
+                   help="checkpoint_final.pth or checkpoint_best.pth (default: %(default)s)")
     p.add_argument("--configuration", help="default: the one the checkpoint names")
     p.set_defaults(run=_nnunet_import)
 
-    p = verbs.add_parser("nnunet-export", help="write an nnU-Net v2 model folder for a PlainConvUNet checkpoint")
+    p = add_verb(verbs, "nnunet-export", "write an nnU-Net v2 model folder for a PlainConvUNet checkpoint",
+                 "A segzoo PlainConvUNet network (a zoo run, G.pt samples, a plain_conv_unet checkpoint or an "
+                 "imported region model) becomes plans.json, dataset.json and fold_0/checkpoint_final.pth, which "
+                 "holds only tensors and plain types, so that nnU-Net's own tools run it.",
+                 "segzoo nnunet-export results/zoo/D/runs/parent0/job0/sc_lr0.01_seed0 --data results/preprocessed/D "
+                 "--patch-size 32 32 16 --out exported/sc_model")
     p.add_argument("checkpoint", type=Path, help="a zoo run, zoo start, G.pt samples or imported checkpoint")
     p.add_argument("--data", type=Path, required=True, help="the preprocessed dataset it was trained on "
                    "(spacing, channels, regions)")
@@ -66,7 +80,12 @@ def register(verbs) -> None:
                    help="sliding-window patch for nnU-Net; needed when the file records none (zoo runs, samples)")
     p.add_argument("--out", type=Path, required=True, help="model folder to create")
     p.set_defaults(run=_nnunet_export)
-    p = verbs.add_parser("export", help="write a trained checkpoint as an ONNX model (deployment, Netron)")
+
+    p = add_verb(verbs, "export", "write a trained checkpoint as an ONNX model (deployment, Netron)",
+                 "The network is exported with its dynamic spatial axes and, where ONNX Runtime is installed "
+                 "(segzoo[onnx]), run on one patch beside PyTorch; the largest difference in logits is printed "
+                 "against its tolerance.",
+                 "segzoo export results/train/D/unet3plus/seed0/best --onnx unet3plus.onnx")
     p.add_argument("checkpoint", type=Path, help="a run's best/final checkpoint (stem or .safetensors) or an "
                    "imported model folder")
     p.add_argument("--onnx", type=Path, required=True, help="ONNX file to write, e.g. model.onnx")

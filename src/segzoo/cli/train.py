@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segzoo.cli.common import claim_device, fraction, json_settings, preprocessed
+from segzoo.cli.common import TRACKING_HELP, add_device, add_verb, claim_device, fraction, json_settings, preprocessed
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -47,32 +47,46 @@ def _postprocessing(args: argparse.Namespace) -> None:
 
 
 def register(verbs) -> None:
-    p = verbs.add_parser("train", help="train (or resume) one model with one seed")
+    p = add_verb(verbs, "train", "train (or resume) one model with one seed",
+                 "One run: the model trained on the splits' train cases (one fold's, with --fold), validated on "
+                 "their val cases; best.safetensors (the best validation Dice) and final.safetensors, each with a "
+                 "JSON sidecar recording the preprocessing, the flips it was trained with and how it was made. A "
+                 "run folder holding a matching state resumes where it stopped. The workflow's train rule passes "
+                 "--settings from the configuration.",
+                 "segzoo train --data results/preprocessed/D --splits results/splits/D/splits.json --model unet3plus "
+                 "--seed 0 --out results/train/D/unet3plus/seed0 --plans results/plans/D/plans.json "
+                 "--settings '{\"train\": {...}, \"model\": {...}}'")
     p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
-    p.add_argument("--splits", type=Path, required=True)
-    p.add_argument("--model", required=True)
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--splits", type=Path, required=True, help="splits.json (segzoo splits)")
+    p.add_argument("--model", required=True, help="a model name of the configuration's models section")
+    p.add_argument("--seed", type=int, required=True, help="initialisation, data order and augmentation")
     p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds a matching state)")
     p.add_argument("--settings", required=True,
                    help='JSON {"train": <config train section>, "model": <config models.<name> section>}')
     p.add_argument("--plans", type=Path, help="plans.json: patch_size and batch_size where the settings hold null")
     p.add_argument("--fold", type=int, help="cross-validation fold of the splits to train on")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--tracking", metavar="JSON", help="experiment tracking beside dvclive (segzoo[tracking] extra): "
-                   '{"wandb": "off|offline|online", "mlflow": "off|local|<URI>", "dir": "results/tracking"}')
+    add_device(p)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs and batch jobs)")
+    p.add_argument("--tracking", metavar="JSON", help=TRACKING_HELP)
     p.set_defaults(run=_train)
 
-    p = verbs.add_parser("postprocessing", help="choose per region whether keeping the largest connected component "
-                         "raises validation Dice (nnU-Net's determine_postprocessing)")
+    p = add_verb(verbs, "postprocessing", "choose per region whether keeping the largest connected component "
+                 "raises validation Dice (nnU-Net's determine_postprocessing)",
+                 "The run's validation cases are predicted; per region, keeping only the largest connected "
+                 "component (26-neighbourhood) is chosen where it strictly raises the mean validation Dice. The "
+                 "JSON records the choice, both Dice values and the cases; segzoo infer and predict apply it.",
+                 "segzoo postprocessing --checkpoint results/train/D/unet3plus/seed0/best.safetensors "
+                 "--data results/preprocessed/D --splits results/splits/D/splits.json "
+                 "--out results/train/D/unet3plus/seed0/postprocessing.json")
     p.add_argument("--checkpoint", type=Path, required=True, help="a trained run's best.safetensors")
     p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
     p.add_argument("--splits", type=Path, required=True, help="its 'val' cases decide")
     p.add_argument("--fold", type=int, help="cross-validation: the 'val' cases of this fold decide")
     p.add_argument("--out", type=Path, required=True, help="JSON to write, e.g. <run>/postprocessing.json")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--sw-batch-size", type=int, default=4)
-    p.add_argument("--overlap", type=fraction, default=0.5)
+    add_device(p)
+    p.add_argument("--sw-batch-size", type=int, default=4, help="sliding-window patches per forward pass "
+                   "(default: %(default)s)")
+    p.add_argument("--overlap", type=fraction, default=0.5, help="fraction of a patch shared with its neighbour "
+                   "(default: %(default)s)")
     p.set_defaults(run=_postprocessing)
-

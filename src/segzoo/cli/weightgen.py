@@ -1,12 +1,13 @@
-"""The `segzoo` verbs of checkpoint diffusion: zoo starts and runs, the zoo index, G.pt training, sampling and
-evaluation."""
+"""The `segzoo` verbs of checkpoint diffusion: zoo starts and runs, the zoo index, the learned generators (G.pt, the
+structure-shared generator) trained and sampled, and the instrument that judges every generator."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from segzoo.cli.common import claim_device, json_settings, positive, preprocessed
+from segzoo.cli.common import (SETTINGS_HELP, TRACKING_HELP, add_device, add_verb, claim_device, files_list,
+                               json_settings, positive, preprocessed)
 from segzoo.errors import SegzooError
 
 
@@ -171,27 +172,37 @@ def _weightgen_evaluate(args: argparse.Namespace) -> None:
 
 
 def register(verbs) -> None:
-    settings_help = "JSON: the weightgen settings the verb reads (the rules pass them)"
-
     def common(p, data=True):
         if data:
             p.add_argument("--data", type=Path, required=True, help="preprocessed dataset folder")
-            p.add_argument("--splits", type=Path, required=True)
+            p.add_argument("--splits", type=Path, required=True, help="splits.json (segzoo splits)")
             p.add_argument("--data-seed", type=int, required=True, help="the config seed (inits, scoring batches)")
-        p.add_argument("--settings", required=True, help=settings_help)
-        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-        p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+        p.add_argument("--settings", required=True, help=SETTINGS_HELP)
+        add_device(p)
+        p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default: %(default)s)")
 
-    p = verbs.add_parser("zoo-starts", help="write the zoo's starts: parents grown on every region (all at once) "
-                         "and random inits")
+    zoo, out = "results/zoo/D", "results/weightgen/D"
+    data = "--data results/preprocessed/D --splits results/splits/D/splits.json --data-seed 0"
+    p = add_verb(verbs, "zoo-starts", "write the zoo's starts: parents grown on every region (all at once) and inits",
+                 "Start k's random initialisation is drawn from (config seed, k). parent<k> is the zoo network "
+                 "trained on every region from init k (every parent in one grouped training), and its runs start "
+                 "from it; init<k> is the initialisation itself (a fresh init, or weightgen.init shared). The "
+                 "workflow's zoo_starts rule passes every start of the configuration and --settings.",
+                 f"segzoo zoo-starts {data} --start parent0 --start parent1 --start init2 --out {zoo}/starts "
+                 "--settings '{...}'")
     common(p)
     p.add_argument("--start", required=True, action="append", dest="starts", metavar="START",
                    help="parent<k> (grown from init k) or init<k> (init k itself); repeat for every start")
     p.add_argument("--out", type=Path, required=True, help="folder to create: <start>.safetensors and .json each")
     p.set_defaults(run=_zoo_starts)
 
-    p = verbs.add_parser("zoo", help="train zoo runs at once (the zoo engine), keeping each one's start and "
-                         "checkpoints")
+    p = add_verb(verbs, "zoo", "train zoo runs at once (the zoo engine), keeping each one's start and checkpoints",
+                 "Several runs (start, task, learning rate, seed) of the zoo network are trained together as one "
+                 "grouped network, each from its own start, and every run's snapshots are stored (row 0 the start, "
+                 "the budget steps, random steps, the last row final) with their validation Dice per region. The "
+                 "generators learn from these trajectories; the held-out starts' runs are what Adam reaches.",
+                 f"segzoo zoo {data} --run parent0 sc 0.01 0 --run parent1 all 0.01 0 --starts {zoo}/starts "
+                 f"--out {zoo}/runs/job0 --settings '{{...}}'")
     common(p)
     p.add_argument("--run", nargs=4, action="append", required=True, dest="runs",
                    metavar=("START", "TASK", "LR", "SEED"),
@@ -200,61 +211,97 @@ def register(verbs) -> None:
     p.add_argument("--starts", type=Path, required=True, help="the starts folder (zoo-starts)")
     p.add_argument("--out", type=Path, required=True, help="folder to create: <start>_<task>_lr<lr>_seed<s>"
                    ".safetensors|json per run")
-    p.add_argument("--tracking", metavar="JSON", help="experiment tracking beside dvclive (segzoo[tracking] extra): "
-                   '{"wandb": "off|offline|online", "mlflow": "off|local|<URI>", "dir": "results/tracking"}')
+    p.add_argument("--tracking", metavar="JSON", help=TRACKING_HELP)
     p.set_defaults(run=_zoo)
 
-    p = verbs.add_parser("zoo-index", help="one table row per checkpoint; roles; drop runs with NaN or huge weights")
+    p = add_verb(verbs, "zoo-index", "one table row per checkpoint; roles; drop runs with NaN or huge weights",
+                 "Every zoo job's runs are read into one index: a row per stored checkpoint with its run, start, "
+                 "task, seed, learning rate and validation Dice, and each run's role (train: the generators learn "
+                 "from it; heldout: a held-out parent's run; fresh: a fresh init's run; insample: a training "
+                 "parent's run with a held-out seed). Runs that stopped early, hold non-finite weights or exceed "
+                 "max_abs_weight are dropped and listed in the summary, beside the configured tasks.",
+                 f"segzoo zoo-index {zoo}/runs/job0 {zoo}/runs/job1 --index {zoo}/index.csv "
+                 f"--summary {zoo}/zoo.json --settings '{{...}}'")
     p.add_argument("jobs", type=Path, nargs="+", help="zoo job folders")
-    p.add_argument("--settings", required=True, help="JSON: the zoo's tasks and the weightgen keys that give each run its "
-                   "role (segzoo.weightgen.zoo.plan.INDEX_KEYS)")
+    p.add_argument("--settings", required=True, help="JSON: the zoo's tasks and the weightgen keys that give each run "
+                   "its role (segzoo.weightgen.zoo.plan.INDEX_KEYS)")
     p.add_argument("--index", type=Path, required=True, help="CSV to write")
-    p.add_argument("--summary", type=Path, required=True, help="JSON to write (kept and dropped runs)")
+    p.add_argument("--summary", type=Path, required=True, help="JSON to write (tasks, roles, kept and dropped runs)")
     p.set_defaults(run=_zoo_index)
 
-    p = verbs.add_parser("gpt-train", help="train G.pt, a diffusion transformer over the zoo's checkpoints")
+    p = add_verb(verbs, "gpt-train", "train G.pt, a diffusion transformer over the zoo's checkpoints",
+                 "G.pt learns to produce a later checkpoint of a run from an earlier one (its weights as changes "
+                 "from the run's start), prompted with both checkpoints' validation Dice and the run's task. Only "
+                 "the training parents' runs are loaded; held-out starts are never seen. The moving average of "
+                 "its weights is saved.",
+                 f"segzoo gpt-train --index {zoo}/index.csv --seed 0 --out {out}/gpt --settings '{{...}}'")
     common(p, data=False)
     p.add_argument("--index", type=Path, required=True, help="the zoo's index.csv (run files beside it)")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True, help="initialisation and the training pairs drawn")
     p.add_argument("--out", type=Path, required=True, help="output stem")
-    p.add_argument("--tracking", metavar="JSON", help="experiment tracking beside dvclive (segzoo[tracking] extra): "
-                   '{"wandb": "off|offline|online", "mlflow": "off|local|<URI>", "dir": "results/tracking"}')
+    p.add_argument("--tracking", metavar="JSON", help=TRACKING_HELP)
     p.set_defaults(run=_gpt_train)
 
-    p = verbs.add_parser("gpt-sample", help="one-shot networks from G.pt for the evaluation prompts (DDIM)")
+    p = add_verb(verbs, "gpt-sample", "G.pt's networks for the instrument's requests (DDIM)",
+                 "Every network is sampled in one shot from a start (DDIM), for the requests every generator answers: "
+                 "the best training Dice per test start and task, quantile prompts for prompt following, and the "
+                 "same prompts from training parents (in-sample).",
+                 f"segzoo gpt-sample --gpt {out}/gpt --index {zoo}/index.csv --seed 0 --out {out}/samples "
+                 "--settings '{...}'")
     common(p, data=False)
-    p.add_argument("--index", type=Path, required=True, help="the zoo's index.csv (run files beside it)")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--index", type=Path, required=True, help="the zoo's index.csv (run files and starts beside it)")
+    p.add_argument("--seed", type=int, required=True, help="the sampling noise")
     p.add_argument("--gpt", type=Path, required=True, help="G.pt stem from gpt-train")
     p.add_argument("--out", type=Path, required=True, help="output stem: .safetensors, .json and .csv")
     p.set_defaults(run=_gpt_sample)
 
-    p = verbs.add_parser("graph-train", help="train one arm of the structure-shared generator (message passing on "
-                         "the zoo network's neural graph, told about the start by its gradient or first Adam steps)")
+    p = add_verb(verbs, "graph-train", "train one arm of the structure-shared generator",
+                 "A diffusion model over a network's change from its start whose denoiser passes messages on the "
+                 "zoo network's neural graph (channels as nodes, kernels as edges; equivariant to channel "
+                 "permutations), told about the start by its own loss: its gradient on a fixed batch of the task's "
+                 "training patches (arm grad, 1 gradient evaluation) or its first k Adam steps (arm adam<k>). "
+                 "Trained on the training parents' runs only.",
+                 f"segzoo graph-train {data} --index {zoo}/index.csv --arm grad --seed 0 --out {out}/graph_grad "
+                 "--settings '{...}'")
     common(p)
     p.add_argument("--index", type=Path, required=True, help="the zoo's index.csv (run files beside it)")
     p.add_argument("--arm", required=True, help="grad (the start's gradient) or adam<k> (its first k Adam steps)")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True, help="initialisation, the training pairs and the noise")
     p.add_argument("--out", type=Path, required=True, help="output stem: .safetensors, .json and _loss.csv")
-    p.add_argument("--tracking", metavar="JSON", help="experiment tracking beside dvclive (segzoo[tracking] extra): "
-                   '{"wandb": "off|offline|online", "mlflow": "off|local|<URI>", "dir": "results/tracking"}')
+    p.add_argument("--tracking", metavar="JSON", help=TRACKING_HELP)
     p.set_defaults(run=_graph_train)
 
-    p = verbs.add_parser("graph-sample", help="the structure-shared generator's networks for the evaluation's "
-                         "requests (DDIM)")
+    p = add_verb(verbs, "graph-sample", "the structure-shared generator's networks for the instrument's requests",
+                 "For every request the start's signal is read (its gradient, or its own run's first Adam steps), "
+                 "then DDIM gives the change; the network is the start plus that change, in the start's own channel "
+                 "order.",
+                 f"segzoo graph-sample {data} --model {out}/graph_grad --index {zoo}/index.csv --seed 0 "
+                 f"--out {out}/graph_grad_samples --settings '{{...}}'")
     common(p)
     p.add_argument("--index", type=Path, required=True, help="the zoo's index.csv (run files and starts beside it)")
     p.add_argument("--model", type=Path, required=True, help="stem from graph-train")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True, help="the sampling noise")
     p.add_argument("--out", type=Path, required=True, help="output stem: .safetensors, .json and .csv")
     p.set_defaults(run=_graph_sample)
 
-    p = verbs.add_parser("weightgen-evaluate",
-                         help="every generator (the learned ones' samples and the baselines) through the same requests, "
-                         "scoring and criteria")
+    p = add_verb(verbs, "weightgen-evaluate",
+                 "every generator through the same requests, scoring and criteria (the instrument)",
+                 "The learned generators' samples and the baselines (copy, task-vector transfer, lookup, nearest and "
+                 "mean-of-k, noise, Adam at every budget) answer the same requests from starts no generator saw; "
+                 "each network is scored on the whole test volumes and the validation patches, placed among the "
+                 "training checkpoints (aligned coordinates), and every generator is judged by every criterion. A "
+                 "criterion a trivial generator passes is marked not discriminative.",
+                 f"segzoo weightgen-evaluate {data} --index {zoo}/index.csv --seed 0 --samples {out}/samples "
+                 f"--samples {out}/graph_grad_samples --loss gpt={out}/gpt_loss.csv --out {out}/evaluation "
+                 "--settings '{...}'",
+                 epilog=files_list("files written", {
+                     "<out>/criteria.csv": "generators x criteria: value, threshold, PASS/FAIL, discriminative",
+                     "<out>/networks.csv": "every generator's network per request, scored, with its distances",
+                     "<out>/summary.json": "the headline per generator, the tasks Adam does not learn, the smallest "
+                                           "difference the starts resolve"}))
     common(p)
     p.add_argument("--index", type=Path, required=True, help="the zoo's index.csv (run files and starts beside it)")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True, help="the evaluation's own draws (bootstrap, noise baseline)")
     p.add_argument("--samples", type=Path, action="append", default=[], metavar="STEM",
                    help="a learned generator's samples (repeat): STEM.safetensors, .json and .csv")
     p.add_argument("--loss", action="append", metavar="NAME=CSV", help="a learned generator's training loss curve")

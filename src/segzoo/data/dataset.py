@@ -158,15 +158,13 @@ def _read_nnunet(root: Path, json_path: Path, dataset_json: dict) -> RawDataset:
     return ds
 
 
-def channel_names(json_path: str | Path) -> list[str]:
+def named_channels(json_path: str | Path) -> list[str] | None:
     """The channel names of a dataset.json in file-index order (nnU-Net's ``channel_names`` or the Decathlon's
-    ``modality``)."""
+    ``modality``); None where it names no channels at all."""
     json_path = Path(json_path)
     dataset_json = read_json(json_path)
     key = next((k for k in ("channel_names", "modality") if isinstance(dataset_json, dict) and k in dataset_json), None)
-    if key is None:
-        raise SegzooError(f"{json_path}: names no channels ('channel_names' or 'modality')")
-    return _channels(json_path, dataset_json, key)
+    return None if key is None else _channels(json_path, dataset_json, key)
 
 
 def channel_order_problem(model_channels: list[str], model_source: str, dataset_channels: list[str],

@@ -7,12 +7,13 @@ A folder holds ``<case>_<XXXX>.nii.gz`` (one file per channel, ``_0000`` first) 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from segzoo.data.dataset import channel_names, channel_order_problem
+from segzoo.data.dataset import channel_order_problem, named_channels
 from segzoo.data.nifti import ras_spacing
 from segzoo.errors import SegzooError
 
@@ -22,6 +23,8 @@ CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$")
 
 def find_cases(folder: Path, channels: int) -> dict[str, list[Path]]:
     """``{case: [channel files in order]}`` for the images in ``folder``."""
+    if not Path(folder).is_dir():
+        raise SegzooError(f"{folder}: no such folder (-i/--input takes a folder of images)")
     files = sorted(p for p in Path(folder).iterdir() if p.name.endswith((".nii.gz", ".nii")))
     if not files:
         raise SegzooError(f"{folder}: no NIfTI images (.nii.gz or .nii)")
@@ -60,10 +63,17 @@ def check_spacing(cases: dict[str, list[Path]], spacing_range: list[list[float]]
 
 def check_channel_names(images: Path, channels: list[str], source: str) -> None:
     """Where a dataset.json lies beside the images (in their folder, or the folder above, as nnU-Net's imagesTs),
-    the channels it names must be the model's, in the model's order."""
+    the channels it names must be the model's, in the model's order. The nearest that names channels is checked;
+    one that names none (an unrelated file, or a dataset.json of another kind) says nothing of them and is passed
+    over, with a notice."""
     for candidate in (Path(images) / "dataset.json", Path(images).resolve().parent / "dataset.json"):
-        if candidate.is_file():
-            problem = channel_order_problem(channels, source, channel_names(candidate), str(candidate))
-            if problem:
-                raise SegzooError(problem)
-            return
+        if not candidate.is_file():
+            continue
+        names = named_channels(candidate)
+        if names is None:
+            print(f"{candidate}: names no channels; not checked against {source}'s {channels}", file=sys.stderr)
+            continue
+        problem = channel_order_problem(channels, source, names, str(candidate))
+        if problem:
+            raise SegzooError(problem)
+        return

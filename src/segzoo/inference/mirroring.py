@@ -16,6 +16,11 @@ checkpoint (``inference_allowed_mirroring_axes``); segzoo does the same:
 Test-time mirroring then averages the prediction over every combination of exactly those axes, the unflipped
 one included (in nnU-Net's order: ``()``, then each single axis, each pair, ... in the order the axes are
 recorded).
+
+Whether a prediction mirrors at all (:func:`mirroring`): asked for (``--tta``) or declined (``--no-tta``), or by
+default as the model's maker does: an imported nnU-Net model is mirrored, as ``nnUNetv2_predict`` mirrors unless
+given ``--disable_tta``; a segzoo run is not (segzoo's default since ``predict`` existed: on the phantom the
+default flips, X only, change its Dice by about 0.001 and double the sliding-window passes; README, bench/tta.py).
 """
 
 from __future__ import annotations
@@ -45,16 +50,35 @@ def model_axes(trained: TrainedModel) -> tuple[list[int], str | None]:
                                       f"default train.augment.flip_axes {UNRECORDED_DEFAULT}")
 
 
+def mirroring(trained: TrainedModel, requested: bool | None) -> tuple[list[int], str]:
+    """The axes a prediction mirrors ``trained`` along (``[]``: none) and one console line saying which flips and
+    why. ``requested``: True (``--tta``), False (``--no-tta``), None (the default for the model's kind)."""
+    axes, _ = model_axes(trained)
+    nnunet = trained.imported
+    if requested is None:
+        used = nnunet
+        why = ("nnU-Net's default for its models, as nnUNetv2_predict; --no-tta / --disable_tta turns it off"
+               if nnunet else
+               f"segzoo runs' default; --tta averages the {len(flip_combinations(axes))} flips it was trained with")
+    else:
+        used, why = requested, "--tta" if requested else "--no-tta / --disable_tta"
+    return (axes if used else []), describe(str(trained.stem), axes, nnunet, used=used, why=why)
+
+
 def flip_combinations(axes: list[int]) -> list[tuple[int, ...]]:
     """``()`` and every non-empty combination of ``axes``: the flips test-time mirroring averages over."""
     return [()] + [combo for n in range(1, len(axes) + 1) for combo in itertools.combinations(axes, n)]
 
 
-def describe(source: str, axes: list[int], nnunet: bool = False) -> str:
-    """One line for the console: which flips a model is averaged over (or that it gets none)."""
+def describe(source: str, axes: list[int], nnunet: bool = False, *, used: bool = True, why: str = "") -> str:
+    """One line for the console: which flips a model is averaged over (or that it gets none), and ``why``
+    (the default, or the option that chose it)."""
+    because = f" ({why})" if why else ""
     if not axes:
         return f"{source}: trained without flips: no test-time mirroring"
+    if not used:
+        return f"{source}: no test-time mirroring{because}"
     names = ", ".join(f"{a}" if nnunet else f"{a} ({AXIS_NAMES[a]})" for a in axes)
     flips = " ".join(str(list(c)) for c in flip_combinations(axes))
     where = "nnU-Net's axes" if nnunet else "axes"
-    return f"{source}: test-time mirroring along {where} {names}: {len(flip_combinations(axes))} flips {flips}"
+    return f"{source}: test-time mirroring along {where} {names}: {len(flip_combinations(axes))} flips {flips}{because}"

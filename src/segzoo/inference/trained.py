@@ -81,12 +81,21 @@ def checkpoint_stem(path: str | Path) -> Path:
 
 def resolve_run(path: str | Path) -> Path:
     """The checkpoint stem a ``--run`` names: a segzoo run folder's ``best``, an import folder's ``model``
-    (``segzoo nnunet-import``), or a checkpoint stem or file given directly."""
+    (``segzoo nnunet-import``), or a checkpoint stem or file given directly. An nnU-Net model folder, one of its
+    ``fold_<F>`` folders or a checkpoint ``.pth`` in one is refused with the import command that reads it."""
     path = Path(path)
     if path.is_dir():
         for stem in (path / RUN_STEM, path / FOLDER_STEM):
             if paths(stem)[0].is_file():
                 return stem
+    fold = path if path.is_dir() else path.parent
+    if (path.is_dir() or path.suffix == ".pth") and fold.name.startswith("fold_") and \
+            (fold.parent / "plans.json").is_file():
+        best = " --checkpoint best" if path.stem == "checkpoint_best" else ""
+        raise SegzooError(f"{path}: {'in ' if fold != path else ''}{fold.name} of the nnU-Net model folder "
+                          f"{fold.parent}; import that folder first (segzoo nnunet-import {fold.parent} --fold "
+                          f"{fold.name.removeprefix('fold_')}{best} --out DIR) and pass DIR to --run")
+    if path.is_dir():
         if (path / "plans.json").is_file() and any(path.glob("fold_*")):
             raise SegzooError(f"{path}: an nnU-Net model folder; import it first (segzoo nnunet-import {path} --fold F "
                               "--out DIR, once per fold) and pass the import folder(s) to --run")
