@@ -27,10 +27,11 @@ import pandas as pd
 
 from segzoo.data.plans import Plans
 from segzoo.errors import SegzooError
-from segzoo.evaluate.metrics import EMPTY_RULE, METRICS, implementation
+from segzoo.evaluate.metrics import EMPTY_RULE, METRICS
 from segzoo.evaluate.report_tables import COMPARISON, PER_CASE
 from segzoo.evaluate.stats import BASELINE
 from segzoo.io import output_dir, read_json, write_text
+from segzoo.report.names import implementation
 
 ALPHA = 0.05
 FLOATS_PER_PAGE = 6
@@ -110,7 +111,7 @@ def methods(config: dict, plans: Plans, dataset: str, models: list[str], metrics
     flips = ", ".join("XYZ"[a] for a in augment.get("flip_axes", [])) or "none"
     model_lines = "; ".join(f"{m} ({', '.join(f'{k} {v}' for k, v in config['models'][m].items())})"
                             for m in models if m in config["models"])
-    metric_lines = " ".join(f"{METRICS[m].name}: {implementation(m)}." for m in metrics)
+    metric_lines = " ".join(f"{METRICS[m].name}: {implementation(m, config['evaluate'])}." for m in metrics)
     text = [
         r"\section{Methods}",
         tex(f"{data} was resampled to {spacing} mm and normalised as planned from its fingerprint (nnU-Net's rules). "
