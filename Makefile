@@ -18,10 +18,22 @@ $(STAMP): pyproject.toml constraints.txt
 	# would otherwise pull a CUDA torchvision that fails to import on CPU machines.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt dynamic-network-architectures
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
-	# Graphviz's dot draws the architecture diagrams (segzoo figures): installed with apt when we are root.
-	@command -v dot >/dev/null 2>&1 || if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
-	else echo "NOTE: Graphviz's dot is missing; segzoo figures needs it: sudo apt-get install graphviz" >&2; fi
+	# Graphviz's dot draws the architecture diagrams (segzoo figures) and TeX Live compiles the paper (segzoo paper;
+	# its packages, about 160 MB without recommendations, are named in segzoo.report.latex): installed with apt when
+	# we are root, else the command to run is printed.
+	@dot=""; command -v dot >/dev/null 2>&1 || dot="graphviz"; \
+	tex=""; command -v latexmk >/dev/null 2>&1 || \
+		tex="$$($(BIN)/python -c 'from segzoo.report.latex import APT_PACKAGES; print(APT_PACKAGES)')"; \
+	if [ -z "$$dot$$tex" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && \
+		if [ -n "$$dot" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; fi && \
+		if [ -n "$$tex" ]; then echo "installing TeX Live for the paper: $$tex"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$tex >/dev/null; fi; \
+	else \
+		if [ -n "$$dot" ]; then echo "NOTE: Graphviz's dot is missing; segzoo figures needs it: sudo apt-get install graphviz" >&2; fi; \
+		if [ -n "$$tex" ]; then echo "NOTE: TeX Live is missing; segzoo paper needs it for main.pdf: sudo apt-get install --no-install-recommends $$tex" >&2; fi; \
+	fi
 	@touch $@
 
 # `make demo TRACKING=1` also logs every training, zoo and G.pt run to W&B (offline) and MLflow (a local store),

@@ -74,7 +74,8 @@ OOF_SCORES = "results/evaluate_oof/{dataset}/{model}/seed{seed}.csv"
 OOF_TABLES = "results/tables_oof/{dataset}"
 NEW_PREDICTIONS = "results/predict/{dataset}/{model}"  # segzoo predict on config predict.input
 PAGE = "results/{dataset}/index.html"  # one page per dataset; another dataset's run never replaces it
-PAPER = "results/{dataset}/paper"  # LaTeX tables, figures as PDF, main.tex and (with TeX) main.pdf
+PAPER = "results/{dataset}/paper"  # main.tex, references.bib, figures as PDF and (with TeX) main.pdf
+PAPER_REFERENCES = os.path.relpath(SRC / "report" / "references.bib")  # data the paper verb reads: no module
 SITE_INDEX = "results/index.html"  # links to every dataset page found under results/
 
 DEVICE = resolve_device(config["device"])

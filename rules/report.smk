@@ -67,8 +67,11 @@ rule paper:
         tables=rules.compare.output.tables,
         figures=rules.figures.output[0],
         plans=rules.plan.output[0],
+        weightgen=lambda w: [f"{WEIGHTGEN.format(dataset=w.dataset)}/evaluation"] if WG["enabled"] else [],
+        references=PAPER_REFERENCES,
         code=verb_code("paper"),
     params:
+        weightgen=lambda w, input: f"--weightgen {shlex.quote(input.weightgen[0])}" if input.weightgen else "",
         config=json.dumps(RESULT_CONFIG, sort_keys=True),
     log:
         "results/logs/paper/{dataset}.log",
@@ -78,7 +81,7 @@ rule paper:
         "../envs/segzoo.yaml"
     shell:
         "segzoo paper --dataset {wildcards.dataset} --tables {input.tables:q} --figures {input.figures:q}"
-        " --plans {input.plans:q} --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"
+        " --plans {input.plans:q} {params.weightgen} --config-json {params.config:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule site_index:

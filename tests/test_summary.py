@@ -83,3 +83,5 @@ def test_the_page_opens_with_the_summary_and_its_contents_reach_every_section(ci
     assert len(set(headings)) == len(headings)
     gpt = EvaluationFolder(wf / "results" / "weightgen" / PHANTOM / "evaluation").summary()
     assert f"{gpt['criteria_passed']} of {gpt['criteria_total']} success criteria passed" in page
+    assert "<b>MS U-Net 3+</b>" in page or "<td>MS U-Net 3+</td>" in page  # models by their display names
+    assert "<th>spinal cord</th>" in page and "<td>ms_unet3plus</td>" not in page

@@ -40,7 +40,8 @@ def _paper(args: argparse.Namespace) -> None:
     from segzoo.report.paper import write_paper
 
     pdf = write_paper(args.dataset, tables=args.tables, figures_dir=args.figures, plans=args.plans,
-                      config=json.loads(args.config_json), out=args.out, compile_pdf=not args.no_pdf)
+                      config=json.loads(args.config_json), out=args.out, weightgen=args.weightgen,
+                      compile_pdf=not args.no_pdf)
     print(f"paper folder: {args.out}" + (f"; compiled {pdf}" if pdf else ""))
 
 
@@ -83,15 +84,19 @@ def register(verbs) -> None:
     p.add_argument("--oof-tables", type=Path, help="the cross-validation (out-of-fold) comparison tables")
     p.set_defaults(run=_page)
 
-    p = add_verb(verbs, "paper", "a dataset's paper folder: LaTeX tables, figures as PDF, main.tex, main.pdf",
-                 "The comparison as a paper draft: booktabs tables from the comparison, the figures as PDF, a "
-                 "main.tex that includes them, and main.pdf where TeX (latexmk) is installed.",
+    p = add_verb(verbs, "paper", "a dataset's paper folder: main.tex (a two-column draft), references.bib, its "
+                 "figures as PDF, main.pdf",
+                 "The comparison as a paper draft a lab would start from: an abstract and results written from the "
+                 "statistics, Methods in prose, one main table, the figures as PDF, the checkpoint-diffusion "
+                 "criteria, the other tables in an appendix, references.bib, and main.pdf where TeX (latexmk) is "
+                 "installed.",
                  "segzoo paper --dataset D --tables results/tables/D --figures results/figures/D "
                  "--plans results/plans/D/plans.json --config-json '{...}' --out results/D/paper")
     p.add_argument("--dataset", required=True, help="the dataset's name")
     p.add_argument("--tables", type=Path, required=True, help="the comparison tables folder (segzoo compare)")
     p.add_argument("--figures", type=Path, required=True, help="the figures folder (segzoo figures)")
     p.add_argument("--plans", type=Path, required=True, help="plans.json (segzoo plan): the protocol and patches")
+    p.add_argument("--weightgen", type=Path, help="the G.pt evaluation folder, when that stage ran")
     p.add_argument("--config-json", required=True, help="the configuration that decides the results, as JSON")
     p.add_argument("--out", type=Path, required=True, help="folder to create, e.g. results/<dataset>/paper")
     p.add_argument("--no-pdf", action="store_true", help="write the LaTeX only, even where TeX is installed")

@@ -65,35 +65,29 @@ METRICS = {m.key: m for m in (
 LESION_METRICS = ("lesion_sensitivity", "lesion_precision", "lesion_f1", "lesion_count_error")
 
 
-# How each metric is computed: the library (its version is read where it is shown) and the definition, since
-# distance and calibration metrics differ between tools. Empty-mask rules are in the module docstring.
+# How each metric is computed: the library (its distribution name; the name and version shown are read by
+# segzoo.report.names.implementation) and the definition, since distance and calibration metrics differ between
+# tools; {tolerance_mm}, {connectivity} and {min_overlap_voxels} are the config's evaluate values. Empty-mask rules
+# are in the module docstring.
 DEFINITIONS = {
     "dice": ("monai", "compute_dice: 2|P∩R| / (|P| + |R|) on the binary masks"),
     "iou": ("monai", "compute_iou: |P∩R| / |P∪R|"),
     "hd95_mm": ("monai", "compute_hausdorff_distance(percentile=95, spacing): the 95th percentile of the surface "
                 "distances pooled over both directions (prediction to reference and back), in mm"),
     "surface_dice": ("monai", "compute_surface_dice (normalised surface distance) at a tolerance of "
-                     "evaluate.tolerance_mm, spacing-aware"),
+                     "{tolerance_mm:g} mm, spacing-aware"),
     "volume_diff_ml": ("segzoo", "|voxels(P) − voxels(R)| × voxel volume, in ml"),
     "nll": ("segzoo", "mean over all voxels of −log p(reference label), p clipped to [1e-7, 1 − 1e-7]"),
     "ece": ("segzoo", "expected calibration error over all voxels, 10 equal-width bins"),
     "lesion_sensitivity": ("segzoo + scipy", "detected reference lesions / reference lesions; lesions are "
-                           "connected components (scipy.ndimage.label), detection per evaluate.detection"),
+                           "{connectivity}-connected components (scipy.ndimage.label), a lesion detected when at least "
+                           "{min_overlap_voxels} of its voxels overlap the prediction"),
     "lesion_precision": ("segzoo + scipy", "predicted lesions overlapping the reference / predicted lesions"),
     "lesion_f1": ("segzoo + scipy", "harmonic mean of lesion-wise sensitivity and precision"),
     "lesion_count_error": ("segzoo + scipy", "|number of predicted lesions − number of reference lesions|"),
 }
 EMPTY_RULE = ("reference and prediction both empty: Dice, IoU, HD95, surface Dice and lesion F1 are left out (NaN); "
               "exactly one empty: Dice, IoU, surface Dice and lesion F1 are 0 and HD95 is the image diagonal in mm")
-
-
-def implementation(metric: str) -> str:
-    """``library version: definition`` for the page and the paper's methods."""
-    from importlib.metadata import version
-
-    library, definition = DEFINITIONS[metric]
-    named = " + ".join(f"{name} {version(name)}" if name != "segzoo" else "segzoo" for name in library.split(" + "))
-    return f"{named}: {definition}"
 
 
 def _t(mask: np.ndarray):

@@ -28,10 +28,7 @@ def write_tables(score_files: list[Path], out_dir: Path, metrics: list[str], see
     scores = pd.concat([_read_scores(f) for f in score_files], ignore_index=True)
     terms = Plans(plans).terms(list(dict.fromkeys(scores["model"]))) if plans else None
     long = pd.concat([compare(scores, m, seed) for m in metrics], ignore_index=True)
-    seeds = scores.groupby("model")["seed"].nunique().max()
-    caption = "; ".join(filter(None, [terms, f"{seeds} training seed{'s' if seeds > 1 else ''} per model" +
-                                      (" (± the spread of the mean over seeds)" if seeds > 1 else
-                                       " (no seed spread: one seed)")]))
+    caption = table_caption(terms, int(scores.groupby("model")["seed"].nunique().max()))
     written = []
     with new_files(*([summary] if summary else [])), output_dir(out_dir) as tmp:
         if summary:
@@ -49,6 +46,13 @@ def write_tables(score_files: list[Path], out_dir: Path, metrics: list[str], see
                                                 + wide.to_html(classes="comparison", border=0))
         written = sorted(p.name for p in tmp.iterdir())
     return [out_dir / name for name in written]
+
+
+def table_caption(terms: str | None, seeds: int) -> str:
+    """What every table of the comparison is over: the protocol (``terms``) and the seeds."""
+    return "; ".join(filter(None, [terms, f"{seeds} training seed{'s' if seeds > 1 else ''} per model" +
+                                   (" (± the spread of the mean over seeds)" if seeds > 1 else
+                                    " (no seed spread: one seed)")]))
 
 
 def mean_summary(long: pd.DataFrame) -> dict:

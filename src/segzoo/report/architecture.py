@@ -36,6 +36,7 @@ from segzoo.errors import SegzooError  # noqa: E402
 from segzoo.models.blocks import count_parameters, upsample  # noqa: E402
 from segzoo.models.pyramid import image_pyramid  # noqa: E402
 from segzoo.models.registry import build_model  # noqa: E402
+from segzoo.report.names import model_name  # noqa: E402
 
 FORMATS = ("svg", "png", "pdf")
 DOT_MISSING = ("the architecture diagrams need Graphviz's `dot` program, which is not on PATH: install it "
@@ -427,7 +428,7 @@ def architecture_diagram(name: str, options: dict, in_channels: int, out_channel
         legend.append("[k]: item k of a list")
     if any(b.repeat > 1 for b in boxes):
         legend.append("loop × K: K layers in a row, each fed by the one before")
-    title = (f"{name}: {count_parameters(model):,} parameters; traced on input [{in_channels}, "
+    title = (f"{model_name(name)} ({name}): {count_parameters(model):,} parameters; traced on input [{in_channels}, "
              f"{'×'.join(map(str, size))}] in training mode; shapes are [channels, spatial]"
              + ("\n" + "; ".join(legend) if legend else ""))
     g = diagram(boxes, wires, title)
@@ -500,7 +501,8 @@ def parameter_figure(name: str, options: dict, in_channels: int, out_channels: i
     ax.set_yticks(y, labels, fontsize=6)
     ax.set_xscale("log")
     ax.set_xlabel("parameters per component (log scale)")
-    ax.set_title(f"{name}: {count_parameters(model):,} parameters; input [{in_channels}, {'×'.join(map(str, size))}]; "
+    ax.set_title(f"{model_name(name)} ({name}): {count_parameters(model):,} parameters; input [{in_channels}, "
+                 f"{'×'.join(map(str, size))}]; "
                  f"components in call order with output [channels, spatial]", fontsize=9)
     fig.tight_layout()
     fig.subplots_adjust(left=0.3)  # room for the component labels

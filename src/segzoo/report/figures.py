@@ -20,6 +20,7 @@ from segzoo.inference.predictions import PredictionsFolder
 from segzoo.io import output_dir, write_json
 from segzoo.report import plots
 from segzoo.report.architecture import architecture_diagram, parameter_figure, require_dot
+from segzoo.report.names import model_name, region_name
 
 
 def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict], config: dict,
@@ -39,7 +40,8 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
     cases = {c.id: c for c in read_dataset(raw).cases}
     models = list(dict.fromkeys(r["model"] for r in runs))
     first = {m: next(r for r in runs if r["model"] == m) for m in models}  # overlays and calibration: first seed
-    curves = {f"{r['model']} seed {r['seed']}": Path(r["run"]) for r in runs if r["run"]}  # imported: no training
+    curves = {f"{model_name(r['model'])} seed {r['seed']}": Path(r["run"])
+              for r in runs if r["run"]}  # imported: no training
     labels: dict[str, np.ndarray] = {}
 
     def label_map(case_id: str) -> np.ndarray:  # each reference is read once, whatever the number of models
@@ -49,8 +51,8 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
 
     figures = []
     with output_dir(out) as tmp:
-        def add(png: Path, caption: str, section: str, also: list[Path] = ()):
-            figures.append({"file": png.name, "caption": caption, "section": section})
+        def add(png: Path, caption: str, section: str, also: list[Path] = (), **about):
+            figures.append({"file": png.name, "caption": caption, "section": section, **about})
             pdf = png.with_suffix(".pdf")  # every plot is also written as PDF (io.save_figure), for the paper
             also = list(also) + ([pdf] if pdf.is_file() and pdf not in also else [])
             if also:  # the same figure in other formats
@@ -65,7 +67,7 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
                 continue  # scored in no region (lesion-wise metrics without instance regions)
             add(plots.per_case_scores(scores, metric, tmp / f"scores_{metric}.png"),
                 f"{METRICS[metric].label} per test case (points; all seeds) and its distribution (box: quartiles, "
-                f"whiskers: 1.5 IQR) for each model and region.", "Per-case scores")
+                f"whiskers: 1.5 IQR) for each model and region.", "Per-case scores", metric=metric)
         focus = "sc" if "sc" in regions else next(iter(regions))
         for model in models:
             seed = first[model]["seed"]
@@ -80,9 +82,11 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
                 reference = np.isin(label_map(row["case"]), regions[focus])
                 add(plots.overlay(case.images[0], reference, pred > 0,
                                   tmp / f"overlay_{model}_{label}.png",
-                                  f"{model} seed {seed}, {label} case {row['case']} ({focus} Dice {row['dice']:.3f})"),
-                    f"{model}: the {label} test case by {focus} Dice ({row['case']}, Dice {row['dice']:.3f}); "
-                    f"three orthogonal slices through the reference's centre.", "Qualitative results")
+                                  f"{model_name(model)} seed {seed}, {label} case {row['case']} "
+                                  f"({region_name(focus)} Dice {row['dice']:.3f})"),
+                    f"{model_name(model)}: the {label} test case by {region_name(focus)} Dice ({row['case']}, Dice "
+                    f"{row['dice']:.3f}); three orthogonal slices through the reference's centre.",
+                    "Qualitative results", model=model, pick=label, case=row["case"], region=focus)
         probs = {}
         for model in models:
             p, y = [], []
@@ -92,7 +96,7 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
                 for r, values in enumerate(regions.values()):
                     p.append(prob[..., r].ravel())
                     y.append(np.isin(label, values).ravel())
-            probs[model] = (np.concatenate(p), np.concatenate(y))
+            probs[model_name(model)] = (np.concatenate(p), np.concatenate(y))
         add(plots.reliability(probs, tmp / "reliability.png"),
             "Reliability diagram: observed foreground frequency against predicted probability (10 bins) over all "
             "test voxels and regions; the lower panel counts voxels per bin.", "Calibration")
@@ -100,12 +104,12 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
             options, channels = config["models"][model], len(pre.channels)
             diagram = architecture_diagram(model, options, channels, len(regions), tmp / f"architecture_{model}")
             add(diagram["png"],
-                f"{model}: how it is wired, traced from the model object (one forward pass, one level deep in its "
-                f"module tree). Boxes are modules with their output shape and parameters; a wire's label says what "
-                f"happens on it (the legend is under the title).", "Architectures",
-                also=[diagram["svg"], diagram["pdf"]])
+                f"{model_name(model)}: how it is wired, traced from the model object (one forward pass, one level "
+                "deep in its module tree). Boxes are modules with their output shape and parameters; a wire's label "
+                "says what happens on it (the legend is under the title).", "Architectures",
+                also=[diagram["svg"], diagram["pdf"]], model=model, kind="wiring")
             add(parameter_figure(model, options, channels, len(regions), tmp / f"parameters_{model}.png"),
-                f"{model}: parameters of every component, in the order a forward pass calls it, with its output "
-                f"shape.", "Architectures")
+                f"{model_name(model)}: parameters of every component, in the order a forward pass calls it, with "
+                f"its output shape.", "Architectures", model=model, kind="parameters")
         write_json(tmp / "figures.json", figures)
     return figures

@@ -20,10 +20,12 @@ import yaml
 from segzoo import __version__
 from segzoo.errors import SegzooError
 from segzoo.data.plans import Plans
-from segzoo.evaluate.metrics import EMPTY_RULE, LESION_METRICS, METRICS, implementation
-from segzoo.evaluate.report_tables import COMPARISON, PER_CASE
+from segzoo.evaluate.metrics import EMPTY_RULE, LESION_METRICS, METRICS
+from segzoo.evaluate.report_tables import COMPARISON, PER_CASE, table_caption
+from segzoo.evaluate.stats import BASELINE, wide_table
 from segzoo.io import read_json, write_text
 from segzoo.provenance import source_digest
+from segzoo.report.names import implementation, model_name, region_name
 from segzoo.report.summary import summary_section
 from segzoo.weightgen.evaluation.folder import EvaluationFolder
 
@@ -152,7 +154,8 @@ def plan_section(plans, rel) -> list[str]:
     data = plans.data
     schemes = ", ".join(f"{html.escape(n['channel'])}: {n['scheme']} ({html.escape(n['source'])})"
                         for n in plans.normalization)
-    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{' × '.join(map(str, m['patch_size']))} ({m['patch_source']})"
+    rows = "".join(f"<tr><td>{html.escape(model_name(name))}</td><td>{' × '.join(map(str, m['patch_size']))} "
+                   f"({m['patch_source']})"
                    f"</td><td>{m['batch_size']} ({m['batch_source']})</td><td>{m['divisor']}</td>"
                    f"<td>{m['estimated_mb']:.0f} of {data['memory_mb']:g}{'' if m['within_budget'] else ' (over)'}</td>"
                    "</tr>" for name, m in data["models"].items())
@@ -169,8 +172,8 @@ def plan_section(plans, rel) -> list[str]:
 def metrics_section(metrics: list[str], evaluate: dict) -> list[str]:
     """How each metric is computed (library and version, or segzoo, and the definition): distance metrics in
     particular differ between tools."""
-    rows = "".join(f"<tr><td><code>{html.escape(m)}</code></td><td>{html.escape(implementation(m))}</td></tr>"
-                   for m in metrics)
+    rows = "".join(f"<tr><td>{html.escape(METRICS[m].name)} (<code>{html.escape(m)}</code>)</td>"
+                   f"<td>{html.escape(implementation(m, evaluate))}</td></tr>" for m in metrics)
     detection = evaluate.get("detection") or {}
     return ["<h2>How the metrics are computed</h2>",
             f"<p>{html.escape(EMPTY_RULE)}. Surface Dice tolerance: {evaluate['tolerance_mm']:g} mm. Lesion-wise "
@@ -180,21 +183,36 @@ def metrics_section(metrics: list[str], evaluate: dict) -> list[str]:
             "<table class='comparison'><tr><th>metric</th><th>implementation</th></tr>" + rows + "</table>"]
 
 
-def oof_section(tables: Path, metrics: list[str], rel) -> list[str]:
+def comparison_tables(tables: Path, metrics: list[str], caption: str, level: str = "h3") -> list[str]:
+    """One table per metric a region has values of, from ``comparison.csv``: models as rows, regions as columns,
+    every model and region by its display name (:mod:`segzoo.report.names`)."""
+    import pandas as pd
+
+    comparison = pd.read_csv(tables / COMPARISON)
+    if comparison.empty:
+        raise SegzooError(f"{tables / COMPARISON}: no rows (run `segzoo compare` first)")
+    parts = []
+    for metric in metrics:
+        rows = comparison[comparison["metric"] == metric]
+        if rows.empty:
+            if metric in LESION_METRICS:
+                continue  # no region is scored as instances
+            raise SegzooError(f"{tables / COMPARISON}: no rows for metric {metric} (run `segzoo compare` with it)")
+        wide = wide_table(rows).rename(index=model_name, columns=region_name)
+        parts.append(f"<{level}>{html.escape(METRICS[metric].label)} <small>({METRICS[metric].better} is better; "
+                     f"<code>{html.escape(metric)}</code>)</small></{level}><p class='caption'>{html.escape(caption)}."
+                     "</p>" + wide.to_html(classes="comparison", border=0))
+    return parts
+
+
+def oof_section(tables: Path, metrics: list[str], rel, caption: str) -> list[str]:
     """The cross-validation comparison: every non-test case scored once, by the fold run that held it out."""
     parts = ["<h2>Cross-validation (out of fold)</h2>",
              "<p>Every non-test case predicted once, by the final checkpoint of the fold run that held it out (no "
              "checkpoint or postprocessing chosen on it); same statistics as above over these cases. Files: "
              f"<a href='{rel(tables / COMPARISON)}'>{COMPARISON}</a>, "
              f"<a href='{rel(tables / PER_CASE)}'>{PER_CASE}</a>.</p>"]
-    for metric in metrics:
-        table = tables / f"{metric}.html"
-        if not table.is_file():
-            if metric in LESION_METRICS:
-                continue  # no region is scored as instances
-            raise SegzooError(f"{table}: missing (run `segzoo compare` on the out-of-fold scores)")
-        parts.append(f"<h3>{html.escape(METRICS[metric].label)}</h3>" + table.read_text())
-    return parts
+    return parts + comparison_tables(tables, metrics, caption)
 
 
 def with_anchors(parts: list[str]) -> tuple[list[str], str]:
@@ -219,29 +237,30 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
                repo: Path, plans: Path | None = None, oof_tables: Path | None = None) -> Path:
     """Write ``out`` (normally ``results/<dataset>/index.html``) from the figures folder, the comparison tables and
     (when the stage ran) the G.pt evaluation folder; links are relative to ``out``'s folder."""
+    import pandas as pd
+
     figures = read_json(figures_dir / "figures.json")
+    comparison = pd.read_csv(tables / COMPARISON)
+    models = list(dict.fromkeys(comparison["model"]))
+    terms = Plans(plans).terms(models) if plans else None
+    caption = table_caption(terms, int(comparison["seeds"].max()) if len(comparison) else 1)
+    baseline = model_name(BASELINE)
     rel = lambda p: Path(os.path.relpath(Path(p).resolve(), out.parent.resolve())).as_posix()  # noqa: E731
     parts = [f"<h1>segzoo results: {html.escape(dataset)}</h1>",
-             f"<p>Code: {html.escape(code_version(repo))}. Models: {', '.join(config['train']['models'])}; "
+             f"<p>Code: {html.escape(code_version(repo))}. Models: {html.escape(', '.join(map(model_name, models)))}; "
              f"seeds: {', '.join(map(str, config['train']['seeds']))}.</p>",
              "<h2>Comparison</h2>",
              "<p>Mean [95 % bootstrap CI] over the n test cases with a value (seeds averaged per case; a region "
              "absent from both reference and prediction has no Dice and drops out); Δ: the median of the paired "
-             "differences from unet3plus [95 % bootstrap CI], the effect size; p: paired Wilcoxon test against "
-             "unet3plus over the cases both models have a value for, Holm-corrected. Files: "
+             f"differences from {html.escape(baseline)} [95 % bootstrap CI], the effect size; p: paired Wilcoxon "
+             f"test against {html.escape(baseline)} over the cases both models have a value for, Holm-corrected. "
+             "Files: "
              f"<a href='{rel(tables / COMPARISON)}'>{COMPARISON}</a>, "
              f"<a href='{rel(tables / PER_CASE)}'>{PER_CASE}</a>.</p>"]
-    for metric in config["evaluate"]["metrics"]:
-        table = tables / f"{metric}.html"
-        if not table.is_file():
-            if metric in LESION_METRICS:
-                continue  # no region is scored as instances
-            raise SegzooError(f"{table}: missing (run `segzoo compare` with metric {metric})")
-        parts.append(f"<h3>{html.escape(METRICS[metric].label)} <small>({METRICS[metric].better} is better; "
-                     f"<code>{html.escape(metric)}</code>)</small></h3>" + table.read_text())
+    parts += comparison_tables(tables, config["evaluate"]["metrics"], caption)
     parts += metrics_section(config["evaluate"]["metrics"], config["evaluate"])
     if oof_tables is not None:
-        parts += oof_section(oof_tables, config["evaluate"]["metrics"], rel)
+        parts += oof_section(oof_tables, config["evaluate"]["metrics"], rel, caption)
     if plans is not None:
         parts += plan_section(Plans(plans), rel)
     section = None
@@ -257,11 +276,8 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
     if weightgen is not None:
         parts += weightgen_section(weightgen, rel)
     parts.append("<h2>Configuration</h2><pre>" + html.escape(yaml.safe_dump(config, sort_keys=False)) + "</pre>")
-    import pandas as pd
-
     gpt = EvaluationFolder(weightgen).summary() if weightgen is not None else None
-    terms = Plans(plans).terms(list(config["models"])) if plans else None
-    lead = summary_section(pd.read_csv(tables / COMPARISON), config["evaluate"]["metrics"], gpt, terms)
+    lead = summary_section(comparison, config["evaluate"]["metrics"], gpt, terms)
     body, toc = with_anchors(parts[:2] + lead + parts[2:])
     body.insert(2 + len(lead), toc)  # the answer, then where to find the rest
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 
 from segzoo.evaluate.metrics import METRICS, calibration_bins  # noqa: E402
 from segzoo.io import save_figure  # noqa: E402
+from segzoo.report.names import model_name, region_name  # noqa: E402
 from segzoo.report.slices import draw_orthogonal  # noqa: E402
 
 
@@ -53,8 +54,9 @@ def per_case_scores(scores: pd.DataFrame, metric: str, png: Path) -> Path:
         ax.boxplot(data, showfliers=False)
         for i, values in enumerate(data, start=1):
             ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=12, alpha=0.7, color="k")
-        ax.set_xticks(range(1, len(models) + 1), models, rotation=30, ha="right", fontsize=8)
-        ax.set(title=region, ylabel=METRICS[metric].label)
+        ax.set_xticks(range(1, len(models) + 1), [model_name(m) for m in models], rotation=30, ha="right",
+                      fontsize=8)
+        ax.set(title=region_name(region), ylabel=METRICS[metric].label)
     return _save(fig, png)
 
 

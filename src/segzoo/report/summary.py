@@ -15,6 +15,7 @@ import pandas as pd
 
 from segzoo.evaluate.metrics import METRICS
 from segzoo.evaluate.stats import BASELINE
+from segzoo.report.names import model_name, region_name
 
 ALPHA = 0.05  # family-wise error rate of the Holm-corrected tests
 
@@ -59,17 +60,20 @@ def summary_section(comparison: pd.DataFrame, metrics: list[str], gpt: dict | No
     rows = []
     for a in region_answers(comparison, metric):
         if a["best"] is None:
-            rows.append(f"<tr><td>{html.escape(a['region'])}</td><td colspan='3'>no model has a value</td></tr>")
+            rows.append(f"<tr><td>{html.escape(region_name(a['region']))}</td><td colspan='3'>no model has a value"
+                        "</td></tr>")
             continue
         if a["significant"]:
-            tests = "; ".join(f"<b>{html.escape(s['model'])}</b> {s['direction']} by {abs(s['effect'][0]):.3f} "
+            tests = "; ".join(f"<b>{html.escape(model_name(s['model']))}</b> {s['direction']} by "
+                              f"{abs(s['effect'][0]):.3f} "
                               f"(median paired difference {s['effect'][0]:+.3f} [{s['effect'][1]:+.3f}, "
                               f"{s['effect'][2]:+.3f}], p = {s['p']:.3g})" for s in a["significant"])
         elif a["tests"]:
             tests = f"none (smallest p = {a['smallest_p']:.3g})"
         else:
             tests = "not testable (fewer than 2 paired cases with a difference)"
-        rows.append(f"<tr><td>{html.escape(a['region'])}</td><td><b>{html.escape(a['best'])}</b></td>"
+        rows.append(f"<tr><td>{html.escape(region_name(a['region']))}</td>"
+                    f"<td><b>{html.escape(model_name(a['best']))}</b></td>"
                     f"<td>{a['mean']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}], n = {a['n']}</td><td>{tests}</td></tr>")
     seeds = int(comparison["seeds"].max()) if "seeds" in comparison and len(comparison) else 1
     protocol = ("<p class='protocol'><b>On what terms</b>: " + html.escape(terms or "protocol not recorded")
@@ -78,12 +82,13 @@ def summary_section(comparison: pd.DataFrame, metrics: list[str], gpt: dict | No
                    " (one seed: a difference smaller than seed-to-seed variation cannot be told from it)") + ".</p>")
     parts = ["<h2>Summary</h2>", protocol,
              f"<p>Best model per region by mean {html.escape(label)} on the test cases, with its 95 % bootstrap CI, "
-             f"and the models whose per-case {html.escape(label)} differs from {BASELINE} (paired Wilcoxon, "
+             f"and the models whose per-case {html.escape(label)} differs from "
+             f"{html.escape(model_name(BASELINE))} (paired Wilcoxon, "
              f"Holm-corrected over all models and regions, α = {ALPHA}), by how much (the median of the paired "
              "differences with its 95 % bootstrap CI). Details in "
              "<a href='#comparison'>Comparison</a>.</p>",
              f"<table class='comparison summary'><tr><th>region</th><th>best model</th><th>mean [95 % CI]</th>"
-             f"<th>differs from {BASELINE} after Holm</th></tr>" + "".join(rows) + "</table>"]
+             f"<th>differs from {html.escape(model_name(BASELINE))} after Holm</th></tr>" + "".join(rows) + "</table>"]
     if gpt is not None:
         learned = {n: h for n, h in gpt["headline"].items() if gpt["generators"][n]["generator_kind"] == "learned"}
         verdict = "; ".join(f"{html.escape(gpt['generators'][n]['label'])} {h['heldout']['passed']} of "
