@@ -26,6 +26,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from segzoo import __version__
@@ -40,13 +41,11 @@ from segzoo.report.findings import ALPHA, number, p_text, signed
 from segzoo.report.latex import breakable, tex
 from segzoo.report.names import (REFERENCES, implementation, library, metric_label, metric_name, model, model_name,
                                  region_name)
-from segzoo.weightgen.plan import ALL
+from segzoo.weightgen.zoo.plan import ALL
 
 MAIN_METRICS = ("dice", "hd95_mm", "lesion_f1")  # the main table's; the others go to the appendix
 APPENDIX_TITLE = "Appendix: further tables and figures"  # the first heading after the references
 TABLE_COLUMNS = 7  # region columns per appendix table
-CRITERIA_IN_MAIN = 20  # more criteria rows than this: the main part counts them, the appendix lists them
-DETAIL_ROWS = 16  # criteria rows with their details per appendix table (a page)
 TABLE_ROWS = 40  # rows of paired differences per appendix table (a page)
 FLOATS_PER_PAGE = 4  # the appendix clears the page after this many floats (LaTeX holds at most 18 waiting)
 OPTIMIZERS = {"adamw": ("AdamW", ("loshchilov2019adamw",)), "adam": ("Adam", ("kingma2015adam",)),
@@ -237,51 +236,19 @@ def _value(column: str, value) -> str:
     return tex(value)
 
 
-def criteria_tables(criteria: pd.DataFrame, label: str) -> list[str]:
-    """Every row of the criteria with its details, in tables of at most :data:`DETAIL_ROWS` rows (one page each)."""
-    chunks = [criteria.iloc[i:i + DETAIL_ROWS] for i in range(0, len(criteria), DETAIL_ROWS)]
-    return [criteria_table(chunk, detail=True, label=label if i == 0 else None, part=(i + 1, len(chunks)))
-            for i, chunk in enumerate(chunks)]
-
-
-def criteria_table(criteria: pd.DataFrame, detail: bool, label: str | None, part: tuple[int, int] = (1, 1)) -> str:
-    """The G.pt criteria as the evaluation wrote them: whatever columns ``criteria.csv`` has (the long ``detail``
-    only with ``detail``), the criterion's text in a wrapping column."""
-    columns = [c for c in criteria.columns if detail or c != "detail"]
-    wrap = {c for c in columns if not pd.api.types.is_numeric_dtype(criteria[c])
-            and not pd.api.types.is_bool_dtype(criteria[c]) and criteria[c].astype(str).str.len().max() > 24}
-    share = 0.9 / max(1, len(wrap))
-    spec = "".join(f"p{{{share * (0.55 if detail and len(wrap) > 1 and c != 'detail' else 1):.2f}\\textwidth}}"
-                   if c in wrap else "l" for c in columns)
-    lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(tex(c) for c in columns) + r" \\", r"\midrule"]
-    for row in criteria[columns].itertuples(index=False):
-        lines.append(" & ".join(_value(c, v.item() if hasattr(v, "item") else v) for c, v in zip(columns, row))
-                     + r" \\")
+def matrix_table(wide: pd.DataFrame, caption: str, label: str | None) -> str:
+    """A generators × criteria table (:func:`segzoo.weightgen.evaluation.criteria.matrix`, the ``asks`` column
+    dropped): a row per task and criterion, a column per generator."""
+    columns = [c for c in wide.columns if c != "asks"]
+    spec = "ll" + "c" * (len(columns) - 2)
+    lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(tex(c.replace("_", " ")) for c in columns)
+             + r" \\", r"\midrule"]
+    for row in wide[columns].itertuples(index=False):
+        lines.append(" & ".join(tex(str(v)) for v in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    more = ("" if detail or "detail" not in criteria.columns else
-            r", without the measured details (Table~\ref{tab:criteria-detail})")
-    caption = ("The success criteria of checkpoint diffusion as the evaluation judged them (thresholds fixed before "
-               f"the run; a criterion that cannot be measured fails){more}"
-               + (f", part {part[0]} of {part[1]}." if part[1] > 1 else "."))
-    return "\n".join([r"\begin{table*}[t]", r"\centering", r"\footnotesize", _wide("\n".join(lines)),
+    return "\n".join([r"\begin{table*}[t]", r"\centering", r"\scriptsize", _wide("\n".join(lines)),
                       rf"\caption{{{caption}}}", *([rf"\label{{{label}}}"] if label else []),
                       r"\end{table*}"]) + "\n"
-
-
-def criteria_counts(criteria: pd.DataFrame) -> str:
-    """Many criteria rows (several generators): passed of judged per criterion (and generator) for the main part."""
-    keys = [c for c in ("generator", "criterion") if c in criteria.columns]
-    counts = criteria.assign(passed=criteria["passed"].astype(bool)).groupby(keys, sort=False)["passed"]
-    lines = [r"\begin{tabular}{" + "p{0.3\\textwidth}" * len(keys) + "r}", r"\toprule",
-             " & ".join(keys) + r" & passed \\", r"\midrule"]
-    for key, passed in counts:
-        key = key if isinstance(key, tuple) else (key,)
-        lines.append(" & ".join(tex(k) for k in key) + f" & {int(passed.sum())} of {len(passed)}" + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join([r"\begin{table*}[t]", r"\centering", r"\footnotesize", _wide("\n".join(lines)),
-                      r"\caption{Checkpoint diffusion's success criteria: how many of the judged rows pass (every "
-                      r"row with its value, threshold and details in Table~\ref{tab:criteria-detail}).}",
-                      r"\label{tab:criteria}", r"\end{table*}"]) + "\n"
 
 
 def task_name(task: str) -> str:
@@ -290,97 +257,84 @@ def task_name(task: str) -> str:
 
 
 def gpt_section(folder: Path, figures_out: Path) -> tuple[str, list[str], str | None]:
-    """The checkpoint-diffusion section, its appendix floats and its sentence for the abstract (None without a
-    verdict), from whatever the G.pt evaluation folder holds: the headline numbers of ``summary.json`` where present,
-    every row and column of ``criteria.csv``, the audit figure."""
-    from segzoo.weightgen.evaluation_folder import EvaluationFolder
+    """The checkpoint-diffusion section, its appendix floats and its sentence for the abstract, from the instrument's
+    evaluation folder: the headline per learned generator (discriminative criteria only), the generators × criteria
+    table for the learned generators beside the trivial ones, the audit figure; every generator in the appendix."""
+    from segzoo.weightgen.evaluation.criteria import CRITERIA, TRIVIAL, matrix, mean_ci
+    from segzoo.weightgen.evaluation.folder import EvaluationFolder
 
     evaluation = EvaluationFolder(folder)
-    summary = evaluation.summary()
+    s = evaluation.summary()
     criteria = evaluation.table("criteria")
-    if len(criteria) and "passed" in criteria.columns:
-        criteria["passed"] = criteria["passed"].astype(str).str.lower().isin(["true", "1", "pass"])
-    passed = summary.get("criteria_passed", int(criteria["passed"].sum()) if "passed" in criteria else None)
-    total = summary.get("criteria_total", len(criteria))
-    get = summary.get
+    generators = s.get("generators", {})
+    learned = [n for n, g in generators.items() if g.get("generator_kind") == "learned"]
+    label = {n: g.get("label", n) for n, g in generators.items()}
     text = [r"\section{Checkpoint diffusion}",
-            "Beside the comparison, the pipeline tests whether a generative model of network checkpoints can stand "
-            f"in for training. Following G.pt{cite(['peebles2022gpt'])}, a diffusion transformer is trained on the "
-            "weight changes of a zoo of small nnU-Net PlainConvUNets" + cite(["isensee2021nnunet"])
-            + ", conditioned on the Dice each checkpoint reaches, and then asked for a network of a prompted Dice "
-            f"in one shot, sampled with DDIM{cite(['song2021ddim'])}."]
-    facts = []
-    if get("train_runs") is not None and get("train_parents") is not None:
-        facts.append(tex(f"The zoo holds {get('train_runs')} training runs grown from {get('train_parents')} parent "
-                         "networks" + (f" ({get('train_checkpoints')} checkpoints)" if get("train_checkpoints")
-                                       else "") + ".")
-                     + (f" G.pt has {get('gpt_parameters'):,} parameters." if get("gpt_parameters") else ""))
-    if get("aligned"):
-        facts.append("Every start is aligned to the first parent by weight matching" + cite(["ainsworth2023rebasin"])
-                     + ".")
-    if get("heldout_parents") is not None:
-        held = get("heldout_parents")
-        facts.append(tex(("Every one-shot network starts from the held-out parent" if held == 1 else
-                          f"Every one-shot network starts from one of {held} held-out parents") + ", which G.pt "
-                         "never saw, and is scored on the whole test volumes, against what Adam reaches from the same "
-                         "parent and against memorisers (the nearest training checkpoint, a lookup by Dice, the mean "
-                         "of the nearest, noise at the same distance)."))
-    text += facts
+            "Beside the comparison, the pipeline asks whether a generator can return a working network in one shot "
+            "from a start it has never seen and a prompted Dice. A zoo of small nnU-Net PlainConvUNets"
+            + cite(["isensee2021nnunet"]) + " is grown from " + tex(f"{s.get('train_parents')} training parents")
+            + "; two generators learn from it: G.pt" + cite(["peebles2022gpt"]) + ", a diffusion transformer over "
+            "the weights, and a structure-shared generator whose denoiser passes messages on the network's neural "
+            "graph and reads the start's own gradient or first Adam steps. Both are judged, with every baseline "
+            "(a copy of the start, the start plus the mean training change, the lookup, nearest and mean-of-k "
+            "memorisers, noise, and Adam from the start at equal gradient budgets), from "
+            + tex(f"{s.get('heldout_parents')} held-out parents") + " on whole test volumes; a criterion a trivial "
+            "baseline passes is not discriminative and counts for no one" + cite(["zeng2025memorization"]) + "."]
     headline = None
-    if "generator" in criteria.columns and "passed" in criteria.columns:  # several generators judged alike
-        met = criteria.groupby("generator", sort=False)["passed"]
-        headline = ("Of the checkpoint-diffusion success criteria fixed before the run, "
-                    + "; ".join(f"{generator} met {int(p.sum())} of {len(p)}" for generator, p in met) + ".")
+    parts = []
+    for name in learned:
+        h = s.get("headline", {}).get(name, {}).get("heldout")
+        if h:
+            parts.append(f"{label[name]} passed {h['passed']} of {h['of']} discriminative criteria")
+    if parts:
+        headline = "From held-out starts, " + "; ".join(parts) + "."
         text.append(minus(tex(headline)) + r" (Table~\ref{tab:criteria}).")
-    elif passed is not None and total:
-        headline = (f"A generative model of network checkpoints (G.pt) met {passed} of {total} success criteria "
-                    "fixed before the run.")
-        failed = (criteria.loc[~criteria["passed"], [c for c in ("criterion", "task") if c in criteria.columns]]
-                  if "passed" in criteria.columns else pd.DataFrame())
-        verdict = f"G.pt met {passed} of {total} success criteria fixed before the run"
-        if len(failed) and "criterion" in failed.columns:
-            by = {}
-            for row in failed.itertuples(index=False):
-                task = getattr(row, "task", "")
-                by.setdefault(row.criterion, []).append(task_name(task) if not pd.isna(task) else "")
-            verdict += "; it failed " + "; ".join(f"{c} for {names_list([t for t in tasks if t])}"
-                                                  if any(tasks) else c for c, tasks in by.items())
-        text.append(minus(tex(verdict)) + r" (Table~\ref{tab:criteria}).")
-    per_task = get("per_task") or {}
-    shots = []
-    for task, v in per_task.items():
-        if isinstance(v, dict) and v.get("oneshot_dice") is not None and v.get("adam_best_dice") is not None:
-            ci = v.get("oneshot_ci") or [None, None]
-            interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if None not in ci else ""
-            memorisers = [v[k] for k in ("lookup_dice", "mean_k_dice", "nearest_dice", "noise_dice")
-                          if v.get(k) is not None]
-            shots.append(f"{task_name(task)}, {v['oneshot_dice']:.3f}{interval} against Adam's "
-                         f"{v['adam_best_dice']:.3f}" + (f" and the best memoriser's {max(memorisers):.3f}"
-                                                         if memorisers else ""))
-    if shots:
-        text.append(minus(tex("Mean one-shot Dice on the test volumes: for " + "; for ".join(shots) + ".")))
+    lost = s.get("not_learned_by_adam") or []
+    if lost:
+        text.append(tex("Adam from the held-out parents does not learn " + names_list([task_name(t) for t in lost])
+                        + " on whole volumes, so every criterion fails there."))
+    networks = evaluation.table("networks")
+    if len(networks):
+        shots = networks[(networks["kind"] == "oneshot") & (networks["role"] == "heldout")]
+        per = shots.groupby(["generator", "task", "start"], sort=False)["task_dice"].mean()
+        sentences = []
+        for task in [t for t in dict.fromkeys(shots["task"]) if t not in lost]:
+            means = {g: mean_ci(per.loc[g, task].to_numpy() if (g, task) in per.index.droplevel(2) else [], 0)
+                     for g in [*learned, "adam25", "adam_best", "lookup"] if g in generators}
+            if not means:
+                continue
+            said = [f"{label[g]} {m[0]:.3f} [{m[1]:.3f}, {m[2]:.3f}]" for g, m in means.items() if np.isfinite(m[0])]
+            sentences.append(f"{task_name(task)}: " + ", ".join(said))
+        if sentences:
+            text.append(minus(tex("Mean Dice on the whole test volumes, with 95 % CIs over held-out parents, for "
+                                  + "; for ".join(sentences) + ".")))
     audit = next((f for f in evaluation.figures() if Path(f["file"]).stem == "audit"), None)
     floats = []
     if audit is not None:
         source = folder / audit["file"]
         source = source.with_suffix(".pdf") if source.with_suffix(".pdf").is_file() else source
         shutil.copy(source, figures_out / f"gpt_audit{source.suffix}")
-        text.append(r"Figure~\ref{fig:audit} is the memorisation audit of " + r"\citet{zeng2025memorization}"
-                    + ": each network's Dice against its distance to the nearest training checkpoint. A copy of a "
-                    "training checkpoint sits at distance zero; a generator that generalises places networks away "
-                    "from every training checkpoint that still reach the Dice Adam reaches, above the memorisers.")
+        text.append(r"Figure~\ref{fig:audit} is the memorisation audit of \citet{zeng2025memorization}: each "
+                    "network's Dice against its distance to the nearest training checkpoint of the task, in aligned "
+                    "coordinates. A memoriser sits at distance zero; a descendant of its start sits far from the zoo.")
         text.append("\n".join([r"\begin{figure*}[t]", r"\centering",
                                rf"\includegraphics[width=\textwidth,height=0.3\textheight,keepaspectratio]"
                                rf"{{figures/gpt_audit{source.suffix}}}",
                                rf"\caption{{{tex(audit['caption'])}}}", r"\label{fig:audit}", r"\end{figure*}"]))
     if len(criteria):
-        if len(criteria) > CRITERIA_IN_MAIN and "passed" in criteria.columns:
-            text.append(criteria_counts(criteria))
-            floats += criteria_tables(criteria, "tab:criteria-detail")
-        else:
-            text.append(criteria_table(criteria, detail=False, label="tab:criteria"))
-            if "detail" in criteria.columns:
-                floats += criteria_tables(criteria, "tab:criteria-detail")
+        wide = matrix(criteria)
+        shown = ["task", "criterion", "discriminative", *[c for c in [*learned, *TRIVIAL] if c in wide.columns]]
+        text.append(matrix_table(wide[shown], "Checkpoint diffusion from held-out parents: the learned generators "
+                                 "beside the trivial baselines, each criterion PASS or FAIL with its value (thresholds "
+                                 "fixed before the run; every generator and the criteria's wording in "
+                                 r"Table~\ref{tab:criteria-all}).", "tab:criteria"))
+        rest = [c for c in wide.columns if c not in ("asks", "task", "criterion", "discriminative")]
+        for at in range(0, len(rest), 6):
+            chunk = wide[["task", "criterion", "discriminative", *rest[at:at + 6]]]
+            floats.append(matrix_table(chunk, "Every generator through every criterion (held-out parents)"
+                                       + (f", part {at // 6 + 1}." if len(rest) > 6 else ".") + " The criteria: "
+                                       + "; ".join(f"{tex(c)}: {tex(d)}" for c, d in CRITERIA.items()) + ".",
+                                       "tab:criteria-all" if at == 0 else None))
     return "\n\n".join(text) + "\n", floats, headline
 
 
