@@ -61,17 +61,17 @@ def run_data_stage(workdir: Path, extra: list[str] = ()) -> Path:
     return workdir / "results"
 
 
-def run_stage(workdir: Path, init: str | None, seed: int | None) -> float:
-    """A fresh workflow copy (``seed``, ``init``: config overrides); the data stage; then the weight-generation
-    stage alone, timed."""
+def run_stage(workdir: Path, init: str | None, seed: int | None, preset: str | None = None) -> float:
+    """A fresh workflow copy (``seed``, ``init``: config overrides; ``preset``: a config file of the repository laid
+    over config.yaml first); the data stage; then the weight-generation stage alone, timed."""
     if workdir.exists():
         sys.exit(f"{workdir}: already exists; give a new folder")
     overrides = ([f"seed: {seed}"] if seed is not None else []) + ([f"weightgen:\n  init: {init}"] if init else [])
-    extra = []
+    extra = ["--configfile", preset] if preset else []
     if overrides:
         workdir.mkdir(parents=True)
         (workdir / OVERRIDE).write_text("\n".join(overrides) + "\n")
-        extra = ["--configfile", OVERRIDE]
+        extra = ["--configfile", *([preset] if preset else []), OVERRIDE]
     run_data_stage(workdir, extra)
     return snakemake(workdir, *extra, "--", f"results/weightgen/{DATASET}/evaluation")
 
@@ -107,11 +107,13 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="new folder: copy the workflow there and run the stage")
     parser.add_argument("--init", choices=["spawn", "shared", "per_seed"], help="with --run: weightgen.init")
     parser.add_argument("--seed", type=int, help="with --run: the config seed (a new phantom, splits and zoo)")
+    parser.add_argument("--configfile", help="with --run: a config file of this repository laid over config.yaml "
+                        "(e.g. presets/weightgen_full.yaml)")
     parser.add_argument("--rerun", nargs=3, metavar=("FINISHED", "NEW", "YAML"),
                         help="copy a finished run and rerun it there with YAML laid over its configuration")
     parser.add_argument("--workdir", type=Path, default=REPO, help="a finished run's folder (default: this checkout)")
     args = parser.parse_args()
-    stage_wall = run_stage(args.run, args.init, args.seed) if args.run else None
+    stage_wall = run_stage(args.run, args.init, args.seed, args.configfile) if args.run else None
     if args.rerun:
         print(f"rerun with {args.rerun[2]}: {rerun(Path(args.rerun[0]), Path(args.rerun[1]), args.rerun[2]):.0f} s\n")
     workdir = args.run or (Path(args.rerun[1]) if args.rerun else args.workdir)

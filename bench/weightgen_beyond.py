@@ -1,106 +1,109 @@
-"""Beyond the best checkpoint (a bench arm, reported without a threshold): can G.pt from a held-out parent give
-more than the zoo's best? Three ways, each against the parent's own val-chosen best (Adam) and the lookup
-memoriser, on the whole test volumes:
+"""Beyond the best checkpoint (a bench arm, reported without a threshold): can a learned generator's own draws give
+more than the zoo's best? From each held-out parent and task, ``--draws`` networks of one generator (its samples'
+arm, fresh noise each), then:
 
-- a prompt above the zoo's best (halfway from the best training val Dice to 1 on the task's regions);
-- guidance on the prompt (w = 2; the null prediction is G.pt's for the start's own metrics as the target);
-- the one-shot network plus 5 Adam steps (same task, learning rate and data seed as the parent's run).
+- the val-chosen draw (the best of them on the validation patches);
+- their soup (the mean of the draws' weights: they share the start's channel order, so averaging is meaningful);
+- their ensemble (the mean of the draws' probabilities, the comparison's ensemble path);
 
-    .venv/bin/python bench/weightgen_beyond.py --workdir /tmp/wg1        # a finished weight-generation stage
+each against the lookup memoriser (the best training checkpoint on val) and Adam's val-chosen best from the same
+parent, every Dice on the whole test volumes (the instrument's scoring).
 
-Prints a Markdown table (mean over held-out parents x draws) for bench/RESULTS.md.
+    .venv/bin/python bench/weightgen_beyond.py --workdir /tmp/wg --generator graph_grad --draws 8
+
+Prints a Markdown table (mean over held-out parents) for bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from segzoo.config import load_config
+from segzoo.data.loader import regions_to_channels
 from segzoo.data.preprocessed import Preprocessed
+from segzoo.inference.dice import region_dice
+from segzoo.inference.window import Member, ensemble_probabilities
+from segzoo.io import read_json
+from segzoo.models.flat import load_vector
+from segzoo.weightgen.evaluation.generators import Context, task_dice
+from segzoo.weightgen.evaluation.settings import EvaluationSettings
+from segzoo.weightgen.graph.sample import generate, start_signals
+from segzoo.weightgen.graph.train import load_graph
 from segzoo.weightgen.zoo import plan
-from segzoo.weightgen.zoo.engine import Member
-from segzoo.weightgen.evaluation.evaluate import val_best
-from segzoo.weightgen.gpt.train import load_gpt
-from segzoo.weightgen.gpt.sample import _best_target, fill_untrained, generate, lookup
+from segzoo.weightgen.zoo.network import zoo_model
+from segzoo.weightgen.zoo.prompts import lookup, requests
+from segzoo.weightgen.zoo.runs import load_zoo
+from segzoo.weightgen.zoo.schedule import resolve
 from segzoo.weightgen.zoo.scoring import Scorer
-from segzoo.weightgen.zoo.runs import ALL, load_zoo, task_regions
 
 DATASET = "Dataset001_SpinalPhantom"
-GUIDANCE = 2.0
-ADAM_STEPS = 5
+
+
+def ensemble_dice(vectors: torch.Tensor, pre: Preprocessed, cases: list[str], settings) -> np.ndarray:
+    """Mean Dice per region over ``cases`` of the ensemble of ``vectors`` [K, P] (mean of their probabilities)."""
+    members = [Member(load_vector(zoo_model(pre, settings).eval(), v), settings.patch_size) for v in vectors]
+    rows = []
+    for case in cases:
+        probability = ensemble_probabilities(members, pre.image(case), torch.device("cpu"), overlap=0.25)
+        reference = torch.from_numpy(regions_to_channels(pre.label(case), list(pre.regions.values())))[None]
+        rows.append(region_dice(torch.from_numpy(probability > 0.5)[None], reference)[0])
+    with np.errstate(all="ignore"):
+        return np.nanmean(np.asarray(rows), axis=0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True, help="a finished run's folder (Snakemake workdir)")
     parser.add_argument("--dataset", default=DATASET)
-    parser.add_argument("--draws", type=int, default=2)
+    parser.add_argument("--generator", default="graph_grad", help="a structure-shared arm: graph_<arm>")
+    parser.add_argument("--draws", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     results = args.workdir / "results"
-    from segzoo.config import load_config
-
     config = load_config(args.workdir / "config.yaml", schema_path=args.workdir / "schemas" / "config.schema.yaml")
-    settings = plan.evaluate_settings(config)
-    scoring = {**settings["zoo"], "test_patches": settings["test_patches"], "audit": settings["audit"]}
+    settings = EvaluationSettings.from_json(plan.evaluate_settings(config))
     torch.set_num_threads(args.threads)
     pre = Preprocessed(results / "preprocessed" / args.dataset)
     splits = results / "splits" / args.dataset / "splits.json"
-    zoo = load_zoo(results / "zoo" / args.dataset / "index.csv")
-    gpt = load_gpt(results / "weightgen" / args.dataset / "gpt")
-    scorer = Scorer(pre, splits, scoring, config["seed"])
-    generator = torch.Generator().manual_seed(config["seed"])
-    held = zoo.starts("heldout")
+    index = results / "zoo" / args.dataset / "index.csv"
+    zoo = load_zoo(index)
+    zoo_settings = resolve(settings.zoo, index.parent / "starts")
+    scorer = Scorer(pre, splits, zoo_settings, config["seed"])
+    cases = read_json(splits)["test"][:settings.test_cases or None]
+    trained = load_graph(results / "weightgen" / args.dataset / args.generator)
+    ctx = Context(zoo, config["seed"], settings.neighbours)
+    table = requests(zoo, {**settings.sample, "draws": 1})
+    table = table[(table["kind"] == "oneshot") & (table["role"] == "heldout") & (table["task"] != plan.ALL)
+                  & table["task"].isin(trained.tasks)].reset_index(drop=True)
+    cond = start_signals(trained, zoo, table, pre, splits, zoo_settings, config["seed"], "cpu")
     rows = []
-    for task in [t for t in zoo.tasks if t != ALL]:
-        regions = task_regions(task, zoo.regions)
-        best = fill_untrained(zoo, task, _best_target(zoo, task))
-        above = best.copy()
-        above[regions] = best[regions] + (1 - best[regions]) / 2
-        above = fill_untrained(zoo, task, above)
-        for start, run in held.items():
-            n = args.draws
-            starts = run.start_params.expand(n, -1)
-            metrics = torch.tensor(run.dice[:1]).expand(n, -1)
-
-            def draw(target, guidance=1.0):
-                return generate(gpt, starts, [task] * n, start_metrics=metrics,
-                                target_metrics=torch.tensor(target, dtype=torch.float32).expand(n, -1),
-                                ddim_steps=config["weightgen"]["sample"]["ddim_steps"], generator=generator,
-                                guidance=guidance)
-
-            plain, high, guided = draw(best), draw(above), draw(best, GUIDANCE)
-            key = val_best(zoo, "heldout", task, start)
-            child = zoo.runs[key[0]]
-            tuned = {}
-            members = [Member(f"d{i}", task, child.lr, child.seed, plain[i], ADAM_STEPS, {ADAM_STEPS})
-                       for i in range(n)]
-            scorer.engine.train(pre, splits, members, settings=scoring, threads=args.threads,
-                                on_snapshot=lambda step, group, w: tuned.update({m.name: v.float()
-                                                                                 for m, v in zip(group, w)}))
-            adam_more = torch.stack([tuned[f"d{i}"] for i in range(n)])
-            looked = [lookup(zoo, task, best), lookup(zoo, task, above)]
-            fixed = torch.stack([child.params[key[1]]] + [zoo.runs[k[0]].params[k[1]] for k in looked])
-            dice = scorer.volume_dice_many(torch.cat([plain, high, guided, adam_more, fixed]))
-            task_dice = np.nanmean(dice[:, regions], axis=1)
-            for name, values in (("one-shot (best prompt)", task_dice[:n]), ("prompt above the best", task_dice[n:2 * n]),
-                                 (f"guidance w={GUIDANCE:g}", task_dice[2 * n:3 * n]),
-                                 (f"one-shot + {ADAM_STEPS} Adam steps", task_dice[3 * n:4 * n]),
-                                 ("Adam from the parent (val-chosen best)", task_dice[4 * n:4 * n + 1]),
-                                 ("lookup memoriser (best prompt)", task_dice[4 * n + 1:4 * n + 2]),
-                                 ("lookup memoriser (prompt above)", task_dice[4 * n + 2:])):
-                rows += [{"task": task, "start": start, "network": name, "dice": float(v)} for v in values]
-    table = pd.DataFrame(rows)
-    summary = table.pivot_table(index="network", columns="task", values="dice", aggfunc="mean", sort=False)
-    print(f"{len(held)} held-out parents, {args.draws} draws each; whole test volumes; aligned: "
-          f"{gpt.reference is not None}\n")
-    print(summary.to_markdown(floatfmt=".3f"))
-    print("\n" + json.dumps({"guidance": GUIDANCE, "adam_steps": ADAM_STEPS}))
+    for k, request in table.iterrows():
+        task, start = request["task"], request["start"]
+        prompt = request[[f"prompt_{n}" for n in zoo.regions]].to_numpy(np.float32)
+        many = lambda x: x[None].expand(args.draws, *x.shape)  # noqa: E731
+        draws = generate(trained, many(zoo.start_list[start].params), many(cond[k]), [task] * args.draws,
+                         start_metrics=many(torch.from_numpy(zoo.start_list[start].dice)),
+                         target_metrics=many(torch.from_numpy(prompt)), ddim_steps=trained.settings.ddim_steps,
+                         generator=torch.Generator().manual_seed(config["seed"] + k))
+        val = zoo.task_dice(scorer.dice_many(draws, "val"), task)
+        chosen = draws[int(np.argmax(val))]
+        run, row = lookup(zoo, task, prompt.astype(float))
+        picks = {"one draw": draws[0], "val-chosen of the draws": chosen, "soup of the draws": draws.mean(0),
+                 "lookup memoriser": zoo.runs[run].params[row], "Adam's val-chosen best": ctx.adam_best(start, task)}
+        volumes = scorer.volume_dice_many(torch.stack(list(picks.values())), cases)
+        out = {name: task_dice(v, task, zoo.regions) for name, v in zip(picks, volumes)}
+        out["ensemble of the draws"] = task_dice(ensemble_dice(draws, pre, cases, zoo_settings), task, zoo.regions)
+        rows.append({"start": start, "task": task, **out})
+    frame = pd.DataFrame(rows)
+    means = frame.drop(columns="start").groupby("task").mean().T
+    print(f"{args.generator}, {args.draws} draws per held-out parent and task, {len(cases)} test cases; whole test "
+          f"volumes, mean over {frame['start'].nunique()} held-out parents:\n")
+    print(means.to_markdown(floatfmt=".3f"))
 
 
 if __name__ == "__main__":

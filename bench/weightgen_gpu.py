@@ -1,6 +1,6 @@
 """The weight-generation stage on one GPU machine (or the CPU) without Snakemake: the CLI verbs the rules run, zoo
-jobs several at a time, and the init-scaling arm (G.pt trained on the first 4, 8, ... training parents, or
-per_seed inits, and judged from the same held-out parents).
+jobs several at a time, and the init-scaling arm (both learned generators, G.pt and the structure-shared one,
+trained on the first 4, 8, ... training parents, or per_seed inits, and judged from the same held-out starts).
 
     # on a machine with the project installed: the resolved configuration, as JSON
     .venv/bin/python bench/weightgen_gpu.py --resolve config.yaml presets/gpu.yaml presets/gpu_lent.yaml > wg.json
@@ -31,9 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from segzoo.weightgen import plan  # noqa: E402
-from segzoo.weightgen.evaluation.evaluate import MEMORISERS  # noqa: E402
+from segzoo.weightgen.evaluation.criteria import matrix  # noqa: E402
 from segzoo.weightgen.evaluation.folder import EvaluationFolder  # noqa: E402
+from segzoo.weightgen.zoo import plan  # noqa: E402
 
 
 def resolve(paths: list[str]) -> None:
@@ -80,40 +80,56 @@ class Stage:
                 json.dumps(settings), "--device", self.device]
 
     def starts(self) -> None:
-        names = [arm for arm, _ in plan.arms(self.wg) if arm != "per_seed"]
         settings = plan.zoo_settings(self.config)
-        with ThreadPoolExecutor(self.parallel) as pool:
-            list(pool.map(lambda n: self.segzoo("zoo-start", *self.common(settings), "--start", n, "--out",
-                                                self.zoo / "starts" / n, log=f"start_{n}"), names))
+        self.segzoo("zoo-starts", *self.common(settings), *[a for s in plan.starts(self.wg) for a in ("--start", s)],
+                    "--out", self.zoo / "starts", log="starts")
 
     def jobs(self) -> None:
         regions = list(json.loads((self.pre / "preprocess.json").read_text())["regions"])
         settings = plan.zoo_settings(self.config)
+        self.tasks = plan.tasks(self.wg, regions)
 
         def one(job):
-            start = [] if job["arm"] == "per_seed" else ["--start", self.zoo / "starts" / f"{job['arm']}.safetensors"]
-            runs = [a for r in job["members"] for a in ("--run", r["task"], r["lr"], r["seed"])]
-            self.segzoo("zoo", *self.common(settings), *runs, *start, "--out", self.zoo / job["folder"],
-                        log=job["folder"].replace("/", "_"))
+            runs = [a for r in job["members"] for a in ("--run", r["start"], r["task"], r["lr"], r["seed"])]
+            self.segzoo("zoo", *self.common(settings), *runs, "--starts", self.zoo / "starts", "--out",
+                        self.zoo / job["folder"], log=job["folder"].replace("/", "_"))
 
         with ThreadPoolExecutor(self.parallel) as pool:
-            list(pool.map(one, plan.jobs(self.wg, plan.tasks(self.wg, regions))))
-        self.job_dirs = [self.zoo / j["folder"] for j in plan.jobs(self.wg, plan.tasks(self.wg, regions))]
+            list(pool.map(one, plan.jobs(self.wg, self.tasks)))
+        self.job_dirs = [self.zoo / j["folder"] for j in plan.jobs(self.wg, self.tasks)]
 
     def index(self) -> None:
-        self.segzoo("zoo-index", *self.job_dirs, "--settings", json.dumps(plan.index_settings(self.config)),
+        self.segzoo("zoo-index", *self.job_dirs, "--settings",
+                    json.dumps({**plan.index_settings(self.config), "tasks": self.tasks}),
                     "--index", self.zoo / "index.csv", "--summary", self.zoo / "zoo.json", log="index")
 
-    def gpt(self, index: Path, out: Path) -> None:
-        seed = self.config["seed"]
-        self.segzoo("gpt-train", "--index", index, "--seed", seed, "--settings", json.dumps({"gpt": self.wg["gpt"]}),
+    def generators(self, index: Path, out: Path) -> None:
+        """G.pt and every arm of the structure-shared generator trained on ``index``'s training runs, sampled, and the
+        instrument over them and the baselines (into ``out``)."""
+        seed, wg = self.config["seed"], self.wg
+        zoo = plan.zoo_settings(self.config)
+        self.segzoo("gpt-train", "--index", index, "--seed", seed, "--settings", json.dumps({"gpt": wg["gpt"]}),
                     "--out", out / "gpt", "--device", self.device, log=f"gpt_train_{out.name}")
         self.segzoo("gpt-sample", "--gpt", out / "gpt", "--index", index, "--seed", seed, "--settings",
-                    json.dumps({"sample": self.wg["sample"]}), "--out", out / "samples", "--device", self.device,
+                    json.dumps({"sample": wg["sample"]}), "--out", out / "samples", "--device", self.device,
                     log=f"gpt_sample_{out.name}")
-        self.segzoo("gpt-evaluate", *self.common(plan.evaluate_settings(self.config)), "--gpt", out / "gpt",
-                    "--samples", out / "samples", "--index", index, "--seed", seed, "--out", out / "evaluation",
-                    log=f"gpt_evaluate_{out.name}")
+        samples, losses = [out / "samples"], [f"gpt={out / 'gpt_loss.csv'}"]
+
+        def arm(name: str) -> None:
+            self.segzoo("graph-train", *self.common({**zoo, "graph": wg["graph"]}), "--index", index, "--arm", name,
+                        "--seed", seed, "--out", out / f"graph_{name}", log=f"graph_{name}_train_{out.name}")
+            self.segzoo("graph-sample", *self.common({**zoo, "sample": wg["sample"]}), "--index", index, "--model",
+                        out / f"graph_{name}", "--seed", seed, "--out", out / f"graph_{name}_samples",
+                        log=f"graph_{name}_sample_{out.name}")
+
+        with ThreadPoolExecutor(self.parallel) as pool:
+            list(pool.map(arm, wg["graph"]["arms"]))
+        samples += [out / f"graph_{a}_samples" for a in wg["graph"]["arms"]]
+        losses += [f"graph_{a}={out / f'graph_{a}_loss.csv'}" for a in wg["graph"]["arms"]]
+        self.segzoo("weightgen-evaluate", *self.common(plan.evaluate_settings(self.config)), "--index", index,
+                    "--seed", seed, *[a for s in samples for a in ("--samples", s)],
+                    *[a for loss in losses for a in ("--loss", loss)], "--out", out / "evaluation",
+                    log=f"evaluate_{out.name}")
 
 
 def subset_index(stage: Stage, n: int) -> Path:
@@ -129,7 +145,8 @@ def subset_index(stage: Stage, n: int) -> Path:
     kept = index[(index["role"] != "train") | index["start"].isin(starts)]
     folder = stage.work / f"inits{n}"
     folder.mkdir()
-    (folder / "runs").symlink_to(stage.zoo / "runs")
+    for name in ("runs", "starts", "zoo.json"):
+        (folder / name).symlink_to(stage.zoo / name)
     kept.to_csv(folder / "index.csv", index=False)
     return folder
 
@@ -139,12 +156,22 @@ def report(stage: Stage, evaluation: Path) -> None:
     for name, value in stage.seconds.items():
         print(f"| {name} | {value:.0f} |")
     print(f"\nzoo: {json.loads((stage.zoo / 'zoo.json').read_text())}")
-    print("\n| | criterion | task | measured |\n| --- | --- | --- | --- |")
-    for c in EvaluationFolder(evaluation).table("criteria").itertuples():
-        print(f"| {'PASS' if c.passed else 'FAIL'} | {c.criterion} | {c.task} | {c.detail} |")
-    shots = EvaluationFolder(evaluation).table("oneshot")
-    print("\n" + shots.groupby("task")[["oneshot_dice", "adam_best_dice", *[f"{m}_dice" for m in MEMORISERS],
-                                          "novelty_ratio"]].mean().to_markdown(floatfmt=".3f"))
+    folder = EvaluationFolder(evaluation)
+    for name, by_role in folder.summary()["headline"].items():
+        for role, h in by_role.items():
+            print(f"{name} ({role}): {h['passed']} of {h['of']} discriminative criteria")
+    table = folder.table("criteria")
+    for role in dict.fromkeys(table["starts"]):
+        print(f"\n{role}:\n" + matrix(table, role).to_markdown(index=False))
+    print("\n" + oneshot_means(folder).to_markdown(floatfmt=".3f"))
+
+
+def oneshot_means(folder: EvaluationFolder):
+    """Mean whole-volume Dice per generator and task from the held-out parents (each start's draws averaged)."""
+    networks = folder.table("networks")
+    shots = networks[(networks["kind"] == "oneshot") & (networks["role"] == "heldout")]
+    per = shots.groupby(["generator", "task", "start"], sort=False)["task_dice"].mean().reset_index()
+    return per.groupby(["generator", "task"], sort=False)["task_dice"].mean().unstack("task")
 
 
 def main() -> None:
@@ -167,28 +194,29 @@ def main() -> None:
     stage.timed("zoo jobs", stage.jobs)
     stage.timed("zoo index", stage.index)
     if not args.init_scaling:
-        stage.timed("G.pt train + sample + evaluate", stage.gpt, stage.zoo / "index.csv", stage.work / "gpt")
-        return report(stage, stage.work / "gpt" / "evaluation")
+        stage.timed("generators + evaluation", stage.generators, stage.zoo / "index.csv", stage.work / "all")
+        return report(stage, stage.work / "all" / "evaluation")
     import pandas as pd
 
     rows = []
     for n in map(int, args.init_scaling.split(",")):
         folder = subset_index(stage, n)
-        stage.timed(f"G.pt on {n} inits", stage.gpt, folder / "index.csv", folder)
-        shots = EvaluationFolder(folder / "evaluation").table("oneshot")
-        for task, group in shots.groupby("task"):
-            rows.append({"training starts": n, "task": task, "oneshot_dice": group["oneshot_dice"].mean(),
-                         "adam_best_dice": group["adam_best_dice"].mean(), "lookup_dice": group["lookup_dice"].mean(),
-                         "nearest_dice": group["nearest_dice"].mean(), "novelty_ratio": group["novelty_ratio"].median(),
-                         "draws": len(group)})
+        stage.timed(f"generators on {n} training starts", stage.generators, folder / "index.csv", folder)
+        means = oneshot_means(EvaluationFolder(folder / "evaluation"))
+        for task in means.columns:
+            rows.append({"training starts": n, "task": task, **{g: means.loc[g, task] for g in means.index}})
     table = pd.DataFrame(rows)
     print(table.to_markdown(index=False, floatfmt=".3f"))
     print("\n" + "\n".join(f"{k}: {v:.0f} s" for k, v in stage.seconds.items()))
     print(f"\nfigure: {init_scaling_figure(table, stage.work / 'init_scaling.png')}")
 
 
+LEARNED_STYLE = {"gpt": "-", "graph_grad": "--", "graph_adam10": "-."}
+
+
 def init_scaling_figure(table, png: Path) -> Path:
-    """Held-out-parent one-shot Dice against the number of training starts, per task (Adam's level dotted)."""
+    """Held-out one-shot Dice of each learned generator against the number of training starts, per task (Adam's
+    best from the same starts dotted)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,15 +224,18 @@ def init_scaling_figure(table, png: Path) -> Path:
 
     from segzoo.io import save_figure
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    learned = [c for c in table.columns if c == "gpt" or c.startswith("graph_")]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
     for (task, group), colour in zip(table.groupby("task"), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
-        ax.plot(group["training starts"], group["oneshot_dice"], marker="o", color=colour, label=f"{task}: G.pt")
-        ax.plot(group["training starts"], group["adam_best_dice"], ls=":", color=colour)
-    ax.set(xscale="log", xlabel="training parents G.pt saw", ylabel="one-shot Dice (test volumes)", ylim=(0, 1),
-           title="from held-out parents (dotted: Adam from them)")
+        for name in learned:
+            ax.plot(group["training starts"], group[name], marker="o", ls=LEARNED_STYLE.get(name, "-"), color=colour,
+                    label=f"{task}: {name}")
+        ax.plot(group["training starts"], group["adam_best"], ls=":", color=colour)
+    ax.set(xscale="log", xlabel="training parents the generators saw", ylabel="one-shot Dice (test volumes)",
+           ylim=(0, 1), title="from held-out parents (dotted: Adam's best from them)")
     ax.set_xticks(sorted(table["training starts"].unique()), [str(n) for n in sorted(table["training starts"].unique())])
     ax.minorticks_off()
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, ncol=2)
     return save_figure(fig, png, dpi=90)
 
 

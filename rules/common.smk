@@ -262,6 +262,11 @@ def zoo_job_runs(wildcards):
     return " ".join(f"--run {r['start']} {shlex.quote(r['task'])} {r['lr']} {r['seed']}" for r in runs)
 
 
+def zoo_plans_input(wildcards):
+    """plans.json, when the zoo takes its patch from the plan (weightgen.patch_size: null)."""
+    return [PLANS.format(dataset=wildcards.dataset)] if WG["patch_size"] is None else []
+
+
 def get_imported_start(wildcards):
     """weightgen.init imported:<folder>: the imported checkpoint is the first parent's input."""
     folder = zoo_plan.imported_start(WG["init"])

@@ -9,9 +9,11 @@ rule zoo_starts:
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
         imported=get_imported_start,
+        plans=zoo_plans_input,
         code=verb_code("zoo-starts"),
     params:
         starts=" ".join(f"--start {s}" for s in zoo_plan.starts(WG)),
+        plans=lambda w, input: f"--plans {shlex.quote(input.plans[0])}" if input.plans else "",
         settings=json.dumps(zoo_plan.zoo_settings(config), sort_keys=True),
         seed=config["seed"],
         device=DEVICE,
@@ -26,7 +28,7 @@ rule zoo_starts:
         "../envs/segzoo.yaml"
     shell:
         "segzoo zoo-starts --data {input.data:q} --splits {input.splits:q} --data-seed {params.seed}"
-        " {params.starts} --settings {params.settings:q} --out {output.starts:q}"
+        " {params.starts} {params.plans} --settings {params.settings:q} --out {output.starts:q}"
         " --device {params.device} --threads {threads} > {log:q} 2>&1"
 
 

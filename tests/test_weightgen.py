@@ -11,6 +11,7 @@ import torch
 
 from segzoo.data.loader import PatchBatches
 from segzoo.data.phantom import REGIONS
+from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
 from segzoo.io import read_json
 from segzoo.models.registry import ZOO_NETWORK, build_model
@@ -30,7 +31,7 @@ from segzoo.weightgen.zoo.scoring import Scorer
 from segzoo.weightgen.zoo.train import random_init
 
 from conftest import PHANTOM, prepared_phantom, run_segzoo, snakemake, workflow_copy
-from zoo_helpers import WG, ci_settings, index_settings, job, starts
+from zoo_helpers import CI, WG, ci_settings, index_settings, job, starts
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +269,8 @@ def test_weightgen_rules_run_under_snakemake_on_the_ci_preset(ci_run):
     wf, _ = ci_run
     zoo_dir = wf / "results" / "zoo" / PHANTOM
     names = zoo_plan.starts(WG)
-    assert (WG["parents"], WG["heldout_parents"]["count"]) == (2, 1) and names == ["parent0", "parent1", "parent2"]
+    assert (WG["parents"], WG["heldout_parents"]["count"], WG["fresh_inits"]["count"]) == (2, 1, 1)
+    assert names == ["parent0", "parent1", "parent2", "init3"]
     assert sorted(p.name for p in (zoo_dir / "starts").glob("*.safetensors")) == [f"{n}.safetensors" for n in names]
     start = {n: load_checkpoint(zoo_dir / "starts" / n)[0]["params"][0] for n in names}
     assert not any(torch.equal(start[a], start[b]) for a in names for b in names if a < b)  # own inits
@@ -278,7 +280,10 @@ def test_weightgen_rules_run_under_snakemake_on_the_ci_preset(ci_run):
         sorted(j["folder"] for j in jobs) and all(len(j["members"]) <= WG["members_per_job"] for j in jobs)
     runs = sorted((zoo_dir / "runs").glob("job*/*_seed*.safetensors"))
     assert len(runs) == len(zoo_plan.runs(WG, tasks)) == len(tasks) * len(WG["lrs"]) * (
-        WG["parents"] * len(WG["seeds"]) + WG["heldout_parents"]["count"] * len(WG["heldout_parents"]["seeds"]))
+        WG["parents"] * len(WG["seeds"]) + WG["heldout_parents"]["count"] * len(WG["heldout_parents"]["seeds"])
+        + WG["fresh_inits"]["count"] * len(WG["fresh_inits"]["seeds"]))
+    assert torch.equal(start["init3"], random_init(ci_settings(), Preprocessed(wf / "results" / "preprocessed" / PHANTOM),
+                                                   CI["seed"], 3))  # a fresh init: never grown
     for run in runs:  # every run starts at its start, whatever job trained it
         name = run.name.split("_")[0]
         assert torch.equal(load_checkpoint(run.with_suffix(""))[0]["params"][0], start[name])
@@ -299,12 +304,14 @@ def test_weightgen_rules_run_under_snakemake_on_the_ci_preset(ci_run):
     assert learned | {"copy", "task_vector", "lookup", "nearest", "mean_k", "noise", "adam_best"} <= \
         set(networks["generator"])
     assert set(networks["kind"]) == {"oneshot", "align", "insample"}
-    assert set(networks.loc[networks["kind"] != "insample", "start"]) == {"parent2"}  # every test start: held out
+    assert set(networks.loc[networks["kind"] == "oneshot", "start"]) == {"parent2", "init3"}  # the test starts
+    assert set(networks.loc[networks["kind"] == "align", "start"]) == {"parent2"}
     assert set(networks.loc[networks["kind"] == "insample", "start"]) == {"parent0"}
     per_generator = networks.groupby("generator").size()
     assert per_generator.nunique() == 1  # every generator answered the same requests
     criteria = evaluation.table("criteria")
     assert set(criteria["task"]) == set(tasks) and set(criteria["generator"]) == set(networks["generator"])
+    assert set(criteria["starts"]) == {"heldout", "fresh"}  # each kind of test start judged on its own
     assert {"discriminative", "applicable", "counts"} <= set(criteria.columns)
     methods = set(evaluation.table("unification")["generator"])
     assert learned | {"merge of every task vector", "merge without the lesion vector"} <= methods
@@ -312,3 +319,34 @@ def test_weightgen_rules_run_under_snakemake_on_the_ci_preset(ci_run):
         assert (evaluation.folder / fig["file"]).stat().st_size > 5000
     page = (wf / "results" / PHANTOM / "index.html").read_text()
     assert "every generator through every criterion" in page and "audit.png" in page and "held-out parents" in page
+
+
+def test_the_zoo_is_sized_from_the_data_its_patch_from_the_plan_its_length_from_a_pilot(prepared, tmp_path):
+    """weightgen.patch_size null takes the compared models' planned patch (rounded to the zoo network's divisor);
+    weightgen.plateau trains a pilot run and gives every run the steps it took to stop improving, within the cap and
+    past the largest budget; every zoo job reads that schedule."""
+    from segzoo.io import write_json
+    from segzoo.weightgen.zoo.schedule import plateau_step, resolve
+
+    assert plateau_step([10, 20, 30, 40, 50], [0.2, 0.5, 0.501, 0.49, 0.5], patience=3, min_delta=0.005) == 20
+    assert plateau_step([10, 20, 30], [0.2, 0.5, 0.6], patience=2, min_delta=0.005) is None  # still improving
+    pre, splits = prepared
+    plans = tmp_path / "plans.json"
+    write_json(plans, {"models": {"a": {"patch_size": [19, 16, 13]}, "b": {"patch_size": [24, 17, 16]}}})
+    settings = ci_settings(patch_size=None, steps=12, budgets=[1, 2], plateau={"every": 2, "patience": 2,
+                                                                               "min_delta": 0.0})
+    with pytest.raises(SegzooError, match="pass --plans"):
+        starts(pre, splits, settings, ["init0"], tmp_path / "nope", mode="shared")
+    from segzoo.weightgen.zoo.train import train_starts
+
+    train_starts(pre, splits, "shared", ["init0"], settings=settings, out=tmp_path / "starts", device="cpu",
+                 threads=1, data_seed=0, plans=plans)
+    schedule = read_json(tmp_path / "starts" / "schedule.json")
+    assert schedule["patch_size"] == [16, 16, 12]  # the smallest planned sides, down to a multiple of 4
+    assert 3 <= schedule["steps"] <= 12 and schedule["pilot"]["steps"] == [2, 4, 6, 8, 10, 12]
+    stop = plateau_step(schedule["pilot"]["steps"], schedule["pilot"]["val_dice"], patience=2, min_delta=0.0)
+    assert schedule["steps"] == (12 if stop is None else max(3, stop))
+    resolved = resolve(settings, tmp_path / "starts")
+    assert resolved.patch_size == [16, 16, 12] and resolved.steps == schedule["steps"]
+    meta = job(pre, splits, [("init0", "sc", 0.01, 0)], tmp_path / "starts", settings, tmp_path / "runs" / "job0")[0]
+    assert meta["checkpoints"]["step"][-1] == schedule["steps"]

@@ -19,7 +19,7 @@ def _zoo_starts(args: argparse.Namespace) -> None:
 
     sidecars = train_starts(preprocessed(args.data), args.splits, settings["init"], args.starts,
                             settings=ZooSettings.from_json(settings["zoo"]), out=args.out, device=device,
-                            threads=args.threads, data_seed=args.data_seed)
+                            threads=args.threads, data_seed=args.data_seed, plans=args.plans)
     for sidecar in sidecars:
         print(f"zoo start {sidecar['start']} ({sidecar['init']}, {sidecar['steps']} steps): val Dice "
               + ", ".join(f"{r} {d:.3f}" for r, d in zip(sidecar["regions"], sidecar["val_dice"])))
@@ -114,10 +114,11 @@ def _graph_train(args: argparse.Namespace) -> None:
         device = claim_device(args.device)
         from segzoo.weightgen.graph.train import GraphSettings, train_graph
         from segzoo.weightgen.zoo.runs import load_zoo
+        from segzoo.weightgen.zoo.schedule import resolve
         from segzoo.weightgen.zoo.settings import ZooSettings
 
         sidecar = train_graph(load_zoo(args.index, roles=("train",)), preprocessed(args.data), args.splits,
-                              zoo_settings=ZooSettings.from_json(settings["zoo"]),
+                              zoo_settings=resolve(ZooSettings.from_json(settings["zoo"]), args.index.parent / "starts"),
                               settings=GraphSettings.from_json(settings["graph"], args.arm), seed=args.seed,
                               data_seed=args.data_seed, out=args.out, device=device, threads=args.threads,
                               tracking=tracking, dataset=args.index.resolve().parent.name)
@@ -136,10 +137,12 @@ def _graph_sample(args: argparse.Namespace) -> None:
         from segzoo.weightgen.graph.sample import write_samples
         from segzoo.weightgen.graph.train import load_graph
         from segzoo.weightgen.zoo.runs import load_zoo
+        from segzoo.weightgen.zoo.schedule import resolve
         from segzoo.weightgen.zoo.settings import ZooSettings
 
         sidecar = write_samples(load_graph(args.model, device), load_zoo(args.index), preprocessed(args.data),
-                                args.splits, zoo_settings=ZooSettings.from_json(settings["zoo"]),
+                                args.splits,
+                                zoo_settings=resolve(ZooSettings.from_json(settings["zoo"]), args.index.parent / "starts"),
                                 sample_config=settings["sample"], seed=args.seed, data_seed=args.data_seed,
                                 device=device, out=args.out)
     print(f"{sidecar['generator']}: sampled {sidecar['networks']} networks with {sidecar['ddim_steps']} DDIM steps "
@@ -193,7 +196,10 @@ def register(verbs) -> None:
     common(p)
     p.add_argument("--start", required=True, action="append", dest="starts", metavar="START",
                    help="parent<k> (grown from init k) or init<k> (init k itself); repeat for every start")
-    p.add_argument("--out", type=Path, required=True, help="folder to create: <start>.safetensors and .json each")
+    p.add_argument("--plans", type=Path, help="plans.json (segzoo plan): the zoo's patch when weightgen.patch_size is "
+                   "null")
+    p.add_argument("--out", type=Path, required=True, help="folder to create: <start>.safetensors and .json each, "
+                   "and schedule.json (the zoo's patch and run length)")
     p.set_defaults(run=_zoo_starts)
 
     p = add_verb(verbs, "zoo", "train zoo runs at once (the zoo engine), keeping each one's start and checkpoints",

@@ -30,6 +30,7 @@ Tables written to the evaluation folder (:mod:`segzoo.weightgen.evaluation.folde
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -51,6 +52,7 @@ from segzoo.weightgen.evaluation.settings import EvaluationSettings
 from segzoo.weightgen.zoo.plan import ALL
 from segzoo.weightgen.zoo.prompts import requests as make_requests
 from segzoo.weightgen.zoo.runs import Zoo
+from segzoo.weightgen.zoo.schedule import resolve
 from segzoo.weightgen.zoo.scoring import Scorer
 
 VOLUME_KINDS = ("oneshot", "insample")  # requests scored on whole volumes (align: on validation patches)
@@ -122,7 +124,7 @@ class Evaluation:
         out = {}
         if "adam_best" not in self.params:
             return out
-        dice = self.scores.volumes(self.params["adam_best"][rows.index.to_numpy()])
+        dice = self.scores.volumes(self.params["adam_best"][list(rows.index)])
         for task in dict.fromkeys(rows["task"]):
             mine = (rows["task"] == task).to_numpy()
             out[task] = float(np.nanmean([task_dice(d, task, self.regions) for d in dice[mine]]))
@@ -334,6 +336,7 @@ def evaluate_generators(samples: list[Path], index: Path, pre: Preprocessed, spl
     from segzoo.weightgen.zoo.runs import load_zoo
 
     zoo = load_zoo(index)
+    settings = dataclasses.replace(settings, zoo=resolve(settings.zoo, Path(index).parent / "starts"))
     scorer = Scorer(pre, splits, settings.zoo, data_seed, device)
     generators = {**baselines(settings.zoo.budgets, settings.zoo.steps), **learned(samples)}
     evaluation = Evaluation(zoo, generators, scorer, settings, seed=seed, threads=threads)

@@ -27,7 +27,7 @@ ALL = "all"
 INHERITED_TRAIN_KEYS = ("augment", "foreground_fraction", "workers", "bf16", "sw_batch_size")
 # The weightgen keys a zoo job reads (a change reruns the zoo); generator and evaluation keys do not.
 ZOO_KEYS = ("features", "n_conv_per_stage", "steps", "checkpoints", "budgets", "batch_size", "patch_size",
-            "val_patches", "parent_steps", "parent_lr")
+            "val_patches", "parent_steps", "parent_lr", "lrs", "plateau")
 INDEX_KEYS = ("init", "heldout_seeds", "parents", "heldout_parents", "fresh_inits", "seeds", "max_abs_weight")
 # train: the generators train on its runs; insample: a training start's run with a held-out seed (its start was
 # seen); heldout: a held-out parent's run (never seen); fresh: a fresh random init's run (never seen, never grown)

@@ -16,7 +16,8 @@ from segzoo.errors import SegzooError
 class ZooSettings:
     """A zoo job's settings.
 
-    ``features`` / ``n_conv_per_stage``: the PlainConvUNet; ``steps``: Adam steps per run; ``checkpoints``: random
+    ``features`` / ``n_conv_per_stage``: the PlainConvUNet; ``steps``: Adam steps per run (with ``plateau``, the
+    cap: :mod:`segzoo.weightgen.zoo.schedule`); ``checkpoints``: random
     snapshot steps per run; ``budgets``: the steps every run also keeps (the Adam yardsticks the generators are judged
     against, and the prefix a generator may read); ``batch_size`` / ``patch_size``: the training batches;
     ``val_patches`` / ``test_patches``: the fixed scoring batches; ``parent_steps`` / ``parent_lr``: how a parent is
@@ -28,13 +29,15 @@ class ZooSettings:
     steps: int
     checkpoints: int
     batch_size: int
-    patch_size: list[int]
+    patch_size: list[int] | None  # None: from the plan (segzoo.weightgen.zoo.schedule)
     val_patches: int
     parent_steps: int
     parent_lr: float
     train: dict
     budgets: list[int] = field(default_factory=list)
     test_patches: int = 0
+    lrs: list[float] = field(default_factory=lambda: [0.01])
+    plateau: dict | None = None  # every, patience, min_delta: steps until val Dice stops improving (a pilot run)
 
     @classmethod
     def from_json(cls, data: dict) -> ZooSettings:

@@ -11,6 +11,7 @@ region. A run's seed drives only its data order, augmentation and snapshot steps
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -22,13 +23,14 @@ import torch
 from segzoo.checkpoint import load_checkpoint, save_checkpoint
 from segzoo.data.preprocessed import Preprocessed
 from segzoo.errors import SegzooError
-from segzoo.io import output_dir, read_json
+from segzoo.io import output_dir, read_json, write_json
 from segzoo.models.flat import flatten, layout_of, unflatten
 from segzoo.models.registry import ZOO_NETWORK
 from segzoo.tracking import tracker
 from segzoo.weightgen.zoo.engine import Engine, Member
 from segzoo.weightgen.zoo.network import zoo_model
 from segzoo.weightgen.zoo.plan import ALL, grown, imported_start, run_file, start_index, task_regions
+from segzoo.weightgen.zoo.schedule import FILE as SCHEDULE, patch_from_plans, pilot_steps, resolve
 from segzoo.weightgen.zoo.scoring import Batch
 from segzoo.weightgen.zoo.settings import ZooSettings
 
@@ -70,10 +72,18 @@ def adam_from(pre: Preprocessed, splits: Path, task: str, *, lr: float, seed: in
 
 
 def train_starts(pre: Preprocessed, splits: Path, mode: str, names: list[str], *, settings: ZooSettings, out: Path,
-                 device: str, threads: int, data_seed: int) -> list[dict]:
+                 device: str, threads: int, data_seed: int, plans: Path | None = None) -> list[dict]:
     """Write every start of ``names`` into the new folder ``out`` (``<start>.safetensors|json``): ``init<k>`` is init
     k itself; ``parent<k>`` is init k trained on every region for ``parent_steps`` (every parent at once, by the zoo
-    engine), except parent 0 under ``imported:<folder>``, which is the imported network as it is."""
+    engine), except parent 0 under ``imported:<folder>``, which is the imported network as it is. Beside them the
+    zoo's schedule (:mod:`segzoo.weightgen.zoo.schedule`): its patch (from ``plans`` when ``patch_size`` is None)
+    and its runs' length (a pilot run until val Dice stops improving, when ``plateau`` is set)."""
+    schedule = {"patch_size": settings.patch_size, "patch_source": "config"}
+    if settings.patch_size is None:
+        if plans is None:
+            raise SegzooError("weightgen.patch_size is null: the zoo's patch comes from the plan (pass --plans)")
+        schedule = {"patch_size": patch_from_plans(plans, settings), "patch_source": str(plans)}
+        settings = dataclasses.replace(settings, patch_size=schedule["patch_size"])
     batch = Batch.of(pre, splits, "val", settings, data_seed)
     engine = Engine(pre, settings, device)
     folder = imported_start(mode)
@@ -97,8 +107,24 @@ def train_starts(pre: Preprocessed, splits: Path, mode: str, names: list[str], *
                               f"{settings.parent_steps} steps ({'; '.join(str(o.stopped) for o in stopped)})")
         params.update(finals)
     dice = engine.score(torch.stack([params[n] for n in names]), batch.image, batch.label)[1]
+    schedule["steps"] = settings.steps
+    if settings.plateau:
+        pilot = names[0]
+
+        def train_member(steps: int, keep: set[int]) -> dict[int, torch.Tensor]:
+            got = {}
+            engine.train(pre, splits, [Member(f"{pilot}_pilot", ALL, settings.lrs[0], 0, params[pilot], steps, keep)],
+                         settings=settings, threads=threads,
+                         on_snapshot=lambda step, members, weights: got.update({step: weights[0].float()}))
+            return got
+
+        def score(vectors: torch.Tensor) -> np.ndarray:
+            return engine.score(vectors, batch.image, batch.label)[1].mean(1).numpy()
+
+        schedule.update(pilot_steps(train_member, score, settings), pilot_start=pilot)
     sidecars = []
     with output_dir(out) as tmp:
+        write_json(tmp / SCHEDULE, schedule)
         for name, d in zip(names, dice):
             sidecar = {"start": name, "init": mode, "init_index": start_index(name), "regions": pre.region_names,
                        "steps": settings.parent_steps if name in finals else 0, "val_dice": [float(v) for v in d]}
@@ -135,6 +161,7 @@ def train_zoo_job(pre: Preprocessed, splits: Path, runs: list[dict], starts_dir:
     region_names = pre.region_names
     for run in runs:
         task_regions(run["task"], region_names)  # refuse an unknown task before any training
+    settings = resolve(settings, starts_dir)
     starts = {}
     for name in dict.fromkeys(r["start"] for r in runs):
         file = Path(starts_dir) / f"{name}.safetensors"
