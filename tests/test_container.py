@@ -7,16 +7,19 @@ tests/container_image.py builds the image (`.ci/run` does, under CI=true, where 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import pwd
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import PHANTOM, WORKFLOW
+from conftest import PHANTOM, WORKFLOW, workflow_copy
 from container_image import IMAGE, USER, missing, podman
 
 pytestmark = pytest.mark.slow
@@ -90,3 +93,34 @@ def test_the_ci_preset_in_the_container_gives_the_checkpoint_of_the_run_outside(
     print(f"\n  in the container: {seconds:.0f} s (the first run of this image as {USER} included); its jobs "
           f"{job_seconds(results.parent):.0f} s, the same jobs in the session's ci run {job_seconds(ci_run[0]):.0f} s")
 
+
+def test_under_the_apptainer_method_each_job_runs_this_checkouts_code_in_the_configured_image(tmp_path):
+    """config `container` with `--software-deployment-method apptainer`: Snakemake wraps each job in `apptainer exec
+    IMAGE`. Apptainer has no Debian 12 package, so a stand-in records the call and runs the job's command here, with
+    this venv's Python in place of the image's (which the tests above run for real)."""
+    wf = workflow_copy(tmp_path / "wf")
+    calls, fake = tmp_path / "calls.jsonl", tmp_path / "bin" / "apptainer"
+    fake.parent.mkdir()
+    fake.write_text(f"""#!{sys.executable}
+import json, os, sys
+if sys.argv[1:] == ["--version"]:
+    sys.exit(print("apptainer version 1.3.4"))
+with open({str(calls)!r}, "a") as f:
+    print(json.dumps(sys.argv[1:]), file=f)
+os.environ["PATH"] = {str(Path(sys.executable).parent)!r} + ":" + os.environ["PATH"]  # the image's Python, stood in for
+os.execvp("bash", ["bash", "-c", sys.argv[-1]])  # apptainer exec [options] IMAGE bash -c COMMAND
+""")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}:/usr/bin:/bin"}
+    result = subprocess.run([str(Path(sys.executable).parent / "snakemake"), f"results/verify/{PHANTOM}.json",
+                             "--cores", "1", "--configfile", "presets/ci.yaml", "--software-deployment-method",
+                             "apptainer", "--config", "container=/images/segzoo.sif"], cwd=wf, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert len(jobs) == 2  # phantom and verify, each in the image, each running this checkout's src/
+    for job in jobs:
+        assert job[0] == "exec" and job[job.index("--home") + 1] == str(wf), job
+        assert job[-4:-1] == ["/images/segzoo.sif", "bash", "-c"], job
+        assert job[-1].startswith(f"export PYTHONPATH={wf / 'src'}; segzoo() {{ python -m segzoo"), job
+    assert json.loads((wf / "results" / "verify" / f"{PHANTOM}.json").read_text())["num_training"] == 6
