@@ -63,18 +63,20 @@ def missing() -> str | None:
 def _subid_start(file: Path) -> int:
     """The first id after every range already handed out in /etc/subuid or /etc/subgid."""
     ends = [int(start) + int(count) for line in file.read_text().splitlines() if line.count(":") == 2
-            for _, start, count in [line.split(":")]] if file.exists() else []
+            for _, start, count in [line.split(":")]]
     return max([100000, *ends])
 
 
 def ensure_user() -> None:
     """USER with a home, subordinate id ranges and its Podman settings."""
+    for file in (Path("/etc/subuid"), Path("/etc/subgid")):
+        file.touch(mode=0o644)  # usermod adds ranges only to existing files (and useradd then adds one itself)
     try:
         home()
     except KeyError:
         subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", USER], check=True)
     for file, option in ((Path("/etc/subuid"), "--add-subuids"), (Path("/etc/subgid"), "--add-subgids")):
-        if not (file.exists() and any(line.startswith(f"{USER}:") for line in file.read_text().splitlines())):
+        if not any(line.startswith(f"{USER}:") for line in file.read_text().splitlines()):
             start = _subid_start(file)
             subprocess.run(["usermod", option, f"{start}-{start + SUBID_COUNT - 1}", USER], check=True)
     config = home() / ".config" / "containers"
