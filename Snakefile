@@ -11,6 +11,11 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 
 
+if config["container"]:  # used under --software-deployment-method apptainer (README "Containers (no sudo)")
+
+    container: config["container"]
+
+
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_.-]+",
     model=MODEL_WILDCARD,

@@ -28,9 +28,10 @@ except SegzooError as e:
     raise WorkflowError("invalid configuration (config.yaml + any --configfile/--config overrides):\n  "
                         + "\n  ".join(e.problems)) from None
 
-if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
-    # envs/segzoo.yaml brings the dependencies; the code is this checkout's src/, run as `segzoo`.
-    shell.prefix(f"export PYTHONPATH={shlex.quote(str(SRC.parent))}; segzoo() {{ python -m segzoo \"$@\"; }}; ")
+if {DeploymentMethod.CONDA, DeploymentMethod.APPTAINER} & set(workflow.deployment_settings.deployment_method):
+    # envs/segzoo.yaml or the image (config `container`) brings the dependencies; the code is this checkout's src/,
+    # run as `segzoo`. The function's braces are doubled twice: for this f-string, then for Snakemake's formatting.
+    shell.prefix(f"export PYTHONPATH={shlex.quote(str(SRC.parent))}; segzoo() {{{{ python -m segzoo \"$@\"; }}}}; ")
 else:
     # The `segzoo` beside this Snakemake (e.g. .venv/bin), even when that folder is not on PATH.
     shell.prefix(f'export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
@@ -115,9 +116,9 @@ def train_settings(wildcards):
 
 
 TRACKING = "results/tracking"  # W&B offline runs (wandb/) and the local MLflow store (mlruns/)
-# The configuration the results page shows: all that decides a result. `tracking` (where runs are also logged)
-# decides none, so switching it redraws no page.
-RESULT_CONFIG = {key: value for key, value in config.items() if key != "tracking"}
+# The configuration the results page shows: all that decides a result. `tracking` (where runs are also logged) and
+# `container` (the image jobs run in) decide none, so switching them redraws no page.
+RESULT_CONFIG = {key: value for key, value in config.items() if key not in ("tracking", "container")}
 
 
 def tracking_option(wildcards, output):

@@ -110,7 +110,7 @@ def ci_run(tmp_path_factory):
 # modules in collection order, so starting the long ones first keeps one worker from finishing the session alone.
 LONG_MODULES = ["test_dvc", "test_own_data", "test_slurm", "test_training", "test_weightgen", "test_nnunet_pipeline",
                 "test_nnunet_interop", "test_workflow", "test_tracking", "test_onnx_export", "test_predict",
-                "test_ddp", "test_report"]
+                "test_ddp", "test_report", "test_container"]
 
 
 def pytest_collection_modifyitems(config, items):
