@@ -123,7 +123,7 @@ def test_metrics_show_and_plots_show_read_the_outputs(reproduced, tmp_path):
     repo, _, _ = reproduced
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
     flat = json.dumps(shown)
-    assert "comparison.json" in flat and "best_val_dice" in flat and "oneshot_dice" in flat
+    assert "comparison.json" in flat and "best_val_dice" in flat and "not_learned_by_adam" in flat
     assert "unet3plus" in flat and "dice" in flat
     sh(repo, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
     page = (tmp_path / "plots" / "index.html").read_text()

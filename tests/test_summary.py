@@ -54,14 +54,15 @@ def test_a_lower_is_better_metric_picks_the_smallest_mean():
     assert {s["model"]: s["direction"] for s in answer["significant"]} == {"ahead": "worse", "behind": "better"}
 
 
-def test_the_gpt_verdict_counts_and_names_the_failed_criteria():
-    gpt = {"criteria_passed": 1, "criteria_total": 3, "criteria": [
-        {"criterion": "one-shot ≥ 0.95 × best", "task": "sc", "passed": False, "detail": ""},
-        {"criterion": "one-shot ≥ 0.95 × best", "task": "canal", "passed": False, "detail": ""},
-        {"criterion": "prompts obeyed", "task": "sc", "passed": True, "detail": ""}]}
+def test_the_weight_generation_verdict_counts_discriminative_criteria_of_the_learned_generators():
+    gpt = {"headline": {"gpt": {"heldout": {"passed": 1, "of": 4, "rows": 30}},
+                        "lookup": {"heldout": {"passed": 0, "of": 4, "rows": 30}}},
+           "generators": {"gpt": {"label": "G.pt", "generator_kind": "learned"},
+                          "lookup": {"label": "lookup memoriser", "generator_kind": "trivial"}},
+           "not_learned_by_adam": ["lesion"]}
     text = "".join(summary_section(compare(_scores(), "dice", seed=0), ["dice"], gpt))
-    assert "1 of 3 success criteria passed" in text and "one-shot ≥ 0.95 × best (sc, canal)" in text
-    assert "prompts obeyed" not in text
+    assert "G.pt 1 of 4" in text and "lookup memoriser" not in text  # baselines are judged, not headlined
+    assert "not learned by Adam, every row failed: lesion" in text
 
 
 @pytest.mark.slow
@@ -82,6 +83,7 @@ def test_the_page_opens_with_the_summary_and_its_contents_reach_every_section(ci
     assert sorted(re.findall(r"<li><a href='#([^']+)'>", page)) == sorted(headings)
     assert len(set(headings)) == len(headings)
     gpt = EvaluationFolder(wf / "results" / "weightgen" / PHANTOM / "evaluation").summary()
-    assert f"{gpt['criteria_passed']} of {gpt['criteria_total']} success criteria passed" in page
+    h = gpt["headline"]["gpt"]["heldout"]
+    assert f"G.pt {h['passed']} of {h['of']}" in page  # the summary's verdict: discriminative criteria only
     assert "<b>MS U-Net 3+</b>" in page or "<td>MS U-Net 3+</td>" in page  # models by their display names
     assert "<th>spinal cord</th>" in page and "<td>ms_unet3plus</td>" not in page

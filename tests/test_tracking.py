@@ -25,9 +25,11 @@ from segzoo.config import load_config
 from segzoo.errors import SegzooError
 from segzoo.train.loop import Run, train
 from segzoo.weightgen.gpt.train import train_gpt
-from segzoo.weightgen.zoo.runs import load_zoo, train_zoo_job, write_index
+from segzoo.weightgen.zoo.runs import load_zoo, write_index
+from segzoo.weightgen.zoo.train import train_zoo_job
 
 from conftest import REPO, prepared_phantom
+from zoo_helpers import ci_settings, index_settings, starts
 
 CI = load_config(REPO / "config.yaml", REPO / "presets" / "ci.yaml",
                  schema_path=REPO / "schemas" / "config.schema.yaml")
@@ -178,15 +180,14 @@ def test_a_run_whose_wandb_log_is_lost_fails_and_keeps_no_checkpoint(prepared, t
 def test_zoo_runs_and_gpt_training_log_to_mlflow(prepared, tmp_path):
     pre, splits = prepared
     wg = CI["weightgen"]
-    settings = {**{k: wg[k] for k in ("features", "n_conv_per_stage", "steps", "checkpoints", "batch_size",
-                                      "patch_size", "val_patches", "test_patches", "parent_steps", "parent_lr")},
-                "train": {k: CI["train"][k] for k in ("augment", "foreground_fraction", "workers", "bf16",
-                                                      "sw_batch_size")}}
+    settings = ci_settings(plateau=None)
     tracking = {"mlflow": "local", "dir": str(tmp_path / "t")}
-    job = tmp_path / "zoo" / "runs" / "init0" / "job0"
-    (zoo_run,) = train_zoo_job(pre, splits, [{"task": "all", "lr": 0.02, "seed": 0}], None, settings=settings,
-                               out=job, device="cpu", threads=1, data_seed=0, tracking=tracking)
-    write_index([job], tmp_path / "zoo" / "index.csv", tmp_path / "zoo" / "zoo.json", 100.0, [1], 1)
+    job = tmp_path / "zoo" / "runs" / "job0"
+    folder = starts(pre, splits, settings, ["init0"], tmp_path / "zoo" / "starts", mode="shared")
+    (zoo_run,) = train_zoo_job(pre, splits, [{"start": "init0", "task": "all", "lr": 0.02, "seed": 0}], folder,
+                               settings=settings, out=job, device="cpu", threads=1, data_seed=0, tracking=tracking)
+    write_index([job], tmp_path / "zoo" / "index.csv", tmp_path / "zoo" / "zoo.json",
+                index_settings(init="shared", parents=1), ["all"])
     gpt = {**wg["gpt"], "steps": 130}
     train_gpt(load_zoo(tmp_path / "zoo" / "index.csv"), gpt, 0, tmp_path / "gpt", tracking=tracking, dataset="D")
     client, runs = _mlflow_runs(tmp_path / "t" / "mlruns")
@@ -198,7 +199,7 @@ def test_zoo_runs_and_gpt_training_log_to_mlflow(prepared, tmp_path):
     assert sorted(m.step for m in history) == list(range(1, wg["steps"] + 1))
     dice = client.get_metric_history(zoo.info.run_id, "val/dice_sc")
     assert sorted(m.step for m in dice) == zoo_run["checkpoints"]["step"]
-    assert Path(zoo.data.tags["checkpoint"]) == (job / "all_lr0.02_seed0.safetensors").resolve() and job.is_dir()
+    assert Path(zoo.data.tags["checkpoint"]) == (job / "init0_all_lr0.02_seed0.safetensors").resolve() and job.is_dir()
     curve = pd.read_csv(tmp_path / "gpt_loss.csv")
     losses = {m.step: m.value for m in client.get_metric_history(gpt_run.info.run_id, "train/loss")}
     assert losses == pytest.approx(dict(zip(curve["step"], curve["loss"])), rel=1e-5)  # flushed at 100 and 130

@@ -71,7 +71,8 @@ def _scheduled_after_editing(wf: Path, module: str) -> set[str]:
 
 @pytest.mark.parametrize("module, reruns, stays", [
     # train's verb reaches it only through train/loop.py -> train/validate.py
-    ("inference/window.py", {"train", "infer", "postprocessing", "zoo_job", "gpt_evaluate"}, {"splits", "preprocess"}),
+    ("inference/window.py", {"train", "infer", "postprocessing", "zoo_job", "weightgen_evaluate"},
+     {"splits", "preprocess", "graph_train"}),
     # the splits rule's own code; training reruns through its output, splits.json
     ("data/splits.py", {"splits", "train"}, {"preprocess", "verify"}),
     # only the page's verb reaches it: nothing is trained, predicted or scored again
