@@ -72,19 +72,22 @@ class Context:
         self.regions = zoo.regions
 
     # the aligned coordinates -----------------------------------------------------------------------------------
-    def perm(self, start: str) -> dict:
-        """The permutation that brings start ``start``'s channels to the reference's (weight matching)."""
+    def perm(self, start: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The permutation that brings start ``start``'s channels to the reference's (weight matching), as gather
+        indices [P]: to the reference's order and back."""
         if start not in self._perms:
-            self._perms[start] = self.symmetry.match(self.reference, self.start_params(start))
+            perm = self.symmetry.match(self.reference, self.start_params(start))
+            self._perms[start] = (self.symmetry.gather_index(perm),
+                                  self.symmetry.gather_index(Symmetry.inverse(perm)))
         return self._perms[start]
 
     def to_reference(self, params: torch.Tensor, start: str) -> torch.Tensor:
         """Networks [..., P] in ``start``'s channel order → the reference's."""
-        return self.symmetry.apply(params, self.perm(start))
+        return params[..., self.perm(start)[0]]
 
     def from_reference(self, params: torch.Tensor, start: str) -> torch.Tensor:
         """Networks [..., P] in the reference's channel order → ``start``'s."""
-        return self.symmetry.apply(params, Symmetry.inverse(self.perm(start)))
+        return params[..., self.perm(start)[1]]
 
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """||(a − b) / σ|| over the last axis (direct differences, broadcast)."""

@@ -109,6 +109,12 @@ class Symmetry:
                 moved[offset:offset + unit.size] = moved[offset + p].clone()
         return out
 
+    def gather_index(self, perm: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[P]: where each position of a permuted vector reads from, so ``flat[..., index]`` equals
+        :meth:`apply` (one gather instead of a walk over the channel groups)."""
+        positions = torch.arange(sum(int(np.prod(s)) for _, s in self.layers.values()), dtype=torch.float64)
+        return self.apply(positions, perm).long()
+
     @staticmethod
     def inverse(perm: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: torch.argsort(p) for k, p in perm.items()}
