@@ -154,6 +154,12 @@ def main() -> None:
         print(f"\nNot learned by Adam from the held-out parents (whole volumes; every row FAIL): "
               f"{', '.join(summary['not_learned_by_adam'])} (Adam's best: "
               + ", ".join(f"{t} {v:.3f}" for t, v in summary["adam_best_by_task"].items()) + ")")
+    cost = summary.get("volume_scoring_seconds_by_generator", {})
+    if cost:
+        print(f"\nWhole-volume scoring: {summary['volume_networks_scored']} distinct networks in "
+              f"{summary['volume_scoring_seconds']:.0f} s ({summary['volume_scoring_seconds'] / max(1, summary['volume_networks_scored']):.2f} s each); "
+              "added per generator (a network another generator already made is scored once): "
+              + ", ".join(f"{n} {c['volume_networks']} ({c['volume_seconds']:.0f} s)" for n, c in cost.items()))
     print("\nSmallest difference resolvable (80 % power):",
           ", ".join(f"{t} {v:.3f}" if v is not None else f"{t} —"
                     for t, v in summary["smallest_resolvable_difference"].items()))

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,7 @@ class Scores:
         self.scorer, self.cases = scorer, cases
         self._val, self._volume = {}, {}
         self.volume_networks = 0  # how many distinct networks were scored on volumes (its cost)
+        self.volume_seconds = 0.0
 
     def _many(self, params: torch.Tensor, cache: dict, score) -> np.ndarray:
         regions = len(self.scorer.regions)
@@ -87,9 +89,10 @@ class Scores:
 
     def volumes(self, params: torch.Tensor) -> np.ndarray:
         """[N, R]: mean Dice over the test volumes."""
-        before = len(self._volume)
+        before, began = len(self._volume), time.perf_counter()
         out = self._many(params, self._volume, lambda p: self.scorer.volume_dice_many(p, self.cases))
         self.volume_networks += len(self._volume) - before
+        self.volume_seconds += time.perf_counter() - began
         return out
 
 
@@ -138,8 +141,10 @@ class Evaluation:
         req, ctx, regions = self.requests, self.context, self.regions
         volume_rows = req["kind"].isin(VOLUME_KINDS) & req["task"].map(self.learned_by_adam)
         frames = []
+        self.scoring_cost = {}  # per generator: distinct networks it added to the volume scoring, and their seconds
         for name, generator in self.generators.items():
             params = self.params[name]
+            before, seconds = self.scores.volume_networks, self.scores.volume_seconds
             val = self.scores.val(params)
             volume = np.full_like(val, np.nan)
             wanted = volume_rows.to_numpy() | ((name == "adam_best") & (req["kind"] == "oneshot").to_numpy())
@@ -164,6 +169,8 @@ class Evaluation:
                 d_own.append(self._d_own(params[k], row["start"], row["task"]))
             table["d_train"], table["d_own"] = d_train, d_own
             frames.append(table)
+            self.scoring_cost[name] = {"volume_networks": self.scores.volume_networks - before,
+                                       "volume_seconds": self.scores.volume_seconds - seconds}
         return pd.concat(frames, ignore_index=True)
 
     def _d_train(self, vector: torch.Tensor, start: str, task: str) -> float:
@@ -318,6 +325,8 @@ def write_evaluation(evaluation: Evaluation, losses: dict[str, pd.DataFrame], ou
                "adam_best_by_task": evaluation.adam_learned,
                "not_learned_by_adam": [t for t in evaluation.tasks if not evaluation.learned_by_adam(t)],
                "volume_networks_scored": evaluation.scores.volume_networks,
+               "volume_scoring_seconds": evaluation.scores.volume_seconds,
+               "volume_scoring_seconds_by_generator": evaluation.scoring_cost,
                "generators": {n: g.describe() | ({"sidecar": {k: v for k, v in g.sidecar.items()
                                                             if k not in ("layout", "architecture", "regions")}}
                                                  if hasattr(g, "sidecar") else {})
