@@ -64,7 +64,10 @@ def _key(vector: torch.Tensor) -> str:
 
 
 class Scores:
-    """Each distinct network scored once: Dice per region on the validation patches and on the whole test volumes."""
+    """Each distinct network scored once: Dice per region on the validation patches and on the whole test volumes.
+    Networks are told apart by ``keys`` when given (the evaluation keys each network by its weights in the aligned
+    coordinates, so a training checkpoint handed out in several starts' channel orders, the same function, is
+    scored once), else by their own bytes."""
 
     def __init__(self, scorer: Scorer, cases: list[str]):
         self.scorer, self.cases = scorer, cases
@@ -72,9 +75,10 @@ class Scores:
         self.volume_networks = 0  # how many distinct networks were scored on volumes (its cost)
         self.volume_seconds = 0.0
 
-    def _many(self, params: torch.Tensor, cache: dict, score) -> np.ndarray:
+    def _many(self, params: torch.Tensor, cache: dict, score, keys: list[str | None] | None = None) -> np.ndarray:
         regions = len(self.scorer.regions)
-        keys = [_key(p) if torch.isfinite(p).all() else None for p in params]
+        if keys is None:
+            keys = [_key(p) if torch.isfinite(p).all() else None for p in params]
         todo = list(dict.fromkeys(k for k in keys if k is not None and k not in cache))
         if todo:
             first = {k: i for i, k in reversed(list(enumerate(keys)))}
@@ -83,14 +87,14 @@ class Scores:
         return np.stack([cache[k] if k is not None else np.full(regions, np.nan) for k in keys]) if keys else \
             np.zeros((0, regions))
 
-    def val(self, params: torch.Tensor) -> np.ndarray:
+    def val(self, params: torch.Tensor, keys: list[str | None] | None = None) -> np.ndarray:
         """[N, R]: pooled Dice on the validation patches."""
-        return self._many(params, self._val, lambda p: self.scorer.dice_many(p, "val"))
+        return self._many(params, self._val, lambda p: self.scorer.dice_many(p, "val"), keys)
 
-    def volumes(self, params: torch.Tensor) -> np.ndarray:
+    def volumes(self, params: torch.Tensor, keys: list[str | None] | None = None) -> np.ndarray:
         """[N, R]: mean Dice over the test volumes."""
         before, began = len(self._volume), time.perf_counter()
-        out = self._many(params, self._volume, lambda p: self.scorer.volume_dice_many(p, self.cases))
+        out = self._many(params, self._volume, lambda p: self.scorer.volume_dice_many(p, self.cases), keys)
         self.volume_networks += len(self._volume) - before
         self.volume_seconds += time.perf_counter() - began
         return out
@@ -116,6 +120,8 @@ class Evaluation:
         self.regions = zoo.regions
         self.tasks = zoo.tasks
         self.params = {name: g.make(self.context, self.requests) for name, g in generators.items()}
+        self.keys = {name: [self._aligned_key(p, s) if torch.isfinite(p).all() else None
+                            for p, s in zip(params, self.requests["start"])] for name, params in self.params.items()}
         self.adam_learned = self._adam_learned()
         self.networks = self._networks()
 
@@ -127,11 +133,16 @@ class Evaluation:
         out = {}
         if "adam_best" not in self.params:
             return out
-        dice = self.scores.volumes(self.params["adam_best"][list(rows.index)])
+        dice = self.scores.volumes(self.params["adam_best"][list(rows.index)],
+                                   [self.keys["adam_best"][k] for k in rows.index])
         for task in dict.fromkeys(rows["task"]):
             mine = (rows["task"] == task).to_numpy()
             out[task] = float(np.nanmean([task_dice(d, task, self.regions) for d in dice[mine]]))
         return out
+
+    def _aligned_key(self, vector: torch.Tensor, start: str) -> str:
+        """What tells a network from ``start`` apart: its weights in the aligned coordinates."""
+        return _key(self.context.to_reference(vector, start))
 
     def learned_by_adam(self, task: str) -> bool:
         return self.adam_learned.get(task, np.nan) >= LEARNED_BY_ADAM
@@ -145,11 +156,18 @@ class Evaluation:
         for name, generator in self.generators.items():
             params = self.params[name]
             before, seconds = self.scores.volume_networks, self.scores.volume_seconds
-            val = self.scores.val(params)
+            keys = self.keys[name]
+            # validation Dice where it is a criterion's metric (prompt following), whole volumes where the criteria
+            # read them (one-shot and in-sample requests of the tasks Adam learns)
+            val = np.full((len(req), len(regions)), np.nan)
+            aligned = np.flatnonzero((req["kind"] == "align").to_numpy())
+            if len(aligned):
+                val[aligned] = self.scores.val(params[aligned], [keys[k] for k in aligned])
             volume = np.full_like(val, np.nan)
-            wanted = volume_rows.to_numpy() | ((name == "adam_best") & (req["kind"] == "oneshot").to_numpy())
-            if wanted.any():
-                volume[wanted] = self.scores.volumes(params[np.flatnonzero(wanted)])
+            wanted = np.flatnonzero(volume_rows.to_numpy()
+                                    | ((name == "adam_best") & (req["kind"] == "oneshot").to_numpy()))
+            if len(wanted):
+                volume[wanted] = self.scores.volumes(params[wanted], [keys[k] for k in wanted])
             table = req.copy()
             for key, value in generator.describe().items():
                 table.insert(0, key, value)
@@ -263,7 +281,8 @@ class Evaluation:
             if adam is None:  # beyond the run: its final
                 runs = self.context.own_runs(start, ALL)
                 adam = runs[0].params[-1] if runs else None
-            adam_dice = self.scores.volumes(adam[None])[0] if adam is not None else np.full(len(self.regions), np.nan)
+            adam_dice = (self.scores.volumes(adam[None], [self._aligned_key(adam, start)])[0] if adam is not None
+                         else np.full(len(self.regions), np.nan))
             with np.errstate(all="ignore"):
                 rows.append({"generator": name, "start": start, "budget": budget,
                              "mean_dice": float(np.nanmean(dice)), "adam_mean_dice": float(np.nanmean(adam_dice)),
@@ -298,9 +317,10 @@ class Evaluation:
                            for x in (0.25, 0.5, 0.75, 1.0, 1.25)]
             candidates += [(f"TIES keep {k:.0%} λ={x}", merge.ties(base, vectors, k, x))
                            for k in (0.1, 0.2, 0.5, 1.0) for x in (0.5, 1.0, 1.5, 2.0)]
-            val = self.scores.val(torch.stack([c for _, c in candidates])).mean(1)
+            stacked = torch.stack([c for _, c in candidates])
+            val = self.scores.val(stacked, [self._aligned_key(c, start) for c in stacked]).mean(1)
             name, vector = candidates[int(np.argmax(val))]
-            dice = self.scores.volumes(vector[None])[0]
+            dice = self.scores.volumes(vector[None], [self._aligned_key(vector, start)])[0]
             with np.errstate(all="ignore"):
                 out.append({"generator": label, "start": start, "budget": np.nan, "mean_dice": float(np.nanmean(dice)),
                             "adam_mean_dice": np.nan, **{f"dice_{n}": v for n, v in zip(self.regions, dice)},

@@ -1,7 +1,7 @@
 """A generated network as an initialisation: Adam from it vs Adam from its start, scored on the test patches.
 
-Both curves are the zoo's own training (the zoo engine: same task, learning rate and data seed as the held-out
-parent's run), scored on the test batch at every step up to 10 and every 5th step after.
+Both curves are the zoo's own training (the zoo engine: same task, learning rate and data seed as the start's own
+run), scored on the test batch at steps spaced about 1.5x apart (0, 1, 2, 3, 5, 8, 12, 18, 27, ... and the last).
 """
 
 from __future__ import annotations
@@ -13,8 +13,14 @@ from segzoo.weightgen.zoo.engine import Member
 from segzoo.weightgen.zoo.scoring import Scorer
 from segzoo.weightgen.zoo.runs import Zoo
 
+
 def scored_steps(steps: int) -> set[int]:
-    return set(range(min(steps, 10) + 1)) | set(range(0, steps + 1, 5)) | {steps}
+    """0, 1, 2, 3 and then about 1.5x apart up to ``steps`` (every step is a scoring of every arm: its cost)."""
+    found, step = {0, 1, 2, 3}, 3
+    while step < steps:
+        step = max(step + 1, round(step * 1.5))
+        found.add(min(step, steps))
+    return {s for s in found if s <= steps} | {steps}
 
 
 def adam_curves(scorer: Scorer, zoo: Zoo, arms: list[dict], *, settings: dict, threads: int) -> pd.DataFrame:
