@@ -26,6 +26,9 @@ from segzoo.weightgen.zoo.engine import Engine
 from segzoo.weightgen.zoo.prompts import requests
 from segzoo.weightgen.zoo.runs import Zoo
 from segzoo.weightgen.zoo.samples import save_samples
+from segzoo.weightgen.zoo.scoring import Scorer
+
+TEMPERATURES = (0.0, 0.5, 1.0)  # candidates when graph.temperature is null
 from segzoo.weightgen.zoo.settings import ZooSettings
 
 
@@ -67,13 +70,15 @@ def start_signals(trained: TrainedGraph, zoo: Zoo, table: pd.DataFrame, pre: Pre
 @torch.no_grad()
 def generate(trained: TrainedGraph, starts: torch.Tensor, cond: torch.Tensor, tasks: list[str], *,
              start_metrics: torch.Tensor, target_metrics: torch.Tensor, ddim_steps: int,
-             generator: torch.Generator, chunk: int = 64) -> torch.Tensor:
-    """Parameters [N, P] from starts [N, P], their conditioning [N, C − 1, P] and prompts (metrics [N, R])."""
+             generator: torch.Generator, temperature: float = 1.0, chunk: int = 64) -> torch.Tensor:
+    """Parameters [N, P] from starts [N, P], their conditioning [N, C − 1, P] and prompts (metrics [N, R]).
+    ``temperature`` scales the initial noise of the (deterministic) DDIM path: 1 samples the learned distribution,
+    0 follows the path from its mean."""
     model = trained.model
     dev = next(model.parameters()).device
     task = torch.tensor([trained.tasks.index(t) for t in tasks])
     out = []
-    noise = torch.randn(starts.shape, generator=generator)
+    noise = torch.randn(starts.shape, generator=generator) * temperature
     for part in range(0, len(starts), chunk):
         sl = slice(part, part + chunk)
         sampler = noise_schedule(trained.settings.diffusion_steps, ddim_steps)
@@ -85,6 +90,30 @@ def generate(trained: TrainedGraph, starts: torch.Tensor, cond: torch.Tensor, ta
             x, _ = sampler.step(clean, int(t), x)
         out.append(trained.scale.decode(x.cpu(), starts[sl]))
     return torch.cat(out)
+
+
+def choose_temperature(trained: TrainedGraph, zoo: Zoo, table: pd.DataFrame, cond: torch.Tensor, starts: torch.Tensor,
+                       start_metrics: torch.Tensor, target: torch.Tensor, zoo_settings: ZooSettings,
+                       pre: Preprocessed, splits: Path, data_seed: int, seed: int) -> tuple[float, dict]:
+    """The generator's temperature: as configured (``graph.temperature``), or (None) the one of
+    :data:`TEMPERATURES` whose networks from the *training* starts (the in-sample requests, whose runs it learned
+    from) reach the best mean validation Dice; never a held-out start or a test number."""
+    if trained.settings.temperature is not None:
+        return float(trained.settings.temperature), {}
+    seen = np.flatnonzero((table["kind"] == "insample").to_numpy())
+    if not len(seen):
+        raise SegzooError("graph.temperature is null (chosen on the training starts' requests) but there are none: "
+                          "set weightgen.sample.insample_parents or graph.temperature")
+    scorer = Scorer(pre, splits, zoo_settings, data_seed)
+    tried = {}
+    for temperature in TEMPERATURES:
+        made = generate(trained, starts[seen], cond[seen], list(table["task"].iloc[seen]),
+                        start_metrics=start_metrics[seen], target_metrics=target[seen],
+                        ddim_steps=trained.settings.ddim_steps, generator=torch.Generator().manual_seed(seed),
+                        temperature=temperature)
+        dice = scorer.dice_many(made, "val")
+        tried[temperature] = float(np.mean([zoo.task_dice(d, task) for d, task in zip(dice, table["task"].iloc[seen])]))
+    return max(tried, key=tried.get), tried
 
 
 def write_samples(trained: TrainedGraph, zoo: Zoo, pre: Preprocessed, splits: Path, *, zoo_settings: ZooSettings,
@@ -103,10 +132,14 @@ def write_samples(trained: TrainedGraph, zoo: Zoo, pre: Preprocessed, splits: Pa
     start_metrics = torch.tensor(np.stack([zoo.start_list[s].dice for s in table["start"]]))
     target = torch.tensor(table[[f"prompt_{n}" for n in zoo.regions]].to_numpy(np.float32))
     began = time.perf_counter()
+    temperature, tried = choose_temperature(trained, zoo, table, cond, starts, start_metrics, target, zoo_settings, pre,
+                                            splits, data_seed, seed)
     params = generate(trained, starts, cond, list(table["task"]), start_metrics=start_metrics, target_metrics=target,
-                      ddim_steps=trained.settings.ddim_steps, generator=torch.Generator().manual_seed(seed))
+                      ddim_steps=trained.settings.ddim_steps, generator=torch.Generator().manual_seed(seed),
+                      temperature=temperature)
     sidecar = {"generator": trained.name, "label": f"structure-shared ({trained.settings.arm})",
                "budget": arm_budget(trained.settings.arm), "arm": trained.settings.arm,
+               "temperature": temperature, "temperature_val_dice": tried,
                "ddim_steps": trained.settings.ddim_steps, "signal_seconds": signal_seconds,
                "sample_seconds": time.perf_counter() - began,
                "regions": zoo.regions, "layout": zoo.layout, "architecture": zoo.architecture}

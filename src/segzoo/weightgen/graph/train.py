@@ -55,12 +55,14 @@ class GraphSettings:
     diffusion_steps: int
     signal_patches: int
     ddim_steps: int
+    temperature: float | None = None  # the sampler's noise scale; None: chosen on the training starts' val Dice
 
     @classmethod
     def from_json(cls, data: dict, arm: str) -> GraphSettings:
         arm_budget(arm)  # refuses an unknown arm
         return cls(arm, **{k: data[k] for k in ("width", "layers", "steps", "batch_size", "lr", "ema",
-                                                "diffusion_steps", "signal_patches", "ddim_steps")})
+                                                "diffusion_steps", "signal_patches", "ddim_steps")},
+                   temperature=data.get("temperature"))
 
 
 @dataclass
