@@ -54,8 +54,10 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from segzoo.evaluate.report_tables import write_tables
+    from segzoo.evaluate.stats import BASELINE
 
-    written = write_tables(args.scores, args.out_dir, args.metrics, args.seed, args.summary, args.plans)
+    written = write_tables(args.scores, args.out_dir, args.metrics, args.seed, args.summary, args.plans,
+                           baseline=args.baseline or BASELINE, external=dict(args.external or []))
     print("wrote " + ", ".join(map(str, written)))
 
 
@@ -127,7 +129,7 @@ def register(verbs) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(run=_evaluate)
 
-    p = verbs.add_parser("compare", help="tables of models x regions: mean, bootstrap CI, Wilcoxon vs U-Net 3+")
+    p = verbs.add_parser("compare", help="tables of models x regions: mean, bootstrap CI, Wilcoxon vs a baseline")
     p.add_argument("scores", type=Path, nargs="+", help="per-case CSVs from `segzoo evaluate`")
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--metrics", nargs="+", default=list(METRICS), choices=list(METRICS), metavar="METRIC",
@@ -135,5 +137,10 @@ def register(verbs) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--summary", type=Path, help="also write the means as JSON (model -> region -> metric)")
     p.add_argument("--plans", type=Path, help="plans.json (segzoo plan): the tables' captions name the protocol")
+    p.add_argument("--baseline", help="the row every paired difference and Holm-corrected test is taken against "
+                   "(default: unet3plus, as config compare.baseline)")
+    p.add_argument("--external", nargs=2, action="append", metavar=("ROW", "PROTOCOL"),
+                   help="a row whose label maps were made outside segzoo (scored with `segzoo evaluate --predictions "
+                        "<folder> --model ROW`), and how they were made: the captions say its protocol differs")
     p.set_defaults(run=_compare)
 

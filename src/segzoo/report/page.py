@@ -20,7 +20,8 @@ from segzoo import __version__
 from segzoo.errors import SegzooError
 from segzoo.data.plans import Plans
 from segzoo.evaluate.metrics import EMPTY_RULE, LESION_METRICS, METRICS, implementation
-from segzoo.evaluate.report_tables import COMPARISON, PER_CASE
+from segzoo.evaluate.report_tables import COMPARISON, PER_CASE, elsewhere
+from segzoo.evaluate.stats import baseline_of
 from segzoo.io import read_json, write_text
 from segzoo.provenance import source_digest
 from segzoo.report.summary import summary_section
@@ -126,12 +127,14 @@ def weightgen_section(folder: Path, rel) -> list[str]:
 
 
 def plan_section(plans, rel) -> list[str]:
-    """The plan the data and the runs followed: spacing, normalisation, each model's patch and batch."""
+    """The plan the data and the runs followed: spacing, normalisation, each model's patch and batch (and what each
+    patch side must be a multiple of: nnU-Net's networks pool a thick-slice axis less)."""
     data = plans.data
     schemes = ", ".join(f"{html.escape(n['channel'])}: {n['scheme']} ({html.escape(n['source'])})"
                         for n in plans.normalization)
     rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{' × '.join(map(str, m['patch_size']))} ({m['patch_source']})"
-                   f"</td><td>{m['batch_size']} ({m['batch_source']})</td><td>{m['divisor']}</td>"
+                   f"</td><td>{m['batch_size']} ({m['batch_source']})</td>"
+                   f"<td>{' × '.join(map(str, m.get('divisors', [m['divisor']])))}</td>"
                    f"<td>{m['estimated_mb']:.0f} of {data['memory_mb']:g}{'' if m['within_budget'] else ' (over)'}</td>"
                    "</tr>" for name, m in data["models"].items())
     spacing = " × ".join(f"{s:.3g}" for s in plans.target_spacing)
@@ -197,7 +200,11 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
                repo: Path, plans: Path | None = None, oof_tables: Path | None = None) -> Path:
     """Write ``out`` (normally ``results/<dataset>/index.html``) from the figures folder, the comparison tables and
     (when the stage ran) the G.pt evaluation folder; links are relative to ``out``'s folder."""
+    import pandas as pd
+
     figures = read_json(figures_dir / "figures.json")
+    comparison = pd.read_csv(tables / COMPARISON)
+    baseline = baseline_of(comparison)
     rel = lambda p: Path(os.path.relpath(Path(p).resolve(), out.parent.resolve())).as_posix()  # noqa: E731
     parts = [f"<h1>segzoo results: {html.escape(dataset)}</h1>",
              f"<p>Code: {html.escape(code_version(repo))}. Models: {', '.join(config['train']['models'])}; "
@@ -205,8 +212,9 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
              "<h2>Comparison</h2>",
              "<p>Mean [95 % bootstrap CI] over the n test cases with a value (seeds averaged per case; a region "
              "absent from both reference and prediction has no Dice and drops out); Δ: the median of the paired "
-             "differences from unet3plus [95 % bootstrap CI], the effect size; p: paired Wilcoxon test against "
-             "unet3plus over the cases both models have a value for, Holm-corrected. Files: "
+             f"differences from the baseline, {html.escape(baseline)} [95 % bootstrap CI], the effect size; p: paired "
+             f"Wilcoxon test against {html.escape(baseline)} over the cases both models have a value for, "
+             "Holm-corrected. Files: "
              f"<a href='{rel(tables / COMPARISON)}'>{COMPARISON}</a>, "
              f"<a href='{rel(tables / PER_CASE)}'>{PER_CASE}</a>.</p>"]
     for metric in config["evaluate"]["metrics"]:
@@ -235,11 +243,14 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
     if weightgen is not None:
         parts += weightgen_section(weightgen, rel)
     parts.append("<h2>Configuration</h2><pre>" + html.escape(yaml.safe_dump(config, sort_keys=False)) + "</pre>")
-    import pandas as pd
-
     gpt = EvaluationFolder(weightgen).summary() if weightgen is not None else None
-    terms = Plans(plans).terms(list(config["models"])) if plans else None
-    lead = summary_section(pd.read_csv(tables / COMPARISON), config["evaluate"]["metrics"], gpt, terms)
+    if plans:
+        external = {row: e["protocol"] for row, e in config.get("compare", {}).get("external", {}).items()}
+        rows = list(dict.fromkeys(comparison["model"]))
+        terms = "; ".join(filter(None, [Plans(plans).terms(rows), elsewhere(rows, Plans(plans), external)]))
+    else:
+        terms = None
+    lead = summary_section(comparison, config["evaluate"]["metrics"], gpt, terms)
     body, toc = with_anchors(parts[:2] + lead + parts[2:])
     body.insert(2 + len(lead), toc)  # the answer, then where to find the rest
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

@@ -28,8 +28,8 @@ import pandas as pd
 from segzoo.data.plans import Plans
 from segzoo.errors import SegzooError
 from segzoo.evaluate.metrics import EMPTY_RULE, METRICS, implementation
-from segzoo.evaluate.report_tables import COMPARISON, PER_CASE
-from segzoo.evaluate.stats import BASELINE
+from segzoo.evaluate.report_tables import COMPARISON, PER_CASE, elsewhere
+from segzoo.evaluate.stats import baseline_of
 from segzoo.io import output_dir, read_json, write_text
 
 ALPHA = 0.05
@@ -82,8 +82,8 @@ def metric_table(comparison: pd.DataFrame, metric: str, terms: str, digits: int 
     seeds = int(rows["seeds"].max())
     caption = (f"{METRICS[metric].label} ({METRICS[metric].better} is better): mean over the test cases with a "
                f"value (up to {n}) and its 95 % bootstrap CI; the best mean per region in bold. $^{{*}}$: differs "
-               f"from {BASELINE} in a paired two-sided Wilcoxon signed-rank test, Holm-corrected over every model and "
-               f"region, p < {ALPHA}. "
+               f"from {baseline_of(comparison)} in a paired two-sided Wilcoxon signed-rank test, Holm-corrected over "
+               f"every model and region, p < {ALPHA}. "
                + (f"$\\pm$: standard deviation of the mean over {seeds} training seeds. " if seeds > 1 else
                   "One training seed. ")
                + f"Terms: {terms}.")
@@ -98,7 +98,8 @@ def _caption(text: str) -> str:
     return "".join(tex(p) if i % 2 == 0 else f"${p}$" for i, p in enumerate(parts))
 
 
-def methods(config: dict, plans: Plans, dataset: str, models: list[str], metrics: list[str], n_test: int) -> str:
+def methods(config: dict, plans: Plans, dataset: str, models: list[str], metrics: list[str], n_test: int,
+            baseline: str) -> str:
     """The methods section, written from the configuration and the plan."""
     train = config["train"]
     phantom = config.get("phantom", {})
@@ -127,7 +128,7 @@ def methods(config: dict, plans: Plans, dataset: str, models: list[str], metrics
             f"{config['evaluate']['detection']['connectivity']}-connected components; a lesion is detected when at "
             f"least {config['evaluate']['detection']['min_overlap_voxels']} of its voxels overlap the prediction. "
             f"Statistics: the mean with a 95 % percentile bootstrap CI over cases (scipy.stats.bootstrap, 2000 "
-            f"resamples); against {BASELINE}, the median of the paired differences with its bootstrap CI and a "
+            f"resamples); against {baseline}, the median of the paired differences with its bootstrap CI and a "
             f"paired two-sided Wilcoxon signed-rank test, Holm-corrected."),
     ]
     return "\n".join(text) + "\n"
@@ -146,8 +147,10 @@ def write_paper(dataset: str, *, tables: Path, figures_dir: Path, plans: Path, c
     with output_dir(out) as tmp:
         (tmp / "tables").mkdir()
         (tmp / "figures").mkdir()
+        external = {row: e["protocol"] for row, e in config.get("compare", {}).get("external", {}).items()}
+        terms = "; ".join(filter(None, [plan.terms(models), elsewhere(models, plan, external)]))
         for metric in metrics:
-            (tmp / "tables" / f"{metric}.tex").write_text(metric_table(comparison, metric, plan.terms(models)))
+            (tmp / "tables" / f"{metric}.tex").write_text(metric_table(comparison, metric, terms))
         blocks, placed = [], 0
         for fig in figures:
             pdf = next((f for f in fig.get("also", []) if f.endswith(".pdf")), None)
@@ -166,7 +169,7 @@ def write_paper(dataset: str, *, tables: Path, figures_dir: Path, plans: Path, c
                 r"\usepackage{graphicx}", r"\usepackage[margin=2cm]{geometry}",
                 rf"\title{{{tex(f'Comparing segmentation models on {dataset}')}}}", r"\author{segzoo}", r"\date{}",
                 r"\begin{document}", r"\maketitle",
-                methods(config, plan, dataset, models, metrics, n_test),
+                methods(config, plan, dataset, models, metrics, n_test, baseline_of(comparison)),
                 r"\section{Results}",
                 rf"Table~\ref{{tab:{metrics[0]}}} gives {tex(METRICS[metrics[0]].name)}; the tables after it the other "
                 "metrics, and the figures the learning curves, every test case's scores, example cases, calibration "

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from segzoo.evaluate.metrics import METRICS
-from segzoo.evaluate.stats import BASELINE
+from segzoo.evaluate.stats import baseline_of
 
 ALPHA = 0.05  # family-wise error rate of the Holm-corrected tests
 
@@ -36,7 +36,7 @@ def region_answers(comparison: pd.DataFrame, metric: str) -> list[dict]:
             answers.append({"region": region, "best": None})
             continue
         best = scored.loc[scored["mean"].idxmax() if higher else scored["mean"].idxmin()]
-        baseline = scored[scored["model"] == BASELINE]
+        baseline = scored[scored["model"] == baseline_of(comparison)]
         base_mean = float(baseline["mean"].iloc[0]) if len(baseline) else np.nan
         significant = [{"model": r.model, "p": float(r.p_holm),
                         "direction": "better" if (r.mean > base_mean) == higher else "worse",
@@ -56,6 +56,7 @@ def summary_section(comparison: pd.DataFrame, metrics: list[str], gpt: dict | No
     ``terms``: the comparison's protocol in a sentence (:meth:`segzoo.data.plans.Plans.terms`)."""
     metric = headline_metric(metrics)
     label = METRICS[metric].label
+    baseline = html.escape(baseline_of(comparison))
     rows = []
     for a in region_answers(comparison, metric):
         if a["best"] is None:
@@ -78,12 +79,13 @@ def summary_section(comparison: pd.DataFrame, metrics: list[str], gpt: dict | No
                    " (one seed: a difference smaller than seed-to-seed variation cannot be told from it)") + ".</p>")
     parts = ["<h2>Summary</h2>", protocol,
              f"<p>Best model per region by mean {html.escape(label)} on the test cases, with its 95 % bootstrap CI, "
-             f"and the models whose per-case {html.escape(label)} differs from {BASELINE} (paired Wilcoxon, "
+             f"and the models whose per-case {html.escape(label)} differs from the baseline, <b>{baseline}</b> "
+             "(<code>compare.baseline</code>; paired Wilcoxon, "
              f"Holm-corrected over all models and regions, α = {ALPHA}), by how much (the median of the paired "
              "differences with its 95 % bootstrap CI). Details in "
              "<a href='#comparison'>Comparison</a>.</p>",
              f"<table class='comparison summary'><tr><th>region</th><th>best model</th><th>mean [95 % CI]</th>"
-             f"<th>differs from {BASELINE} after Holm</th></tr>" + "".join(rows) + "</table>"]
+             f"<th>differs from {baseline} after Holm</th></tr>" + "".join(rows) + "</table>"]
     if gpt is not None:
         failed = [c for c in gpt["criteria"] if not c["passed"]]
         verdict = (f"<p><b>Checkpoint diffusion (G.pt): {gpt['criteria_passed']} of {gpt['criteria_total']} success "
