@@ -85,14 +85,39 @@ TRAIN_PROCESSES = config["train"]["gpus_per_job"]
 TRAIN_GPUS = TRAIN_PROCESSES * GPUS_PER_JOB
 
 
-# The comparison's rows: models trained here (one run per seed) and nnU-Net models imported with
-# `segzoo nnunet-import` (train.models entries `nnunet:<path>`; one run, seed 0, no training).
+# The comparison's rows: models trained here (one run per seed), nnU-Net models imported with
+# `segzoo nnunet-import` (train.models entries `nnunet:<path>`; one run, seed 0, no training) and external rows,
+# label maps made outside segzoo (compare.external; scored only, seed 0).
 TRAINED = [m for m in config["train"]["models"] if m in config["models"]]
 IMPORTED = {name: str(stem) for name, stem in imported_models(config["train"]["models"]).items()}
+EXTERNAL = config["compare"]["external"]
 RUNS = [(m, s) for m in TRAINED for s in config["train"]["seeds"]] + [(m, 0) for m in IMPORTED]
+SCORED = RUNS + [(m, 0) for m in EXTERNAL]  # every row of the comparison's tables
 # The {model} wildcard: any row of the comparison; rules that train or read a training run take trained models only.
-MODEL_WILDCARD = "|".join(map(re.escape, [*config["models"], *IMPORTED]))
+MODEL_WILDCARD = "|".join(map(re.escape, [*config["models"], *IMPORTED, *EXTERNAL]))
 TRAINED_MODEL_WILDCARD = "|".join(map(re.escape, config["models"]))
+
+
+def row_problems():
+    """Rows of the comparison that clash, and a baseline that is not one of them (one line each)."""
+    found = []
+    for row in EXTERNAL:
+        if row in config["models"] or row in IMPORTED:
+            found.append(f"compare.external.{row}: the row name is taken by a model or an imported nnU-Net row")
+    found += [f"train.models: the imported row {row} is also the name of a model; rename its import folder"
+              for row in IMPORTED if row in config["models"]]
+    rows = [*TRAINED, *IMPORTED, *EXTERNAL]
+    baseline = config["compare"]["baseline"]
+    if baseline not in rows:
+        found.append(f"compare.baseline: {baseline!r} is not a row of the comparison (rows: {', '.join(rows)})")
+    elif FOLDS > 1 and baseline not in TRAINED:
+        found.append(f"compare.baseline: {baseline!r} is not trained here, and with cross-validation the "
+                     f"out-of-fold tables compare trained models only ({', '.join(TRAINED)})")
+    return found
+
+
+if row_problems():
+    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(row_problems()))
 
 
 def train_launcher():
@@ -131,12 +156,13 @@ def tracking_option(wildcards, output):
     return f"--tracking {shlex.quote(json.dumps(tracking, sort_keys=True))}" if tracking else ""
 
 
-def run_outputs(pattern, trained_only=False):
-    """``pattern`` for every run of the comparison (or only the trained ones), for the dataset wildcard."""
+def run_outputs(pattern, trained_only=False, scored=False):
+    """``pattern`` for every run of the comparison (or only the trained ones; or every scored row, external ones
+    included), for the dataset wildcard."""
 
     def expand_runs(wildcards):
-        return [pattern.format(dataset=wildcards.dataset, model=m, seed=s, fold=0) for m, s in RUNS
-                if not trained_only or m in TRAINED]  # with folds, a training run's files are fold 0's
+        return [pattern.format(dataset=wildcards.dataset, model=m, seed=s, fold=0) for m, s in (SCORED if scored
+                else RUNS) if not trained_only or m in TRAINED]  # with folds, a training run's files are fold 0's
 
     return expand_runs
 
@@ -163,6 +189,25 @@ def get_postprocessing(wildcards):
 
 def postprocessing_option(wildcards, input):
     return f"--postprocessing {' '.join(map(shlex.quote, input.postprocessing))}" if input.postprocessing else ""
+
+
+def get_predictions(wildcards):
+    """What a row's scores are computed from: its `segzoo infer` folder, or an external row's label maps (each
+    file, so that a changed label map rescores it)."""
+    if wildcards.model in EXTERNAL:
+        folder = Path(EXTERNAL[wildcards.model]["predictions"])
+        return sorted(str(p) for p in folder.glob("*.nii*")) or [str(folder)]  # none: the job says it is missing
+    return [PREDICTIONS.format(**wildcards)]
+
+
+def predictions_folder(wildcards):
+    return EXTERNAL[wildcards.model]["predictions"] if wildcards.model in EXTERNAL else PREDICTIONS.format(**wildcards)
+
+
+def compare_options():
+    """`segzoo compare`'s baseline and external rows (with how each was made, for the captions)."""
+    return " ".join([f"--baseline {shlex.quote(config['compare']['baseline'])}",
+                     *(f"--external {shlex.quote(row)} {shlex.quote(e['protocol'])}" for row, e in EXTERNAL.items())])
 
 
 def runs_json(wildcards):
@@ -305,10 +350,10 @@ def dvc_stages():
     owns; outputs named ``metrics`` become DVC metrics, outputs or params named ``curves`` DVC plots."""
     stages = {
         "data": (data_targets(), ["seed", "dataset", "phantom", "preprocess", "splits", "plan", "models",
-                                  "train.models", "train.patch_size", "train.batch_size"]),
+                                  "train.models", "train.patch_size", "train.batch_size", "compare.protocol"]),
         "train": (train_targets(), ["seed", "device", "models", "train"]),
         "evaluate": (evaluate_targets() + predict_targets(), ["seed", "device", "train.sw_batch_size", "evaluate",
-                                                            "predict"]),
+                                                            "predict", "compare.baseline", "compare.external"]),
         "weightgen": (weightgen_targets(), ["seed", "device", "dataset", "weightgen",
                                             *(f"train.{k}" for k in zoo_plan.INHERITED_TRAIN_KEYS)]),
         "report": ([PAGE.format(dataset=DATASET), PAPER.format(dataset=DATASET), SITE_INDEX],

@@ -29,16 +29,18 @@ rule infer:
         " --sw-batch-size {params.sw_batch_size} > {log:q} 2>&1"
 
 
+# Scores of one row: its test predictions, or an external row's label maps (compare.external).
 rule evaluate:
     output:
         SCORES,
     input:
-        predictions=rules.infer.output[0],
+        predictions=get_predictions,
         raw=raw_dataset,
         data=rules.preprocess.output[0],
         splits=rules.splits.output[0],
         code=verb_code("evaluate"),
     params:
+        predictions=predictions_folder,
         tolerance=config["evaluate"]["tolerance_mm"],
         lesions=lesion_options(),
     log:
@@ -48,7 +50,7 @@ rule evaluate:
     conda:
         "../envs/segzoo.yaml"
     shell:
-        "segzoo evaluate --predictions {input.predictions:q} --raw {input.raw:q} --data {input.data:q}"
+        "segzoo evaluate --predictions {params.predictions:q} --raw {input.raw:q} --data {input.data:q}"
         " --splits {input.splits:q} --model {wildcards.model} --seed {wildcards.seed}"
         " --tolerance-mm {params.tolerance} {params.lesions} --out {output:q} > {log:q} 2>&1"
 
@@ -117,6 +119,7 @@ rule compare_oof:
     params:
         metrics=" ".join(config["evaluate"]["metrics"]),
         seed=config["seed"],
+        baseline=config["compare"]["baseline"],
     log:
         "results/logs/compare_oof/{dataset}.log",
     benchmark:
@@ -125,7 +128,8 @@ rule compare_oof:
         "../envs/segzoo.yaml"
     shell:
         "segzoo compare {input.scores:q} --out-dir {output.tables:q} --summary {output.metrics:q}"
-        " --plans {input.plans:q} --metrics {params.metrics} --seed {params.seed} > {log:q} 2>&1"
+        " --plans {input.plans:q} --metrics {params.metrics} --seed {params.seed} --baseline {params.baseline:q}"
+        " > {log:q} 2>&1"
 
 
 rule compare:
@@ -138,12 +142,13 @@ rule compare:
         ),
         metrics=f"{METRICS}/comparison.json",
     input:
-        scores=run_outputs(SCORES),
+        scores=run_outputs(SCORES, scored=True),
         plans=rules.plan.output[0],
         code=verb_code("compare"),
     params:
         metrics=" ".join(config["evaluate"]["metrics"]),
         seed=config["seed"],
+        rows=compare_options(),
     log:
         "results/logs/compare/{dataset}.log",
     benchmark:
@@ -152,7 +157,7 @@ rule compare:
         "../envs/segzoo.yaml"
     shell:
         "segzoo compare {input.scores:q} --out-dir {output.tables:q} --summary {output.metrics:q}"
-        " --plans {input.plans:q} --metrics {params.metrics} --seed {params.seed} > {log:q} 2>&1"
+        " --plans {input.plans:q} --metrics {params.metrics} --seed {params.seed} {params.rows} > {log:q} 2>&1"
 
 
 rule predict:

@@ -16,13 +16,14 @@ rule figures:
     input:
         tables=rules.compare.output.tables,
         runs=run_outputs(rules.train.output.metrics, trained_only=True),
+        checkpoints=run_outputs(rules.train.output.best_sidecar, trained_only=True),  # how each model was built
         predictions=run_outputs(rules.infer.output[0]),
         data=rules.preprocess.output[0],
         raw=raw_dataset,
         code=verb_code("figures"),
     params:
         runs=runs_json,
-        config=json.dumps({"models": config["models"], "evaluate": {"metrics": config["evaluate"]["metrics"]}},
+        config=json.dumps({"evaluate": {"metrics": config["evaluate"]["metrics"]}},
                           sort_keys=True),  # the keys it reads: a change elsewhere redraws nothing
     log:
         "results/logs/figures/{dataset}.log",

@@ -12,7 +12,7 @@ import matplotlib.image as mpimg
 import pytest
 
 from segzoo.errors import SegzooError
-from segzoo.models.registry import build_model
+from segzoo.models.registry import build_model, planned_options
 from segzoo.report.architecture import architecture_diagram, fit_size, wiring
 from segzoo.report.figures import write_figures
 
@@ -114,6 +114,26 @@ def test_wiring_covers_every_parameter_and_needs_no_dot():
         assert folded == branches, name
 
 
+def test_nnunet_diagrams_show_stages_skips_and_heads():
+    for name in ("nnunet", "nnunet_resenc"):
+        options = planned_options(name, {"base_features": 4, "max_features": 16}, [16, 16, 16], [1.0, 1.0, 3.0])
+        model = build_model(name, 1, 3, **options)
+        boxes, wires = wiring(model, (1, 1, 16, 16, 16))
+        title = {b.id: b.title for b in boxes}
+        stages = options["architecture"]["arch_kwargs"]["n_stages"]
+        assert {f"encoder.stages[{i}]" for i in range(stages)} <= set(title.values()), name
+        heads = [b for b in boxes if b.title.startswith("decoder.seg_layers")]
+        assert len(heads) == stages - 1 and sorted(o for b in heads for o in b.outputs) == list(range(stages - 1))
+        decoders = [b for b in boxes if b.title.startswith("decoder.stages")]
+        assert len(decoders) == stages - 1 and all(b.joins == 2 for b in decoders)  # skip + transposed conv
+        into = {(title[w.source], title[w.target]) for w in wires}
+        assert ("encoder.stages[0]", f"decoder.stages[{stages - 2}]") in into  # the finest skip
+        bottleneck = f"encoder.stages[{stages - 1}]"
+        assert any(title[w.source] == bottleneck and w.steps == ["decoder.transpconvs[0]"] for w in wires)
+        folded = sum(p.numel() for p in model.parameters()) - sum(b.parameters for b in boxes)
+        assert folded == sum(p.numel() for p in model.decoder.transpconvs.parameters())  # on the wires
+
+
 def test_missing_dot_is_one_clear_error_and_writes_nothing(tmp_path, monkeypatch):
     empty = tmp_path / "bin"
     empty.mkdir()
@@ -125,6 +145,6 @@ def test_missing_dot_is_one_clear_error_and_writes_nothing(tmp_path, monkeypatch
     assert not (tmp_path / "out").exists()
     # `segzoo figures` says so before reading anything, and leaves no folder behind
     with pytest.raises(SegzooError, match="apt-get install graphviz"):
-        write_figures(tmp_path / "no-tables", None, tmp_path / "no-raw", runs=[{"model": "diffnet"}],
-                      config={"models": {"diffnet": {}}}, out=tmp_path / "figures")
+        write_figures(tmp_path / "no-tables", None, tmp_path / "no-raw",
+                      runs=[{"model": "diffnet", "run": str(tmp_path / "no-run")}], config={}, out=tmp_path / "figures")
     assert not (tmp_path / "figures").exists()

@@ -24,8 +24,10 @@ def small(name, in_channels=1, out_channels=3, **extra):
     return build_model(name, in_channels, out_channels, **{**SMALL[name], **extra})
 
 
-def test_registry_is_one_dict_of_the_four_models_the_zoo_network_and_imported_nnunet():
-    assert set(MODELS) == {"unet3plus", "ms_unet3plus", "diffnet", "ms_diffnet", "plain_conv_unet", "nnunet"}
+def test_registry_is_one_dict_of_the_models_the_zoo_network_and_nnunets():
+    # nnunet is also what an imported nnU-Net model is built as (from its plans' architecture block)
+    assert set(MODELS) == {"unet3plus", "ms_unet3plus", "diffnet", "ms_diffnet", "nnunet", "nnunet_resenc",
+                           "plain_conv_unet"}
     with pytest.raises(SegzooError, match="unknown model"):
         build_model("unet", 1, 3)
     with pytest.raises(SegzooError, match="models.diffnet: .*widht"):

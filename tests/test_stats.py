@@ -62,3 +62,54 @@ def test_seed_spread_is_the_sd_of_the_per_seed_means_and_unscored_regions_have_n
     assert row["seeds"] == 3 and row["seed_sd"] == pytest.approx(np.std([0.72, 0.74, 0.76], ddof=1))
     assert "± 0.020 over 3 seeds" in wide_table(compare(scores, "dice")).loc["unet3plus", "sc"]
     assert list(compare(scores, "lesion_f1")["region"]) == ["lesion"]
+
+
+def _score_files(folder) -> list:
+    """Per-case scores of three models on 10 cases (every metric column, as `segzoo evaluate` writes them)."""
+    from segzoo.evaluate.metrics import METRICS
+
+    rng = np.random.default_rng(3)
+    files = []
+    for model, shift in (("unet3plus", 0.0), ("nnunet", 0.05), ("diffnet", -0.03)):
+        rows = [{"model": model, "seed": 0, "case": f"c{case}", "region": region,
+                 **{m: rng.uniform(0.5, 0.9) + shift for m in METRICS}}
+                for case in range(10) for region in ("sc", "canal")]
+        files.append(folder / f"{model}.csv")
+        pd.DataFrame(rows).to_csv(files[-1], index=False)
+    return files
+
+
+def test_the_baseline_switch_changes_the_differences_and_nothing_else(tmp_path):
+    from segzoo.evaluate.report_tables import write_tables
+
+    files = _score_files(tmp_path)
+    write_tables(files, tmp_path / "a", ["dice", "hd95_mm"], 0, tmp_path / "a.json")
+    write_tables(files, tmp_path / "b", ["dice", "hd95_mm"], 0, tmp_path / "b.json", baseline="nnunet")
+    assert (tmp_path / "a" / "per_case.csv").read_bytes() == (tmp_path / "b" / "per_case.csv").read_bytes()
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()  # the means
+    a, b = (pd.read_csv(tmp_path / t / "comparison.csv") for t in ("a", "b"))
+    differences = ["median_diff", "diff_ci_low", "diff_ci_high", "p_vs_baseline", "pairs", "baseline", "p_holm"]
+    pd.testing.assert_frame_equal(a.drop(columns=differences), b.drop(columns=differences))
+    assert set(a["baseline"]) == {"unet3plus"} and set(b["baseline"]) == {"nnunet"}
+    a, b = a.set_index(["model", "region", "metric"]), b.set_index(["model", "region", "metric"])
+    assert np.isnan(b.loc[("nnunet", "sc", "dice"), "p_vs_baseline"]) and b.loc[("nnunet", "sc", "dice"), "pairs"] == 0
+    assert b.loc[("unet3plus", "sc", "dice"), "pairs"] == 10
+    scores = pd.concat(map(pd.read_csv, files)).pivot_table(index="case", columns=["model", "region"], values="dice")
+    expected = np.median(scores[("diffnet", "sc")] - scores[("nnunet", "sc")])
+    assert b.loc[("diffnet", "sc", "dice"), "median_diff"] == pytest.approx(expected, abs=1e-6)
+    assert a.loc[("diffnet", "sc", "dice"), "median_diff"] != pytest.approx(expected, abs=1e-6)
+    assert "median paired difference from nnunet" in (tmp_path / "b" / "dice.md").read_text()
+
+
+def test_a_baseline_that_is_no_row_is_refused_and_external_rows_are_captioned(tmp_path):
+    from segzoo.errors import SegzooError
+    from segzoo.evaluate.report_tables import write_tables
+
+    files = _score_files(tmp_path)
+    with pytest.raises(SegzooError, match="baseline 'ms_unet3plus' is not a row of the comparison "
+                                          r"\(rows: unet3plus, nnunet, diffnet\)"):
+        write_tables(files, tmp_path / "t", ["dice"], 0, baseline="ms_unet3plus")
+    assert not (tmp_path / "t").exists()
+    write_tables(files, tmp_path / "t", ["dice"], 0, external={"nnunet": "nnU-Net 2.8.1 3d_fullres, 5 folds"})
+    caption = (tmp_path / "t" / "dice.md").read_text().splitlines()[2]
+    assert "not trained on these terms: nnunet (nnU-Net 2.8.1 3d_fullres, 5 folds): its protocol differs" in caption

@@ -47,6 +47,17 @@ def test_the_best_model_and_the_holm_significant_differences_come_from_the_compa
     assert "1 training seed per model (one seed: a difference smaller than seed-to-seed variation" in text
 
 
+def test_the_summary_names_the_baseline_the_differences_were_taken_against():
+    comparison = compare(_scores(), "dice", seed=0, baseline="behind")
+    [answer] = region_answers(comparison, "dice")
+    # against 'behind', every other model is better on every case: three Holm-significant differences
+    assert {s["model"]: s["direction"] for s in answer["significant"]} == {
+        "unet3plus": "better", "ahead": "better", "level": "better"}
+    text = "".join(summary_section(comparison, ["dice"], None))
+    assert "differs from the baseline, <b>behind</b>" in text and "<th>differs from behind after Holm</th>" in text
+    assert "unet3plus" in text and "differs from unet3plus" not in text
+
+
 def test_a_lower_is_better_metric_picks_the_smallest_mean():
     scores = _scores().rename(columns={"dice": "hd95_mm"})
     [answer] = region_answers(compare(scores, "hd95_mm", seed=0), "hd95_mm")

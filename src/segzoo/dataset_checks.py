@@ -18,6 +18,7 @@ from segzoo.data.fingerprint import ras_shape
 from segzoo.data.nifti import ras_spacing
 from segzoo.errors import SegzooError
 from segzoo.models.memory import model_profile
+from segzoo.models.registry import planned_options
 
 PADDING = 2  # a set patch side may be up to this many times the largest training image's (the rest is padding)
 
@@ -33,12 +34,15 @@ class DatasetOutline:
     spacings: np.ndarray  # [cases, 3] mm, RAS order
     shapes: np.ndarray  # [cases, 3] voxels, RAS order
 
-    def largest_resampled(self, target_spacing: list[float] | None) -> np.ndarray:
-        """The largest training image per axis, in voxels at ``target_spacing`` (default: the plan's rule)."""
+    def target_spacing(self, spacing: list[float] | None) -> list[float]:
+        """``spacing`` (the config's), or the one the plan will choose by its rule."""
         from segzoo.data.plans import target_spacing as planned_spacing
 
-        target = np.asarray(target_spacing if target_spacing else planned_spacing(self.spacings, self.shapes)[0])
-        return (self.shapes * self.spacings / target).max(axis=0)
+        return list(spacing) if spacing else planned_spacing(self.spacings, self.shapes)[0]
+
+    def largest_resampled(self, target_spacing: list[float] | None) -> np.ndarray:
+        """The largest training image per axis, in voxels at ``target_spacing`` (default: the plan's rule)."""
+        return (self.shapes * self.spacings / np.asarray(self.target_spacing(target_spacing))).max(axis=0)
 
 
 def outline_raw(raw: str | Path) -> DatasetOutline:
@@ -70,11 +74,18 @@ def patch_problems(key: str, patch: list[int] | None, models: dict[str, dict], o
     if not patch:
         return []
     found = []
+    spacing = outline.target_spacing(target_spacing)
     for name, options in models.items():
-        divisor = model_profile(name, len(outline.channels), len(outline.regions), options)["divisor"]
-        coarsest = [p // divisor for p in patch]
-        if any(p % divisor for p in patch) or (divisor > 1 and np.prod(coarsest) < 2):
-            found.append(f"{key}: {patch} does not fit model {name}: every side must be a multiple of {divisor} "
+        try:  # nnU-Net's networks: the architecture nnU-Net plans for this patch
+            options = planned_options(name, options, patch, spacing)
+        except SegzooError as e:
+            found.append(f"{key}: {e}; null lets the plan choose")
+            continue
+        divisors = model_profile(name, len(outline.channels), len(outline.regions), options)["divisors"]
+        coarsest = [p // d for p, d in zip(patch, divisors)]
+        if any(p % d for p, d in zip(patch, divisors)) or (max(divisors) > 1 and np.prod(coarsest) < 2):
+            sides = divisors[0] if len(set(divisors)) == 1 else "×".join(map(str, divisors))
+            found.append(f"{key}: {patch} does not fit model {name}: every side must be a multiple of {sides} "
                          "(and the coarsest level more than one voxel); null lets the plan choose")
     largest = outline.largest_resampled(target_spacing)
     too_big = [f"{'xyz'[a]} {patch[a]} > 2 x {largest[a]:.0f}" for a in range(3) if patch[a] > PADDING * largest[a]]

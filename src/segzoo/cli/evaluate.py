@@ -54,8 +54,10 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from segzoo.evaluate.report_tables import write_tables
+    from segzoo.evaluate.stats import BASELINE
 
-    written = write_tables(args.scores, args.out_dir, args.metrics, args.seed, args.summary, args.plans)
+    written = write_tables(args.scores, args.out_dir, args.metrics, args.seed, args.summary, args.plans,
+                           baseline=args.baseline or BASELINE, external=dict(args.external or []))
     print("wrote " + ", ".join(map(str, written)))
 
 
@@ -207,11 +209,12 @@ def register(verbs) -> None:
     p.add_argument("--out", type=Path, required=True, help="CSV to write (refused if it exists)")
     p.set_defaults(run=_evaluate)
 
-    p = add_verb(verbs, "compare", "tables of models x regions: mean, bootstrap CI, Wilcoxon vs U-Net 3+",
+    p = add_verb(verbs, "compare", "tables of models x regions: mean, bootstrap CI, Wilcoxon vs a baseline",
                  "The per-case scores of every model and seed become the comparison: per metric, a models x "
                  "regions table of means with 95% bootstrap confidence intervals, the median paired difference from "
-                 "U-Net 3+ and a Holm-corrected paired Wilcoxon test. Written as per_case.csv, comparison.csv (long "
-                 "form) and <metric>.md / .html per metric.",
+                 "the baseline (--baseline, config compare.baseline; default U-Net 3+) and a Holm-corrected paired "
+                 "Wilcoxon test. Written as per_case.csv, comparison.csv (long form) and <metric>.md / .html per "
+                 "metric.",
                  "segzoo compare results/evaluate/D/unet3plus/seed0.csv results/evaluate/D/ms_unet3plus/seed0.csv "
                  "--out-dir results/tables/D")
     p.add_argument("scores", type=Path, nargs="+", help="per-case CSVs from `segzoo evaluate`")
@@ -221,4 +224,9 @@ def register(verbs) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--summary", type=Path, help="also write the means as JSON (model -> region -> metric)")
     p.add_argument("--plans", type=Path, help="plans.json (segzoo plan): the tables' captions name the protocol")
+    p.add_argument("--baseline", help="the row every paired difference and Holm-corrected test is taken against "
+                   "(default: unet3plus, as config compare.baseline)")
+    p.add_argument("--external", nargs=2, action="append", metavar=("ROW", "PROTOCOL"),
+                   help="a row whose label maps were made outside segzoo (scored with `segzoo evaluate --predictions "
+                        "<folder> --model ROW`), and how they were made: the captions say its protocol differs")
     p.set_defaults(run=_compare)

@@ -11,7 +11,7 @@ from segzoo.cli.common import TRACKING_HELP, add_device, add_verb, claim_device,
 def _train(args: argparse.Namespace) -> None:
     settings = json_settings(args.settings, "train", "model")
     if args.plans:
-        settings["train"] = _planned(settings["train"], args.plans, args.model)
+        settings["train"], settings["model"] = _planned(settings["train"], settings["model"], args.plans, args.model)
     from segzoo.tracking import parse_tracking
 
     tracking = parse_tracking(args.tracking)
@@ -27,12 +27,15 @@ def _train(args: argparse.Namespace) -> None:
           f"{metrics['best_step']}; checkpoints in {args.out}")
 
 
-def _planned(train: dict, plans: Path, model: str) -> dict:
-    """The train settings with the plan's patch and batch size where the config leaves them null."""
+def _planned(train: dict, options: dict, plans: Path, model: str) -> tuple[dict, dict]:
+    """The train settings with the plan's patch and batch size where the config leaves them null, and the options
+    the model is built with (nnU-Net's networks: the architecture planned for the patch)."""
     from segzoo.data.plans import Plans
 
-    planned = Plans(plans).model(model)
-    return {**train, **{key: planned[key] for key in ("patch_size", "batch_size") if train.get(key) is None}}
+    plan = Plans(plans)
+    planned = plan.model(model)
+    return ({**train, **{key: planned[key] for key in ("patch_size", "batch_size") if train.get(key) is None}},
+            plan.model_options(model, options))
 
 
 def _postprocessing(args: argparse.Namespace) -> None:
@@ -63,7 +66,8 @@ def register(verbs) -> None:
     p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds a matching state)")
     p.add_argument("--settings", required=True,
                    help='JSON {"train": <config train section>, "model": <config models.<name> section>}')
-    p.add_argument("--plans", type=Path, help="plans.json: patch_size and batch_size where the settings hold null")
+    p.add_argument("--plans", type=Path, help="plans.json: patch_size and batch_size where the settings hold null, "
+                   "and the options the model is built with (nnU-Net's networks: the planned architecture)")
     p.add_argument("--fold", type=int, help="cross-validation fold of the splits to train on")
     add_device(p)
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default: %(default)s)")

@@ -14,6 +14,11 @@ experiment planner does, and read back in one place (:class:`Plans`).
   (never below ``MIN_SIDE`` voxels where the median image has them).
   The batch then fills the budget, at least ``MIN_BATCH`` and at most what covers ``MAX_BATCH_FRACTION``
   of the dataset's voxels.
+- **nnU-Net's networks** (``nnunet``, ``nnunet_resenc``) are planned with the patch, as nnU-Net's planner plans
+  them: at every candidate patch their topology (stages, strides, kernels) is nnU-Net's for that patch and the
+  target spacing, its divisors per axis round the patch up, and the shrinking step is the divisor of the smaller
+  patch. Each model's entry keeps ``model_options``, the options it is built with (for these, the
+  ``architecture`` block; :func:`segzoo.models.registry.planned_options`).
 
 Every value the config sets (``preprocess.spacing``, ``preprocess.normalization``, ``train.patch_size``,
 ``train.batch_size``) overrides the plan, and the file says which values came from where.
@@ -29,6 +34,8 @@ import numpy as np
 from segzoo.errors import SegzooError
 from segzoo.io import read_json
 from segzoo.models.memory import model_profile, training_bytes
+from segzoo.models.nnunet import topology
+from segzoo.models.registry import PLANNED, planned_options
 
 ANISOTROPY = 3  # nnU-Net's threshold for a separately treated coarse axis
 REFERENCE_VOXELS = 256**3  # the largest patch considered before the memory budget
@@ -77,44 +84,84 @@ def normalization(channels: list[str], intensities: list[dict], override: list[s
     return out
 
 
-def _initial_patch(spacing: list[float], median_shape: np.ndarray, divisor: int) -> list[int]:
+class _Planned:
+    """A model as the planner sees it: the options it is built with, its divisors per axis and its memory profile,
+    at a patch (nnU-Net's networks are planned for the patch: :func:`segzoo.models.registry.planned_options`)."""
+
+    def __init__(self, name: str, options: dict, channels: int, regions: int, spacing: list[float]):
+        self.name, self.config, self.channels, self.regions, self.spacing = name, options, channels, regions, spacing
+        self.static = None if name in PLANNED and "architecture" not in options else \
+            model_profile(name, channels, regions, options)
+
+    def options(self, patch: list[int]) -> dict:
+        return planned_options(self.name, self.config, patch, self.spacing)
+
+    def divisors(self, patch: list[int]) -> list[int]:
+        return list(self.static["divisors"]) if self.static else topology(self.spacing, patch).divisors
+
+    def profile(self, patch: list[int]) -> dict:
+        return self.static or model_profile(self.name, self.channels, self.regions, self.options(patch))
+
+
+def _fit(patch: list[int], models: list[_Planned]) -> tuple[list[int], list[int]]:
+    """``patch`` with every side rounded up to a multiple of every model's divisor on that axis (nnU-Net's networks:
+    the topology of the rounded patch, so the rounding repeats until nothing changes); and those divisors."""
+    for _ in range(64):
+        divisors = [math.lcm(*axis) for axis in zip(*(m.divisors(patch) for m in models))]
+        fitted = [int(max(d, math.ceil(side / d) * d)) for side, d in zip(patch, divisors)]
+        if fitted == patch:
+            return patch, divisors
+        patch = fitted
+    raise SegzooError(f"no patch near {patch} fits the divisors of {', '.join(m.name for m in models)}")
+
+
+def _initial_patch(spacing: list[float], median_shape: np.ndarray, models: list[_Planned]):
     inverse = 1 / np.asarray(spacing)
     box = np.round(inverse * (REFERENCE_VOXELS / np.prod(inverse)) ** (1 / 3))
     box = np.minimum(box, median_shape)
-    return [int(max(divisor, math.ceil(side / divisor) * divisor)) for side in box]
+    return _fit([int(math.ceil(side)) for side in box], models)
 
 
-def _can_shrink(patch: list[int], axis: int, divisor: int, median_shape: np.ndarray) -> bool:
-    """Whether ``axis`` may lose one divisor: it keeps at least ``MIN_SIDE`` voxels (or the median image's side,
-    if smaller) and the model's divisor, so a model with divisor 1 is not left with a patch two slices thick."""
-    smaller = patch[:axis] + [patch[axis] - divisor] + patch[axis + 1:]
-    floor = max(divisor, min(MIN_SIDE, math.ceil(median_shape[axis])))
-    return smaller[axis] >= floor and (divisor == 1 or np.prod([p // divisor for p in smaller]) >= 2)
+def _shrunk(patch: list[int], axis: int, divisors: list[int], models: list[_Planned], median_shape: np.ndarray):
+    """``patch`` one step smaller along ``axis`` (the step is the divisor of the smaller patch, as nnU-Net steps, so
+    that a side such as 224 between 256 and 192 is not skipped), or None where that axis may not shrink: it keeps
+    at least ``MIN_SIDE`` voxels (or the median image's side, if smaller) and its divisor, and the coarsest level
+    more than one voxel, so a model with divisor 1 is not left with a patch two slices thick."""
+    trial = patch[:axis] + [patch[axis] - divisors[axis]] + patch[axis + 1:]
+    if trial[axis] < 1:
+        return None
+    step = math.lcm(*(m.divisors(trial)[axis] for m in models))
+    smaller, after = _fit(patch[:axis] + [patch[axis] - step] + patch[axis + 1:], models)
+    floor = max(after[axis], min(MIN_SIDE, math.ceil(median_shape[axis])))
+    coarse = all(d == 1 for d in after) or np.prod([p // d for p, d in zip(smaller, after)]) >= 2
+    if smaller[axis] >= patch[axis] or smaller[axis] < floor or not coarse:
+        return None
+    return smaller, after
 
 
-def plan_model(profiles: list[dict], spacing: list[float], median_shape: np.ndarray, dataset_voxels: float,
+def plan_model(models: list[_Planned], spacing: list[float], median_shape: np.ndarray, dataset_voxels: float,
                budget_bytes: float) -> dict:
-    """One patch and batch size that every model of ``profiles`` trains with under the memory budget: a side is a
+    """One patch and batch size that every model of ``models`` trains with under the memory budget: a side is a
     multiple of every model's divisor, and the most memory-hungry model decides (one model: its own plan)."""
-    divisor = math.lcm(*(p["divisor"] for p in profiles))
 
     def needed(patch: list[int], batch: int) -> float:
-        return max(training_bytes(p, patch, batch) for p in profiles)
+        return max(training_bytes(m.profile(patch), patch, batch) for m in models)
 
-    patch = _initial_patch(spacing, median_shape, divisor)
+    patch, divisors = _initial_patch(spacing, median_shape, models)
     while needed(patch, MIN_BATCH) > budget_bytes:
         ratios = np.asarray(patch) / median_shape
         order = [int(a) for a in np.argsort(ratios, kind="stable")[::-1]]  # most covered first (ties: last axis)
-        axis = next((a for a in order if _can_shrink(patch, a, divisor, median_shape)), None)
-        if axis is None:
+        smaller = next(filter(None, (_shrunk(patch, a, divisors, models, median_shape) for a in order)), None)
+        if smaller is None:
             break  # the smallest patch the model takes; the plan says it is over budget
-        patch[axis] -= divisor
+        patch, divisors = smaller
+    profiles = [m.profile(patch) for m in models]
     fits = min(int((budget_bytes - training_bytes(p, patch, 0)) //
                    (training_bytes(p, patch, 1) - training_bytes(p, patch, 0))) for p in profiles)
     cap = int(round(MAX_BATCH_FRACTION * dataset_voxels / np.prod(patch)))
     batch = max(MIN_BATCH, min(fits, cap))
     estimate = needed(patch, batch)
-    return {"patch_size": patch, "batch_size": batch, "divisor": divisor, "estimated_mb": round(estimate / MB, 1),
+    return {"patch_size": patch, "batch_size": batch, "divisor": max(divisors), "estimated_mb": round(estimate / MB, 1),
             "within_budget": bool(estimate <= budget_bytes)}
 
 
@@ -153,20 +200,26 @@ def make_plans(fingerprint: dict, *, models: dict[str, dict], memory_mb: float, 
     cases = fingerprint["cases"]
     median_shape = np.asarray(data["median_shape"])
     dataset_voxels = float(np.prod(median_shape) * len(cases))
-    profiles = {name: model_profile(name, len(fingerprint["channels"]), len(fingerprint["regions"]), options)
-                for name, options in models.items()}
-    shared = plan_model(list(profiles.values()), data["target_spacing"], median_shape, dataset_voxels,
-                        memory_mb * MB) if protocol == "equal" and profiles else None
+    target = data["target_spacing"]
+    candidates = {name: _Planned(name, options, len(fingerprint["channels"]), len(fingerprint["regions"]), target)
+                  for name, options in models.items()}
+    shared = plan_model(list(candidates.values()), target, median_shape, dataset_voxels,
+                        memory_mb * MB) if protocol == "equal" and candidates else None
     planned = {}
-    for name, profile in profiles.items():
-        entry = dict(shared) if shared else plan_model([profile], data["target_spacing"], median_shape,
-                                                       dataset_voxels, memory_mb * MB)
+    for name, model in candidates.items():
+        entry = dict(shared) if shared else plan_model([model], target, median_shape, dataset_voxels,
+                                                       memory_mb * MB)
         entry["patch_source"] = entry["batch_source"] = "plan" if protocol == "budget" else "plan (equal)"
         if patch_size:
             entry.update(patch_size=list(patch_size), patch_source="config")
         if batch_size:
             entry.update(batch_size=int(batch_size), batch_source="config")
-        entry["divisor"] = profile["divisor"]
+        try:
+            options = model.options(entry["patch_size"])
+        except SegzooError as e:
+            raise SegzooError(f"train.patch_size: {e}") from None
+        profile = model_profile(name, model.channels, model.regions, options)
+        entry.update(divisor=profile["divisor"], divisors=profile["divisors"], model_options=options)
         estimate = training_bytes(profile, entry["patch_size"], entry["batch_size"])
         entry.update(estimated_mb=round(estimate / MB, 1), within_budget=bool(estimate <= memory_mb * MB))
         planned[name] = entry
@@ -234,6 +287,11 @@ class Plans:
         return (f"protocol {self.protocol}: each model its own patch and batch under {self.data['memory_mb']:g} MiB "
                 f"({each}), the same steps, optimiser, schedule and augmentation; differences mix architecture "
                 "with patch size")
+
+    def model_options(self, name: str, config_options: dict) -> dict:
+        """The options model ``name`` is built with: the plan's (nnU-Net's networks: the planned architecture), or,
+        in plans written before the plan kept them, ``config_options``."""
+        return dict(self.model(name).get("model_options", config_options))
 
     def model(self, name: str) -> dict:
         """The patch and batch size planned for model ``name``."""

@@ -1,5 +1,5 @@
-"""The comparison: models × regions with bootstrap 95 % CIs, effect sizes and paired Wilcoxon tests against
-U-Net 3+, Holm-corrected.
+"""The comparison: models × regions with bootstrap 95 % CIs, effect sizes and paired Wilcoxon tests against a
+baseline model (config ``compare.baseline``; U-Net 3+ by default), Holm-corrected.
 
 Per-case values are first averaged over seeds (a case is the unit that is resampled), then:
 
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-BASELINE = "unet3plus"
+BASELINE = "unet3plus"  # the schema's default of compare.baseline, and what tables without a baseline column used
 COLUMNS = ["model", "region", "metric", "n", "mean", "ci_low", "ci_high", "seeds", "seed_sd", "median_diff",
-           "diff_ci_low", "diff_ci_high", "p_vs_baseline", "pairs", "p_holm"]
+           "diff_ci_low", "diff_ci_high", "p_vs_baseline", "pairs", "baseline", "p_holm"]
 
 
 def per_case(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -80,10 +80,17 @@ def compare(scores: pd.DataFrame, metric: str = "dice", seed: int = 0, baseline:
                      "n": int(table[(model, region)].notna().sum()), "mean": mean, "ci_low": low, "ci_high": high,
                      "seeds": len(per_seed), "seed_sd": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else np.nan,
                      "median_diff": effect[0], "diff_ci_low": effect[1], "diff_ci_high": effect[2],
-                     "p_vs_baseline": p, "pairs": pairs})
+                     "p_vs_baseline": p, "pairs": pairs, "baseline": baseline})
     out = pd.DataFrame(rows, columns=COLUMNS[:-1])
     out["p_holm"] = holm(out["p_vs_baseline"].tolist())
     return out
+
+
+def baseline_of(comparison: pd.DataFrame) -> str:
+    """The model a comparison table's differences and tests were taken against (its ``baseline`` column)."""
+    if "baseline" not in comparison or comparison.empty:
+        return BASELINE  # tables written before the baseline was a choice
+    return str(comparison["baseline"].iloc[0])
 
 
 def wide_table(comparison: pd.DataFrame, digits: int = 3) -> pd.DataFrame:

@@ -60,7 +60,9 @@ class TrainedModel:
 
     @property
     def imported(self) -> bool:
-        return self.model == IMPORTED
+        """Imported from an nnU-Net model folder (its sidecar keeps nnU-Net's plans); a segzoo run of the same
+        registry model (``nnunet``, trained here) is not."""
+        return self.model == IMPORTED and self.nnunet is not None
 
     @property
     def regions(self) -> dict[str, list[int]]:

@@ -14,11 +14,13 @@ feature-map count is; bf16 autocast on a GPU roughly halves the activation term.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from segzoo.models.contract import side_divisors
 from segzoo.models.registry import build_model
 
 BYTES = 4  # float32
@@ -41,28 +43,26 @@ class _CountOutputs(TorchDispatchMode):
 
 
 @lru_cache(maxsize=None)
-def _profile(model: str, in_channels: int, out_channels: int, options_key: tuple) -> tuple[int, float, int]:
-    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options_key}
+def _profile(model: str, in_channels: int, out_channels: int, options_key: str) -> tuple[tuple, float, int]:
+    options = json.loads(options_key)
     with torch.device("meta"):
         net = build_model(model, in_channels, out_channels, **options)
-    divisor = net.divisor
-    side = max(PROBE_SIDE, 2 * divisor)
+    divisors = side_divisors(net)
+    sides = [max(PROBE_SIDE, 2 * d) for d in divisors]
     counter = _CountOutputs()
     net.train()
     with counter:
-        net(torch.zeros(1, in_channels, side, side, side, device="meta"))
+        net(torch.zeros(1, in_channels, *sides, device="meta"))
     parameters = sum(p.numel() for p in net.parameters())
-    return divisor, counter.elements / side**3, parameters
-
-
-def _key(options: dict) -> tuple:
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
+    return divisors, counter.elements / (sides[0] * sides[1] * sides[2]), parameters
 
 
 def model_profile(model: str, in_channels: int, out_channels: int, options: dict) -> dict:
-    """``divisor``, activation ``elements_per_voxel`` (one sample) and ``parameters`` of a configured model."""
-    divisor, per_voxel, parameters = _profile(model, in_channels, out_channels, _key(options))
-    return {"divisor": divisor, "elements_per_voxel": per_voxel, "parameters": parameters}
+    """``divisor`` (``divisors``: per axis), activation ``elements_per_voxel`` (one sample) and ``parameters`` of a
+    model built with ``options``."""
+    divisors, per_voxel, parameters = _profile(model, in_channels, out_channels, json.dumps(options, sort_keys=True))
+    return {"divisor": max(divisors), "divisors": list(divisors), "elements_per_voxel": per_voxel,
+            "parameters": parameters}
 
 
 def training_bytes(profile: dict, patch_size: list[int], batch_size: int) -> float:

@@ -34,6 +34,7 @@ from torch.fx.passes.shape_prop import ShapeProp  # noqa: E402
 
 from segzoo.errors import SegzooError  # noqa: E402
 from segzoo.models.blocks import count_parameters, upsample  # noqa: E402
+from segzoo.models.nnunet import NnUNetNetwork  # noqa: E402
 from segzoo.models.pyramid import image_pyramid  # noqa: E402
 from segzoo.models.registry import build_model  # noqa: E402
 from segzoo.report.names import model_name  # noqa: E402
@@ -92,13 +93,21 @@ class Wire:
 
 class _Tracer(fx.Tracer):
     """Stops one level below the model: every submodule is a leaf, except containers (ModuleList/Dict),
-    whose members are leaves. The image pyramid and upsampling are recorded as single calls."""
+    whose members are leaves, and the submodules named in ``through``, traced one level further. The image
+    pyramid and upsampling are recorded as single calls."""
 
-    def __init__(self):
+    def __init__(self, through: tuple[str, ...] = ()):
         super().__init__(autowrap_functions=(image_pyramid, upsample))
+        self.through = set(through)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return not isinstance(m, (nn.ModuleList, nn.ModuleDict))
+        return not isinstance(m, (nn.ModuleList, nn.ModuleDict)) and qualname not in self.through
+
+
+def _through(model: nn.Module) -> tuple[str, ...]:
+    """Submodules drawn by their parts: nnU-Net's encoder and decoder (one level down are its stages, the
+    transposed convolutions and the segmentation heads, so the skips show)."""
+    return ("encoder", "decoder") if isinstance(model, NnUNetNetwork) else ()
 
 
 def _path(target: str) -> str:
@@ -145,7 +154,7 @@ def wiring(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[Box], l
     concrete = {p.name: p.default for p in extra if p.default is not inspect.Parameter.empty}
     model.train()
     try:
-        graph = _Tracer().trace(model, concrete_args=concrete)
+        graph = _Tracer(_through(model)).trace(model, concrete_args=concrete)
         with torch.no_grad():
             ShapeProp(fx.GraphModule(model, graph)).propagate(
                 torch.randn(input_shape, generator=torch.Generator().manual_seed(0)))
@@ -176,7 +185,13 @@ def wiring(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[Box], l
                 and len(inputs[n]) == 1 and len(users[n]) == 1 and hasattr(n.meta.get("tensor_meta"), "shape"))
 
     def feeds_cat(n: fx.Node) -> bool:
+        """Whether ``n`` is the last module with parameters on a single-file way into a concatenation (a branch's
+        convolution; what comes before it, such as nnU-Net's bottleneck before its transposed convolution, stays
+        a box)."""
+        n = users[n][0]
         while single(n):
+            if parameters(n):
+                return False
             n = users[n][0]
         return is_cat(n)
 

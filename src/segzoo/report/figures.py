@@ -17,6 +17,7 @@ from segzoo.data.preprocessed import Preprocessed
 from segzoo.evaluate.metrics import METRICS
 from segzoo.evaluate.report_tables import PER_CASE
 from segzoo.inference.predictions import PredictionsFolder
+from segzoo.inference.trained import TrainedModel, resolve_run
 from segzoo.io import output_dir, write_json
 from segzoo.report import plots
 from segzoo.report.architecture import architecture_diagram, parameter_figure, require_dot
@@ -30,9 +31,9 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
     list (also ``figures.json``). Raises :class:`SegzooError` first thing when Graphviz's ``dot`` is missing.
 
     ``runs``: ``[{"model", "seed", "run": training folder (None for an imported model), "predictions": inference
-    folder}]`` (from the rule).
+    folder}]`` (from the rule). A trained model is drawn as its first run's checkpoint says it was built.
     """
-    drawn = list(dict.fromkeys(r["model"] for r in runs if r["model"] in config["models"]))  # not imported nnU-Nets
+    drawn = list(dict.fromkeys(r["model"] for r in runs if r.get("run")))  # trained here: not imported nnU-Nets
     if drawn:
         require_dot()  # before any work, so that a missing Graphviz fails at once
     scores = pd.read_csv(Path(tables) / PER_CASE)
@@ -101,7 +102,9 @@ def write_figures(tables: Path, pre: Preprocessed, raw: Path, *, runs: list[dict
             "Reliability diagram: observed foreground frequency against predicted probability (10 bins) over all "
             "test voxels and regions; the lower panel counts voxels per bin.", "Calibration")
         for model in drawn:  # imported nnU-Net models: see their plans
-            options, channels = config["models"][model], len(pre.channels)
+            # the options it was trained with (nnU-Net's networks: the architecture planned for the patch)
+            options = TrainedModel.read(resolve_run(first[model]["run"])).model_options
+            channels = len(pre.channels)
             diagram = architecture_diagram(model, options, channels, len(regions), tmp / f"architecture_{model}")
             add(diagram["png"],
                 f"{model_name(model)}: how it is wired, traced from the model object (one forward pass, one level "

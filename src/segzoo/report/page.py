@@ -21,8 +21,8 @@ from segzoo import __version__
 from segzoo.errors import SegzooError
 from segzoo.data.plans import Plans
 from segzoo.evaluate.metrics import EMPTY_RULE, LESION_METRICS, METRICS
-from segzoo.evaluate.report_tables import COMPARISON, PER_CASE, table_caption
-from segzoo.evaluate.stats import BASELINE, wide_table
+from segzoo.evaluate.report_tables import COMPARISON, PER_CASE, elsewhere, table_caption
+from segzoo.evaluate.stats import baseline_of, wide_table
 from segzoo.io import read_json, write_text
 from segzoo.provenance import source_digest
 from segzoo.report.names import implementation, model_name, region_name
@@ -150,13 +150,15 @@ def weightgen_section(folder: Path, rel) -> list[str]:
 
 
 def plan_section(plans, rel) -> list[str]:
-    """The plan the data and the runs followed: spacing, normalisation, each model's patch and batch."""
+    """The plan the data and the runs followed: spacing, normalisation, each model's patch and batch (and what each
+    patch side must be a multiple of: nnU-Net's networks pool a thick-slice axis less)."""
     data = plans.data
     schemes = ", ".join(f"{html.escape(n['channel'])}: {n['scheme']} ({html.escape(n['source'])})"
                         for n in plans.normalization)
     rows = "".join(f"<tr><td>{html.escape(model_name(name))}</td><td>{' × '.join(map(str, m['patch_size']))} "
                    f"({m['patch_source']})"
-                   f"</td><td>{m['batch_size']} ({m['batch_source']})</td><td>{m['divisor']}</td>"
+                   f"</td><td>{m['batch_size']} ({m['batch_source']})</td>"
+                   f"<td>{' × '.join(map(str, m.get('divisors', [m['divisor']])))}</td>"
                    f"<td>{m['estimated_mb']:.0f} of {data['memory_mb']:g}{'' if m['within_budget'] else ' (over)'}</td>"
                    "</tr>" for name, m in data["models"].items())
     spacing = " × ".join(f"{s:.3g}" for s in plans.target_spacing)
@@ -242,9 +244,11 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
     figures = read_json(figures_dir / "figures.json")
     comparison = pd.read_csv(tables / COMPARISON)
     models = list(dict.fromkeys(comparison["model"]))
+    external = {row: e["protocol"] for row, e in config.get("compare", {}).get("external", {}).items()}
     terms = Plans(plans).terms(models) if plans else None
-    caption = table_caption(terms, int(comparison["seeds"].max()) if len(comparison) else 1)
-    baseline = model_name(BASELINE)
+    caption = table_caption(terms, int(comparison["seeds"].max()) if len(comparison) else 1,
+                            elsewhere(models, Plans(plans) if plans else None, external))
+    baseline = model_name(baseline_of(comparison))
     rel = lambda p: Path(os.path.relpath(Path(p).resolve(), out.parent.resolve())).as_posix()  # noqa: E731
     parts = [f"<h1>segzoo results: {html.escape(dataset)}</h1>",
              f"<p>Code: {html.escape(code_version(repo))}. Models: {html.escape(', '.join(map(model_name, models)))}; "
@@ -252,9 +256,9 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
              "<h2>Comparison</h2>",
              "<p>Mean [95 % bootstrap CI] over the n test cases with a value (seeds averaged per case; a region "
              "absent from both reference and prediction has no Dice and drops out); Δ: the median of the paired "
-             f"differences from {html.escape(baseline)} [95 % bootstrap CI], the effect size; p: paired Wilcoxon "
-             f"test against {html.escape(baseline)} over the cases both models have a value for, Holm-corrected. "
-             "Files: "
+             f"differences from the baseline, {html.escape(baseline)} [95 % bootstrap CI], the effect size; p: paired "
+             f"Wilcoxon test against {html.escape(baseline)} over the cases both models have a value for, "
+             "Holm-corrected. Files: "
              f"<a href='{rel(tables / COMPARISON)}'>{COMPARISON}</a>, "
              f"<a href='{rel(tables / PER_CASE)}'>{PER_CASE}</a>.</p>"]
     parts += comparison_tables(tables, config["evaluate"]["metrics"], caption)
@@ -277,6 +281,11 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
         parts += weightgen_section(weightgen, rel)
     parts.append("<h2>Configuration</h2><pre>" + html.escape(yaml.safe_dump(config, sort_keys=False)) + "</pre>")
     gpt = EvaluationFolder(weightgen).summary() if weightgen is not None else None
+    if plans:
+        rows = list(dict.fromkeys(comparison["model"]))
+        terms = "; ".join(filter(None, [Plans(plans).terms(rows), elsewhere(rows, Plans(plans), external)]))
+    else:
+        terms = None
     lead = summary_section(comparison, config["evaluate"]["metrics"], gpt, terms)
     body, toc = with_anchors(parts[:2] + lead + parts[2:])
     body.insert(2 + len(lead), toc)  # the answer, then where to find the rest

@@ -33,8 +33,8 @@ from segzoo import __version__
 from segzoo.data.plans import Plans
 from segzoo.errors import SegzooError
 from segzoo.evaluate.metrics import METRICS
-from segzoo.evaluate.report_tables import COMPARISON, PER_CASE
-from segzoo.evaluate.stats import BASELINE
+from segzoo.evaluate.report_tables import COMPARISON, PER_CASE, elsewhere
+from segzoo.evaluate.stats import baseline_of
 from segzoo.io import output_dir, read_json, write_text
 from segzoo.report import findings, latex
 from segzoo.report.findings import ALPHA, number, p_text, signed
@@ -533,7 +533,9 @@ def methods_section(config: dict, dataset: str, plan: Plans, comparison: pd.Data
         r"\paragraph{Preprocessing and plan.} "
         f"As nnU-Net plans{cite(['isensee2021nnunet'])}, the training cases' fingerprint decides the preprocessing: "
         f"every image is resampled to {spacing}\\,mm ({tex(plan.data.get('spacing_source', 'planned'))} spacing) and "
-        f"normalised ({schemes}). " + protocol_text(plan, models),
+        f"normalised ({schemes}). " + protocol_text(plan, models)
+        + (" " + tex(capital(other) + ".") if (other := elsewhere(models, plan, {
+            row: e["protocol"] for row, e in (config.get("compare") or {}).get("external", {}).items()})) else ""),
         r"\paragraph{Models.} " + " ".join(described)
         + (r" Figure~\ref{fig:architectures} shows how each is wired, traced from the model objects." if wired else ""),
         r"\paragraph{Training.} " + _training_text(config, seeds),
@@ -565,7 +567,7 @@ def write_paper(dataset: str, *, tables: Path, figures_dir: Path, plans: Path, c
     if comparison.empty:
         raise SegzooError(f"{Path(tables) / COMPARISON}: no rows (run `segzoo compare` first)")
     plan = Plans(plans)
-    baseline = (config.get("compare") or {}).get("baseline") or BASELINE
+    baseline = baseline_of(comparison)  # the row the comparison's differences were taken against
     models = list(dict.fromkeys(comparison["model"]))
     scored = [m for m in METRICS if (comparison["metric"] == m).any()]
     main = [m for m in MAIN_METRICS if m in scored] or scored[:1]

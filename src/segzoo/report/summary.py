@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from segzoo.evaluate.metrics import METRICS
-from segzoo.evaluate.stats import BASELINE
+from segzoo.evaluate.stats import baseline_of
 from segzoo.report.names import model_name, region_name
 
 ALPHA = 0.05  # family-wise error rate of the Holm-corrected tests
@@ -37,7 +37,7 @@ def region_answers(comparison: pd.DataFrame, metric: str) -> list[dict]:
             answers.append({"region": region, "best": None})
             continue
         best = scored.loc[scored["mean"].idxmax() if higher else scored["mean"].idxmin()]
-        baseline = scored[scored["model"] == BASELINE]
+        baseline = scored[scored["model"] == baseline_of(comparison)]
         base_mean = float(baseline["mean"].iloc[0]) if len(baseline) else np.nan
         significant = [{"model": r.model, "p": float(r.p_holm),
                         "direction": "better" if (r.mean > base_mean) == higher else "worse",
@@ -57,6 +57,7 @@ def summary_section(comparison: pd.DataFrame, metrics: list[str], gpt: dict | No
     ``terms``: the comparison's protocol in a sentence (:meth:`segzoo.data.plans.Plans.terms`)."""
     metric = headline_metric(metrics)
     label = METRICS[metric].label
+    baseline = html.escape(model_name(baseline_of(comparison)))
     rows = []
     for a in region_answers(comparison, metric):
         if a["best"] is None:
@@ -82,13 +83,13 @@ def summary_section(comparison: pd.DataFrame, metrics: list[str], gpt: dict | No
                    " (one seed: a difference smaller than seed-to-seed variation cannot be told from it)") + ".</p>")
     parts = ["<h2>Summary</h2>", protocol,
              f"<p>Best model per region by mean {html.escape(label)} on the test cases, with its 95 % bootstrap CI, "
-             f"and the models whose per-case {html.escape(label)} differs from "
-             f"{html.escape(model_name(BASELINE))} (paired Wilcoxon, "
+             f"and the models whose per-case {html.escape(label)} differs from the baseline, <b>{baseline}</b> "
+             "(<code>compare.baseline</code>; paired Wilcoxon, "
              f"Holm-corrected over all models and regions, α = {ALPHA}), by how much (the median of the paired "
              "differences with its 95 % bootstrap CI). Details in "
              "<a href='#comparison'>Comparison</a>.</p>",
              f"<table class='comparison summary'><tr><th>region</th><th>best model</th><th>mean [95 % CI]</th>"
-             f"<th>differs from {html.escape(model_name(BASELINE))} after Holm</th></tr>" + "".join(rows) + "</table>"]
+             f"<th>differs from {baseline} after Holm</th></tr>" + "".join(rows) + "</table>"]
     if gpt is not None:
         learned = {n: h for n, h in gpt["headline"].items() if gpt["generators"][n]["generator_kind"] == "learned"}
         verdict = "; ".join(f"{html.escape(gpt['generators'][n]['label'])} {h['heldout']['passed']} of "

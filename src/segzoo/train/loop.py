@@ -40,6 +40,7 @@ from segzoo.errors import SegzooError
 from segzoo.io import read_json, write_json
 from segzoo.inference.mirroring import trained_axes
 from segzoo.models.blocks import count_parameters
+from segzoo.models.contract import side_divisors
 from segzoo.models.registry import build_model
 from segzoo.tracking import NO_TRACKING, Tracker, tracker
 from segzoo.train.distributed import Context
@@ -161,10 +162,12 @@ def _train(run: Run, ctx: Context, device: torch.device, track: Tracker = NO_TRA
     splits = fold_split(read_json(run.splits), run.fold, run.splits)
     region_names = pre.region_names
     model = build_model(run.model, len(pre.channels), len(region_names), **run.model_options)
-    need = model.divisor
-    if any(p % need for p in s["patch_size"]) or (need > 1 and np.prod([p // need for p in s["patch_size"]]) < 2):
+    need = side_divisors(model)
+    if any(p % d for p, d in zip(s["patch_size"], need)) or \
+            (max(need) > 1 and np.prod([p // d for p, d in zip(s["patch_size"], need)]) < 2):
+        sides = need[0] if len(set(need)) == 1 else "×".join(map(str, need))
         raise SegzooError(f"train.patch_size {s['patch_size']}: for model {run.model} every side must be a multiple "
-                          f"of {need}, and the coarsest level must keep more than one voxel (instance norm)")
+                          f"of {sides}, and the coarsest level must keep more than one voxel (instance norm)")
     if run.initial_parameters is not None:
         _load_parameters(model, run.initial_parameters)
     model.to(device, dtype=run.dtype)
