@@ -43,8 +43,14 @@ MODELS = {
                         "the next finer one"),
     "plain_conv_unet": Named("PlainConvUNet", ("isensee2021nnunet",),
                              "nnU-Net's plain convolutional U-Net, the network of the checkpoint zoo"),
-    "nnunet": Named("nnU-Net", ("isensee2021nnunet",), "a network trained by nnU-Net itself and imported"),
+    "nnunet": Named("nnU-Net PlainConvUNet", ("isensee2021nnunet",),
+                    "nnU-Net's plain convolutional U-Net with the stages, features and kernels nnU-Net's planner "
+                    "chooses for the patch, trained by the comparison's loop"),
+    "nnunet_resenc": Named("nnU-Net ResEnc M", ("isensee2024revisited",),
+                           "nnU-Net's residual-encoder U-Net with the ResEnc M preset's blocks per stage, trained by "
+                           "the comparison's loop"),
 }
+IMPORTED = Named("nnU-Net", ("isensee2021nnunet",), "a network trained by nnU-Net itself and imported")
 IMPORTED_PREFIX = "nnunet_"  # rows of models imported from nnU-Net folders (segzoo.interop.nnunet_import)
 
 LIBRARIES = {
@@ -65,7 +71,7 @@ def model(key: str) -> Named:
     if key in MODELS:
         return MODELS[key]
     if key.startswith(IMPORTED_PREFIX):
-        return Named(f"nnU-Net ({key[len(IMPORTED_PREFIX):]})", MODELS["nnunet"].cite, MODELS["nnunet"].about)
+        return Named(f"nnU-Net ({key[len(IMPORTED_PREFIX):]})", IMPORTED.cite, IMPORTED.about)
     return Named(key)
 
 
