@@ -55,7 +55,7 @@ def test_the_summary_names_the_baseline_the_differences_were_taken_against():
         "unet3plus": "better", "ahead": "better", "level": "better"}
     text = "".join(summary_section(comparison, ["dice"], None))
     assert "differs from the baseline, <b>behind</b>" in text and "<th>differs from behind after Holm</th>" in text
-    assert "unet3plus" in text and "differs from unet3plus" not in text
+    assert "U-Net 3+" in text and "differs from U-Net 3+" not in text  # by its display name (report/names.py)
 
 
 def test_a_lower_is_better_metric_picks_the_smallest_mean():
