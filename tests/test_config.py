@@ -24,6 +24,12 @@ def test_defaults_are_filled_in():
     assert config["train"]["augment"]["flip_axes"] == [0]
 
 
+def test_defaults_fill_an_object_the_schema_also_allows_as_null():
+    config = validate_config({"weightgen": {"plateau": {"every": 2}}}, SCHEMA)
+    assert config["weightgen"]["plateau"] == {"every": 2, "patience": 3, "min_delta": 0.005}
+    assert validate_config({"weightgen": {"plateau": None}}, SCHEMA)["weightgen"]["plateau"] is None
+
+
 def test_every_bad_key_is_named():
     with pytest.raises(SegzooError) as e:
         validate_config({"phantom": {"cases": "abc", "bogus": 1}, "sede": 3, "splits": {"val_fraction": 2}}, SCHEMA)

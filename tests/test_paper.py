@@ -113,23 +113,39 @@ def test_the_main_table_bolds_the_best_and_marks_what_survives_holm():
 
 
 def test_the_gpt_section_renders_whatever_criteria_the_evaluation_wrote(tmp_path):
-    """Several generators judged alike (more rows than the main part holds): counts in the main part, every row
-    with every column in the appendix, and no audit figure when the folder has none."""
-    rows = [{"generator": g, "criterion": f"criterion {k} with a long name to wrap", "task": t, "value": 0.5 * k,
+    """Many generators judged alike (more columns than the main table holds): the headline counts per learned
+    generator in the main part, the learned generators beside the trivial ones in its table, every generator in the
+    appendix (six per part), and no audit figure when the folder has none."""
+    from segzoo.weightgen.evaluation.criteria import CRITERIA, TRIVIAL
+
+    learned = ["gpt", "graph_grad"]
+    others = [*TRIVIAL, "nearest", "mean_k", "adam1", "adam10"]
+    criteria = list(CRITERIA)[:4]
+    rows = [{"starts": "heldout", "generator": g, "criterion": c, "task": t, "applicable": True, "value": 0.1 * k,
              "threshold": "≥ 0.9", "passed": k % 2 == 0, "discriminative": k < 2, "detail": "measured " * 12}
-            for g in ("G.pt", "lookup") for k in range(4) for t in ("sc", "lesion", "all")]
+            for g in learned + others for k, c in enumerate(criteria) for t in ("sc", "all")]
     pd.DataFrame(rows).to_csv(tmp_path / "criteria.csv", index=False)
-    (tmp_path / "summary.json").write_text(json.dumps({"train_runs": 8, "train_parents": 2, "heldout_parents": 1}))
+    summary = {"train_parents": 2, "heldout_parents": 8,
+               "generators": {g: {"generator_kind": "learned" if g in learned else "baseline", "label": g.upper()}
+                              for g in learned + others},
+               "headline": {"gpt": {"heldout": {"passed": 1, "of": 4}}, "graph_grad": {"heldout": {"passed": 0,
+                                                                                                   "of": 4}}}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
     (tmp_path / "figures.json").write_text("[]")
+    (tmp_path / "networks.csv").write_text("")  # no network rows: the one-shot sentence is left out
     (tmp_path / "figures").mkdir()
     text, floats, headline = gpt_section(tmp_path, tmp_path / "figures")
-    assert "G.pt met 6 of 12; lookup met 6 of 12" in text and r"\label{tab:criteria}" in text
-    assert headline.endswith("G.pt met 6 of 12; lookup met 6 of 12.")
-    assert "held-out parent, which G.pt never saw" in text and "fig:audit" not in text
-    detail = "".join(floats)
-    assert len(floats) == 2 and r"\label{tab:criteria-detail}" in floats[0] and "part 2 of 2" in floats[1]
-    assert "generator & criterion & task & value & threshold & passed & discriminative & detail" in floats[0]
-    assert "yes" in detail and "fail" in detail and "pass" in detail
+    assert headline == ("From held-out starts, GPT passed 1 of 4 discriminative criteria; GRAPH_GRAD passed 0 of 4 "
+                        "discriminative criteria.")
+    assert r"\label{tab:criteria}" in text and "8 held-out parents" in text and "fig:audit" not in text
+    main = text[text.index(r"\label{tab:criteria}") - 4000:]
+    header = next(line for line in main.splitlines() if line.startswith("task & criterion"))
+    assert header.split(" & ")[3:] == [g.replace("_", " ") + (r" \\" if g == TRIVIAL[-1] else "")
+                                       for g in [*learned, *TRIVIAL]]
+    assert len(floats) == 2 and r"\label{tab:criteria-all}" in floats[0] and "part 2." in floats[1]
+    columns = "".join(floats)
+    assert all(g.replace("_", " ") in columns for g in learned + others)
+    assert columns.count("PASS") + columns.count("FAIL") == len(rows)
 
 
 @pytest.mark.slow

@@ -180,7 +180,7 @@ def test_a_run_whose_wandb_log_is_lost_fails_and_keeps_no_checkpoint(prepared, t
 def test_zoo_runs_and_gpt_training_log_to_mlflow(prepared, tmp_path):
     pre, splits = prepared
     wg = CI["weightgen"]
-    settings = ci_settings(plateau=None)
+    settings = ci_settings()
     tracking = {"mlflow": "local", "dir": str(tmp_path / "t")}
     job = tmp_path / "zoo" / "runs" / "job0"
     folder = starts(pre, splits, settings, ["init0"], tmp_path / "zoo" / "starts", mode="shared")

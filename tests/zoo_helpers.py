@@ -18,9 +18,10 @@ WG = CI["weightgen"]
 
 
 def ci_settings(**overrides) -> ZooSettings:
-    """The ci preset's zoo settings (with its test patches), fields replaced by ``overrides``."""
+    """The ci preset's zoo settings (with its test patches), fields replaced by ``overrides``. Without a pilot run
+    (``plateau`` None) unless one is asked for: a test's zoo takes exactly the steps it names."""
     settings = ZooSettings.from_json({**zoo_plan.zoo_settings(CI)["zoo"], "test_patches": WG["test_patches"]})
-    return dataclasses.replace(settings, **overrides)
+    return dataclasses.replace(settings, **{"plateau": None, **overrides})
 
 
 def index_settings(**overrides) -> dict:

@@ -45,7 +45,8 @@ def fill_defaults(config: dict, schema: dict, root: dict | None = None) -> dict:
             sub = root["$defs"][sub["$ref"].rsplit("/", 1)[-1]]
         if key not in out and "default" in sub:
             out[key] = copy.deepcopy(sub["default"])
-        if isinstance(out.get(key), dict) and sub.get("type") == "object":
+        types = sub.get("type")
+        if isinstance(out.get(key), dict) and "object" in (types if isinstance(types, list) else [types]):
             out[key] = fill_defaults(out[key], sub, root)
     return out
 

@@ -29,7 +29,7 @@ def adam_curves(scorer: Scorer, zoo: Zoo, arms: list[dict], *, settings: dict, t
     the table has one row per (name, step)."""
     members = [Member(a["name"], a["task"], a["lr"], a["seed"], a["start"], a["steps"], scored_steps(a["steps"]))
                for a in arms]
-    batch, rows = scorer.batches["test"], []
+    batch, rows = scorer.batch("test"), []
 
     def snapshot(step: int, group: list[Member], weights: torch.Tensor) -> None:
         dice = scorer.engine.score(weights, batch.image, batch.label)[1].numpy()

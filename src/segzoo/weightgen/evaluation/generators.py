@@ -41,7 +41,6 @@ from segzoo.weightgen.zoo.runs import Zoo, ZooRun
 from segzoo.weightgen.zoo.samples import load_samples
 from segzoo.weightgen.zoo.symmetry import Symmetry, zoo_symmetry
 
-TRIVIAL = ("copy", "task_vector", "lookup", "noise")
 CANDIDATE_SHARE = 0.05  # nearest / mean-of-k: the share of the task's checkpoints whose val Dice is nearest the prompt
 REQUEST_KEYS = ["kind", "start", "task", "draw", "quantile"]
 

@@ -38,6 +38,8 @@ class Batch:
         if not cases:
             raise SegzooError(f"{splits}: no {split} cases; the zoo scores its networks on them")
         count = settings.val_patches if split == "val" else settings.test_patches
+        if count < 1:
+            raise SegzooError(f"{split}_patches is {count}: the zoo's {split} batch needs at least one patch")
         batch = PatchBatches(pre, cases, settings.patch_size, count, foreground_fraction=FOREGROUND_SHARE,
                              seed=data_seed)[0]
         return cls(split, batch["image"], batch["label"])
@@ -53,7 +55,13 @@ class Scorer:
         self.device = torch.device(device)
         self.engine = Engine(pre, settings, device)
         self.model = self.engine.template.to(self.device).eval()
-        self.batches = {s: Batch.of(pre, splits, s, settings, data_seed) for s in ("val", "test")}
+        self._batches, self._data_seed = {}, data_seed
+
+    def batch(self, split: str) -> Batch:
+        """The split's fixed batch, cut on first use (a scorer of val networks never needs the test patches)."""
+        if split not in self._batches:
+            self._batches[split] = Batch.of(self.pre, self.splits, split, self.settings, self._data_seed)
+        return self._batches[split]
 
     def load(self, vector: torch.Tensor) -> torch.nn.Module:
         from segzoo.models.flat import load_vector
@@ -62,7 +70,7 @@ class Scorer:
 
     def score(self, vectors: torch.Tensor, split: str = "test") -> tuple[np.ndarray, torch.Tensor]:
         """Pooled Dice per region [K, R] and binary predictions [K, N, R, *patch] (bool) of K networks [K, P]."""
-        batch = self.batches[split]
+        batch = self.batch(split)
         _, dice, masks = self.engine.score(vectors, batch.image, batch.label)
         return dice.numpy(), masks
 
