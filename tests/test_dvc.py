@@ -123,7 +123,7 @@ def test_metrics_show_and_plots_show_read_the_outputs(reproduced, tmp_path):
     repo, _, _ = reproduced
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
     flat = json.dumps(shown)
-    assert "comparison.json" in flat and "best_val_dice" in flat and "not_learned_by_adam" in flat
+    assert "comparison.json" in flat and "best_val_dice" in flat and "adam_best_by_task" in flat
     assert "unet3plus" in flat and "dice" in flat
     sh(repo, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
     page = (tmp_path / "plots" / "index.html").read_text()
@@ -199,7 +199,7 @@ def test_one_training_param_reruns_only_downstream_stages_and_a_direct_run_stays
     assert any("best_val_dice" in key for changes in diff.values() for key in changes)  # against HEAD
 
     # A direct Snakemake run leaves DVC in sync by itself (the workflow's onsuccess runs `dvc commit`).
-    config["weightgen"]["audit"]["neighbours"] = 1  # a key the preset sets (DVC tracks the keys a file holds)
+    config["weightgen"]["evaluation"]["neighbours"] = 1  # a key the preset sets (DVC tracks the keys a file holds)
     preset.write_text(yaml.safe_dump(config))
     assert "changed" in sh(repo, "dvc", "status").stdout
     run = sh(repo, "snakemake", "--cores", "all", *CI)

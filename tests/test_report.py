@@ -76,9 +76,13 @@ def test_page_loads_every_image_in_headless_chromium(ci_run, tmp_path):
     assert 'data-broken-images="0"' in body, body
     metric_tables = len(list((wf / "results" / "tables" / PHANTOM).glob("*.html")))
     assert metric_tables == 11  # 7 voxel metrics and 4 lesion-wise ones (the lesion region)
-    # the summary, a table per metric, how the metrics are computed, the plan, G.pt's six
-    assert dom.count("<table") == 1 + metric_tables + 1 + 1 + 6 and "unet3plus" in dom
-    assert '<h2 id="plan">Plan</h2>' in dom and "Checkpoint diffusion (G.pt)" in dom
+    # the summary, a table per metric, how the metrics are computed, the plan, and the weight generation's: the
+    # generators x criteria, every generator's Dice, then prompt following, fine-tuning and one network for every
+    # region where they have rows
+    evaluation = EvaluationFolder(wf / "results" / "weightgen" / PHANTOM / "evaluation")
+    measured = sum(len(evaluation.table(t)) > 0 for t in ("prompting", "finetune", "unification"))
+    assert dom.count("<table") == 1 + metric_tables + 1 + 1 + 2 + measured and "unet3plus" in dom
+    assert '<h2 id="plan">Plan</h2>' in dom and "Checkpoint diffusion: every generator through every criterion" in dom
     assert 'class="comparison criteria"' in dom  # the G.pt section leads with its pass/fail criteria
     shot = tmp_path / "page.png"
     subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'b'}", "--window-size=1200,2000",

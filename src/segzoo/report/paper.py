@@ -364,12 +364,16 @@ def protocol_text(plan: Plans, models: list[str]) -> str:
             "architecture with patch size.")
 
 
-def _parameters(models: list[str], config: dict, in_channels: int, out_channels: int) -> dict[str, int]:
-    """Trainable parameters of each configured model at the widths used."""
+def _parameters(models: list[str], config: dict, plan: Plans, in_channels: int, out_channels: int) -> dict[str, int]:
+    """Trainable parameters of each configured model as the plan builds it (nnU-Net's networks: the planned
+    architecture; the others: the config's widths)."""
     from segzoo.models.blocks import count_parameters
     from segzoo.models.registry import build_model
 
-    return {m: count_parameters(build_model(m, in_channels, out_channels, **config["models"][m]))
+    planned = plan.data.get("models", {})
+    return {m: count_parameters(build_model(m, in_channels, out_channels,
+                                            **(plan.model_options(m, config["models"][m]) if m in planned
+                                               else config["models"][m])))
             for m in models if m in config.get("models", {})}
 
 
@@ -520,7 +524,7 @@ def methods_section(config: dict, dataset: str, plan: Plans, comparison: pd.Data
     spacing = _size(round(s, 2) for s in plan.target_spacing)
     schemes = "; ".join(tex(f"{n['channel']} " + ("z-scored per image" if n["scheme"] == "zscore" else n["scheme"]))
                         for n in plan.normalization)
-    n_params = _parameters(models, config, len(plan.data.get("channels", [1])), len(regions))
+    n_params = _parameters(models, config, plan, len(plan.data.get("channels", [1])), len(regions))
     described = []
     for m in models:
         shown = model(m)
