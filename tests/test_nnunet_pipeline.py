@@ -134,7 +134,7 @@ def test_nnunet_trains_as_a_row_beside_an_external_run_against_a_chosen_baseline
     caption = (tables / "dice.md").read_text()
     assert f"not trained on these terms: nnunet_own ({protocol}): its protocol differs" in caption
     assert "every model trained on patch 16×16×16" in caption
-    paper = (workflow / "results" / PHANTOM / "paper" / "tables" / "dice.tex").read_text()
+    paper = (workflow / "results" / PHANTOM / "paper" / "main.tex").read_text()  # its tables are in the text
     assert "nnunet\\_own" in paper and "its protocol differs" in paper
     assert (workflow / "results" / "figures" / PHANTOM / "architecture_nnunet.png").is_file()
     page = (workflow / "results" / PHANTOM / "index.html").read_text()

@@ -69,7 +69,7 @@ def register(verbs) -> None:
                  "A segzoo PlainConvUNet network (a zoo run, G.pt samples, a plain_conv_unet checkpoint or an "
                  "imported region model) becomes plans.json, dataset.json and fold_0/checkpoint_final.pth, which "
                  "holds only tensors and plain types, so that nnU-Net's own tools run it.",
-                 "segzoo nnunet-export results/zoo/D/runs/parent0/job0/sc_lr0.01_seed0 --data results/preprocessed/D "
+                 "segzoo nnunet-export results/zoo/D/runs/job0/parent0_sc_lr0.01_seed0 --data results/preprocessed/D "
                  "--patch-size 32 32 16 --out exported/sc_model")
     p.add_argument("checkpoint", type=Path, help="a zoo run, zoo start, G.pt samples or imported checkpoint")
     p.add_argument("--data", type=Path, required=True, help="the preprocessed dataset it was trained on "
