@@ -138,7 +138,7 @@ def test_nnunet_trains_as_a_row_beside_an_external_run_against_a_chosen_baseline
     assert "nnunet\\_own" in paper and "its protocol differs" in paper
     assert (workflow / "results" / "figures" / PHANTOM / "architecture_nnunet.png").is_file()
     page = (workflow / "results" / PHANTOM / "index.html").read_text()
-    assert "differs from the baseline, <b>unet3plus</b>" in page
+    assert "differs from the baseline, <b>U-Net 3+</b>" in page  # by its display name
 
     switched = _config(workflow, "nnunet_baseline.yaml", {**yaml.safe_load((workflow / extra).read_text()),
                                                           "compare": {**compare, "baseline": "nnunet"}})
