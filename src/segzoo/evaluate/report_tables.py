@@ -67,6 +67,11 @@ def table_caption(terms: str | None, seeds: int, elsewhere_rows: str | None = No
                                     " (no seed spread: one seed)"), elsewhere_rows]))
 
 
+def external_protocols(config: dict) -> dict[str, str]:
+    """``compare.external`` as ``{row: how its label maps were made}`` (what :func:`elsewhere` says of each)."""
+    return {row: e["protocol"] for row, e in ((config.get("compare") or {}).get("external") or {}).items()}
+
+
 def elsewhere(rows: list[str], plans: Plans | None, external: dict[str, str]) -> str | None:
     """The caption's sentence on rows not trained on the comparison's terms: external label maps (with how they were
     made) and any other row the plan did not plan (an imported nnU-Net model, trained by nnU-Net)."""

@@ -21,7 +21,7 @@ from segzoo import __version__
 from segzoo.errors import SegzooError
 from segzoo.data.plans import Plans
 from segzoo.evaluate.metrics import EMPTY_RULE, LESION_METRICS, METRICS
-from segzoo.evaluate.report_tables import COMPARISON, PER_CASE, elsewhere, table_caption
+from segzoo.evaluate.report_tables import COMPARISON, PER_CASE, elsewhere, external_protocols, table_caption
 from segzoo.evaluate.stats import baseline_of, wide_table
 from segzoo.io import read_json, write_text
 from segzoo.provenance import source_digest
@@ -244,10 +244,10 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
     figures = read_json(figures_dir / "figures.json")
     comparison = pd.read_csv(tables / COMPARISON)
     models = list(dict.fromkeys(comparison["model"]))
-    external = {row: e["protocol"] for row, e in config.get("compare", {}).get("external", {}).items()}
-    terms = Plans(plans).terms(models) if plans else None
-    caption = table_caption(terms, int(comparison["seeds"].max()) if len(comparison) else 1,
-                            elsewhere(models, Plans(plans) if plans else None, external))
+    plan = Plans(plans) if plans else None
+    terms = plan.terms(models) if plan else None
+    other = elsewhere(models, plan, external_protocols(config))  # rows not trained on these terms
+    caption = table_caption(terms, int(comparison["seeds"].max()) if len(comparison) else 1, other)
     baseline = model_name(baseline_of(comparison))
     rel = lambda p: Path(os.path.relpath(Path(p).resolve(), out.parent.resolve())).as_posix()  # noqa: E731
     parts = [f"<h1>segzoo results: {html.escape(dataset)}</h1>",
@@ -281,12 +281,8 @@ def write_page(dataset: str, *, figures_dir: Path, tables: Path, weightgen: Path
         parts += weightgen_section(weightgen, rel)
     parts.append("<h2>Configuration</h2><pre>" + html.escape(yaml.safe_dump(config, sort_keys=False)) + "</pre>")
     gpt = EvaluationFolder(weightgen).summary() if weightgen is not None else None
-    if plans:
-        rows = list(dict.fromkeys(comparison["model"]))
-        terms = "; ".join(filter(None, [Plans(plans).terms(rows), elsewhere(rows, Plans(plans), external)]))
-    else:
-        terms = None
-    lead = summary_section(comparison, config["evaluate"]["metrics"], gpt, terms)
+    lead = summary_section(comparison, config["evaluate"]["metrics"], gpt,
+                           "; ".join(filter(None, [terms, other])) if plan else None)
     body, toc = with_anchors(parts[:2] + lead + parts[2:])
     body.insert(2 + len(lead), toc)  # the answer, then where to find the rest
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

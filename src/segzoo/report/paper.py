@@ -33,7 +33,7 @@ from segzoo import __version__
 from segzoo.data.plans import Plans
 from segzoo.errors import SegzooError
 from segzoo.evaluate.metrics import METRICS
-from segzoo.evaluate.report_tables import COMPARISON, PER_CASE, elsewhere
+from segzoo.evaluate.report_tables import COMPARISON, PER_CASE, elsewhere, external_protocols
 from segzoo.evaluate.stats import baseline_of
 from segzoo.io import output_dir, read_json, write_text
 from segzoo.report import findings, latex
@@ -538,8 +538,7 @@ def methods_section(config: dict, dataset: str, plan: Plans, comparison: pd.Data
         f"As nnU-Net plans{cite(['isensee2021nnunet'])}, the training cases' fingerprint decides the preprocessing: "
         f"every image is resampled to {spacing}\\,mm ({tex(plan.data.get('spacing_source', 'planned'))} spacing) and "
         f"normalised ({schemes}). " + protocol_text(plan, models)
-        + (" " + tex(capital(other) + ".") if (other := elsewhere(models, plan, {
-            row: e["protocol"] for row, e in (config.get("compare") or {}).get("external", {}).items()})) else ""),
+        + (" " + tex(capital(other) + ".") if (other := elsewhere(models, plan, external_protocols(config))) else ""),
         r"\paragraph{Models.} " + " ".join(described)
         + (r" Figure~\ref{fig:architectures} shows how each is wired, traced from the model objects." if wired else ""),
         r"\paragraph{Training.} " + _training_text(config, seeds),

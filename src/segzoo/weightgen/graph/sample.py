@@ -27,9 +27,9 @@ from segzoo.weightgen.zoo.prompts import requests
 from segzoo.weightgen.zoo.runs import Zoo
 from segzoo.weightgen.zoo.samples import save_samples
 from segzoo.weightgen.zoo.scoring import Scorer
+from segzoo.weightgen.zoo.settings import ZooSettings
 
 TEMPERATURES = (0.0, 0.5, 1.0)  # candidates when graph.temperature is null
-from segzoo.weightgen.zoo.settings import ZooSettings
 
 
 def start_signals(trained: TrainedGraph, zoo: Zoo, table: pd.DataFrame, pre: Preprocessed, splits: Path,
